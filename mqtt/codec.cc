@@ -1,5 +1,6 @@
 #include "mqtt/codec.h"
 
+#include <cstring>
 #include <limits>
 
 namespace qbridge::mqtt {
@@ -9,7 +10,9 @@ constexpr std::string_view kNameMqtt = "MQTT";
 constexpr std::string_view kNameMqisdp = "MQIsdp";
 constexpr std::string_view kSharePrefix = "$share/";
 
-bool HasWildcard(std::string_view s) { return s.find_first_of("+#") != std::string_view::npos; }
+bool HasWildcard(std::string_view s) {
+  return std::memchr(s.data(), '+', s.size()) || std::memchr(s.data(), '#', s.size());
+}
 
 CodecStatus CheckEnd(const Reader& r) {
   if (!r.ok()) return Malformed("packet truncated");
@@ -262,6 +265,7 @@ PacketType TypeOf(const Packet& p) {
 
 CodecStatus DecodePublish(uint8_t header, Bytes body, Version version, Publish* out) {
   if (auto s = CheckFixedFlags(PacketType::kPublish, header & 0x0F); !s.ok()) return s;
+  *out = Publish{};  // callers reuse one Publish per stream: no state may carry over
   out->dup = header & 0x08;
   out->qos = static_cast<QoS>((header >> 1) & 0x03);
   out->retain = header & 0x01;
@@ -289,6 +293,7 @@ CodecStatus DecodePubAck(uint8_t header, Bytes body, Version version, PubAck* ou
   if (type < PacketType::kPuback || type > PacketType::kPubcomp)
     return Malformed("not an acknowledgement packet");
   if (auto s = CheckFixedFlags(type, header & 0x0F); !s.ok()) return s;
+  *out = PubAck{};
   out->type = type;
   Reader r(body);
   if (auto s = ReadPacketId(r, &out->packet_id); !s.ok()) return s;

@@ -1,5 +1,7 @@
 #include "mqtt/topic.h"
 
+#include <cstring>
+
 #include "mqtt/wire.h"
 
 namespace qbridge::mqtt {
@@ -7,7 +9,9 @@ namespace {
 constexpr std::string_view kSharePrefix = "$share/";
 }  // namespace
 
-bool HasWildcard(std::string_view s) { return s.find_first_of("+#") != std::string_view::npos; }
+bool HasWildcard(std::string_view s) {
+  return std::memchr(s.data(), '+', s.size()) || std::memchr(s.data(), '#', s.size());
+}
 
 ReasonCode ValidateTopicName(std::string_view topic) {
   if (topic.empty() || HasWildcard(topic) || !IsValidMqttUtf8(topic))

@@ -331,6 +331,27 @@ TEST(Publish, DecodesQos1AndViewsPayloadInPlace) {
   EXPECT_EQ(pub.payload.data(), bytes.data() + 9);  // no copy
 }
 
+TEST(Publish, ReusedOutputCarriesNothingOver) {
+  // A stream decodes every PUBLISH into one reused struct: a property of the previous
+  // packet must neither leak into the next nor make it look duplicated.
+  const auto a = Hex("00 01 'a' 05 02 00 00 00 0a 'x'");
+  const auto b = Hex("00 01 'b' 00 'y'");
+  Publish out;
+  ASSERT_TRUE(DecodePublish(0x30, a, Version::k5, &out).ok());
+  EXPECT_EQ(out.properties.message_expiry_interval, 10u);
+  ASSERT_TRUE(DecodePublish(0x30, a, Version::k5, &out).ok());
+  ASSERT_TRUE(DecodePublish(0x30, b, Version::k5, &out).ok());
+  EXPECT_FALSE(out.properties.message_expiry_interval);
+  EXPECT_EQ(AsStringView(out.payload), "y");
+  PubAck ack;
+  const auto r = Hex("00 01 97 00");
+  ASSERT_TRUE(DecodePubAck(0x40, r, Version::k5, &ack).ok());
+  EXPECT_EQ(ack.reason, ReasonCode::kQuotaExceeded);
+  const auto plain = Hex("00 02");
+  ASSERT_TRUE(DecodePubAck(0x40, plain, Version::k5, &ack).ok());
+  EXPECT_EQ(ack.reason, ReasonCode::kSuccess);
+}
+
 TEST(Publish, FixedHeaderFlags) {
   EXPECT_EQ(Err(0x36, "00 01 'a' 00 01", Version::k311), ReasonCode::kMalformedPacket);  // QoS 3
   EXPECT_EQ(Err(0x38, "00 01 'a'", Version::k311), ReasonCode::kMalformedPacket);  // DUP, QoS 0

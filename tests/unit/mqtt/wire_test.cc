@@ -61,6 +61,21 @@ TEST(Utf8, AcceptsWellFormedText) {
   EXPECT_TRUE(IsValidMqttUtf8("\xf4\x8f\xbf\xbf"));          // U+10FFFF
 }
 
+TEST(Utf8, AsciiFastPathStillChecksEveryByte) {
+  // The 8-byte ASCII path must still find a NUL or a multi-byte sequence at any offset.
+  for (size_t pos = 0; pos < 20; ++pos) {
+    std::string s(20, 'a');
+    s[pos] = '\0';
+    EXPECT_FALSE(IsValidMqttUtf8(s)) << pos;
+    s[pos] = '\xc3';
+    EXPECT_FALSE(IsValidMqttUtf8(s)) << pos;  // lead byte, then 'a': bad continuation
+    if (pos + 1 < s.size()) {
+      s[pos + 1] = '\xa9';
+      EXPECT_TRUE(IsValidMqttUtf8(s)) << pos;
+    }
+  }
+}
+
 TEST(Utf8, RejectsWhatTheSpecForbids) {
   EXPECT_FALSE(IsValidMqttUtf8(std::string_view("a\0b", 3)));  // U+0000
   EXPECT_FALSE(IsValidMqttUtf8("\xc0\x80"));                  // overlong NUL

@@ -1,0 +1,215 @@
+#include "tests/support/mqtt_tcp_client.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+extern char** environ;
+
+namespace qbridge::testing {
+namespace {
+
+constexpr const char* kMosquitto = "/usr/sbin/mosquitto";
+
+absl::Status Errno(const char* what) {
+  return absl::ErrnoToStatus(errno, what);
+}
+
+int64_t RemainingMs(absl::Time deadline) {
+  return std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
+}
+
+}  // namespace
+
+absl::StatusOr<uint16_t> PickFreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return Errno("socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    const auto s = Errno("bind");
+    ::close(fd);
+    return s;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Dial(const std::string& host,
+                                                                   uint16_t port,
+                                                                   absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+    return absl::InvalidArgumentError(absl::StrCat("not an IPv4 address: ", host));
+  for (;;) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Errno("socket");
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      return std::unique_ptr<MqttTcpClient>(new MqttTcpClient(fd));
+    }
+    const int err = errno;
+    ::close(fd);
+    if (absl::Now() >= deadline)
+      return absl::DeadlineExceededError(
+          absl::StrCat("connect ", host, ":", port, ": ", std::strerror(err)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+MqttTcpClient::~MqttTcpClient() { ::close(fd_); }
+
+absl::Status MqttTcpClient::Send(const mqtt::Packet& p) {
+  out_.clear();
+  if (!mqtt::EncodeTo(p, version_, out_))
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot encode ", std::string(mqtt::PacketTypeName(mqtt::TypeOf(p)))));
+  size_t off = 0;
+  while (off < out_.size()) {
+    const ssize_t n = ::send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("send");
+    }
+    off += size_t(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OwnedPacket> MqttTcpClient::Receive(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  uint8_t buf[16384];
+  while (frames_.empty()) {
+    pollfd pfd{fd_, POLLIN, 0};
+    const int r = ::poll(&pfd, 1, int(RemainingMs(deadline)));
+    if (r < 0 && errno != EINTR) return Errno("poll");
+    if (r == 0) return absl::DeadlineExceededError("no packet before the deadline");
+    if (r < 0) continue;
+    const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n == 0) return absl::UnavailableError("connection closed by peer");
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return Errno("recv");
+    }
+    bytes_received_ += uint64_t(n);
+    const mqtt::CodecStatus s =
+        framer_.Feed(mqtt::Bytes(buf, size_t(n)), [&](const mqtt::Frame& f) {
+          frames_.emplace_back(f.whole.begin(), f.whole.end());
+          return true;
+        });
+    if (!s.ok()) return absl::DataLossError(absl::StrCat("framing: ", s.detail));
+  }
+  OwnedPacket out;
+  out.bytes = std::move(frames_.front());
+  frames_.pop_front();
+  mqtt::Framer one;
+  mqtt::CodecStatus decode_status;
+  one.Feed(out.bytes, [&](const mqtt::Frame& f) {
+    decode_status = mqtt::Decode(f.header, f.body, version_, &out.packet);
+    return false;
+  });
+  if (!decode_status.ok())
+    return absl::DataLossError(absl::StrCat("decode: ", decode_status.detail, " (",
+                                            std::string(mqtt::ReasonCodeName(decode_status.code)), ")"));
+  return out;
+}
+
+bool MosquittoBroker::Available() { return ::access(kMosquitto, X_OK) == 0; }
+
+absl::StatusOr<std::unique_ptr<MosquittoBroker>> MosquittoBroker::Start() {
+  if (!Available()) return absl::NotFoundError("mosquitto is not installed (tools/setup.sh)");
+  std::unique_ptr<MosquittoBroker> b(new MosquittoBroker());
+  char tmpl[] = "/tmp/qbridge-mosq-XXXXXX";
+  if (!::mkdtemp(tmpl)) return Errno("mkdtemp");
+  b->dir_ = tmpl;
+  ::chmod(tmpl, 0755);  // mosquitto drops root to its own user and must read the config
+  // A port picked here can be taken before mosquitto binds it; retry a few times.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto port = PickFreePort();
+    if (!port.ok()) return port.status();
+    const std::string conf = b->dir_ + "/mosquitto.conf";
+    {
+      std::ofstream f(conf);
+      f << "listener " << *port << " 127.0.0.1\n"
+        << "allow_anonymous true\n"
+        << "persistence false\n"
+        << "max_inflight_messages 0\n"
+        << "log_dest stderr\n"
+        << "log_type error\n";
+    }
+    const std::string log = b->dir_ + "/mosquitto.log";
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    std::string prog = kMosquitto, c = "-c";
+    char* argv[] = {prog.data(), c.data(), const_cast<char*>(conf.c_str()), nullptr};
+    pid_t pid;
+    const int rc = ::posix_spawn(&pid, kMosquitto, &fa, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return absl::ErrnoToStatus(rc, "posix_spawn mosquitto");
+    b->pid_ = pid;
+    b->port_ = *port;
+    // Ready when it accepts a TCP connection; bounded wait.
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline) {
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        b->pid_ = -1;
+        break;  // exited (port taken?): try another port
+      }
+      auto probe = MqttTcpClient::Dial("127.0.0.1", *port, absl::Milliseconds(50));
+      if (probe.ok()) return b;
+    }
+    if (b->pid_ > 0) {
+      ::kill(b->pid_, SIGKILL);
+      ::waitpid(b->pid_, nullptr, 0);
+      b->pid_ = -1;
+    }
+  }
+  return absl::UnavailableError(absl::StrCat("mosquitto did not start; see ", b->dir_));
+}
+
+MosquittoBroker::~MosquittoBroker() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    int status;
+    for (int i = 0; i < 100 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (::waitpid(pid_, &status, WNOHANG) == 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+}  // namespace qbridge::testing
