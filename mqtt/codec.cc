@@ -1,7 +1,8 @@
 #include "mqtt/codec.h"
 
-#include <cstring>
 #include <limits>
+
+#include "mqtt/topic.h"
 
 namespace qbridge::mqtt {
 namespace {
@@ -10,9 +11,6 @@ constexpr std::string_view kNameMqtt = "MQTT";
 constexpr std::string_view kNameMqisdp = "MQIsdp";
 constexpr std::string_view kSharePrefix = "$share/";
 
-bool HasWildcard(std::string_view s) {
-  return std::memchr(s.data(), '+', s.size()) || std::memchr(s.data(), '#', s.size());
-}
 
 CodecStatus CheckEnd(const Reader& r) {
   if (!r.ok()) return Malformed("packet truncated");

@@ -1,5 +1,7 @@
 #include "mqtt/properties.h"
 
+#include "mqtt/topic.h"
+
 namespace qbridge::mqtt {
 namespace {
 
@@ -164,7 +166,7 @@ CodecStatus DecodeProperties(Reader& r, PropertyScope scope, Properties* out) {
         break;
       case PropertyId::kContentType: dup |= !SetOnce(out->content_type, str); break;
       case PropertyId::kResponseTopic:
-        if (str.empty() || str.find_first_of("+#") != std::string_view::npos)
+        if (str.empty() || HasWildcard(str))
           return ProtocolError("response topic must be a topic name");
         dup |= !SetOnce(out->response_topic, str);
         break;

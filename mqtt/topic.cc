@@ -10,6 +10,7 @@ constexpr std::string_view kSharePrefix = "$share/";
 }  // namespace
 
 bool HasWildcard(std::string_view s) {
+  if (s.empty()) return false;  // data() may be null, which memchr must not see
   return std::memchr(s.data(), '+', s.size()) || std::memchr(s.data(), '#', s.size());
 }
 
