@@ -376,7 +376,14 @@ class Counter {
     n_ += 2 + b.size();
   }
   void String(std::string_view s) { Binary(AsBytes(s)); }
-  void Props(const Properties& p) { n_ += PropertiesSize(p); }
+  void Props(const Properties& p, PropertyScope scope) {
+    if (!PropertiesEncodable(p, scope)) ok_ = false;
+    n_ += PropertiesSize(p);
+  }
+  void Reason(PacketType t, ReasonCode rc) {
+    if (!ReasonCodeAllowed(t, rc)) ok_ = false;
+    n_ += 1;
+  }
   void Fail() { ok_ = false; }
 
  private:
@@ -387,14 +394,18 @@ class Counter {
 class Out : public Writer {
  public:
   using Writer::Writer;
-  void Props(const Properties& p) { EncodeProperties(p, *this); }
+  void Props(const Properties& p, PropertyScope) { EncodeProperties(p, *this); }
+  void Reason(PacketType, ReasonCode rc) { U8(static_cast<uint8_t>(rc)); }
   void Fail() {}  // the Counter pass already rejected the packet
 };
 
 bool Empty(const Properties& p) { return PropertiesBodySize(p) == 0; }
 
+// DUP is meaningless at QoS 0 and a peer must reject it there (spec 3.3.1.1); a forwarder
+// downgrading a resent message to QoS 0 gets it cleared rather than a refused packet.
 uint8_t PublishFlags(const Publish& p) {
-  return uint8_t((p.dup ? 0x08 : 0) | (static_cast<uint8_t>(p.qos) << 1) | (p.retain ? 1 : 0));
+  const bool dup = p.dup && p.qos != QoS::k0;
+  return uint8_t((dup ? 0x08 : 0) | (static_cast<uint8_t>(p.qos) << 1) | (p.retain ? 1 : 0));
 }
 
 template <typename W>
@@ -416,10 +427,11 @@ void Body(const Connect& c, Version, W& w) {
   if (!v5 && c.password && !c.username) w.Fail();
   w.U8(flags);
   w.U16(c.keep_alive);
-  if (v5) w.Props(c.properties);
+  if (v5) w.Props(c.properties, PropertyScope::kConnect);
   w.String(c.client_id);
   if (c.will) {
-    if (v5) w.Props(c.will->properties);
+    if (c.will->topic.empty() || HasWildcard(c.will->topic)) w.Fail();
+    if (v5) w.Props(c.will->properties, PropertyScope::kWill);
     w.String(c.will->topic);
     w.Binary(c.will->payload);
   }
@@ -429,10 +441,12 @@ void Body(const Connect& c, Version, W& w) {
 
 template <typename W>
 void Body(const Connack& c, Version v, W& w) {
-  w.U8(c.session_present && v != Version::k31 ? 1 : 0);
+  // A refused connection never has a session (spec 3.2.2.1.1).
+  const bool present = c.session_present && v != Version::k31 && c.reason == ReasonCode::kSuccess;
+  w.U8(present ? 1 : 0);
   if (v == Version::k5) {
-    w.U8(static_cast<uint8_t>(c.reason));
-    w.Props(c.properties);
+    w.Reason(PacketType::kConnack, c.reason);
+    w.Props(c.properties, PropertyScope::kConnack);
   } else {
     w.U8(static_cast<uint8_t>(ToV3ConnackCode(c.reason)));
   }
@@ -440,12 +454,15 @@ void Body(const Connack& c, Version v, W& w) {
 
 template <typename W>
 void Body(const Publish& p, Version v, W& w, bool with_payload = true) {
+  if (HasWildcard(p.topic)) w.Fail();
+  // An empty topic is only meaningful in 5.0 with a Topic Alias.
+  if (p.topic.empty() && (v != Version::k5 || !p.properties.topic_alias)) w.Fail();
   w.String(p.topic);
   if (p.qos != QoS::k0) {
     if (p.packet_id == 0) w.Fail();
     w.U16(p.packet_id);
   }
-  if (v == Version::k5) w.Props(p.properties);
+  if (v == Version::k5) w.Props(p.properties, PropertyScope::kPublish);
   if (with_payload) w.Raw(p.payload);
 }
 
@@ -460,15 +477,15 @@ void Body(const PubAck& a, Version v, W& w) {
   }
   const bool props = !Empty(a.properties);
   if (a.reason == ReasonCode::kSuccess && !props) return;
-  w.U8(static_cast<uint8_t>(a.reason));
-  if (props) w.Props(a.properties);
+  w.Reason(a.type, a.reason);
+  if (props) w.Props(a.properties, ScopeOf(a.type));
 }
 
 template <typename W>
 void Body(const Subscribe& s, Version v, W& w) {
   if (s.packet_id == 0 || s.subscriptions.empty()) w.Fail();
   w.U16(s.packet_id);
-  if (v == Version::k5) w.Props(s.properties);
+  if (v == Version::k5) w.Props(s.properties, PropertyScope::kSubscribe);
   for (const Subscription& sub : s.subscriptions) {
     w.String(sub.filter);
     uint8_t opts = static_cast<uint8_t>(sub.max_qos);
@@ -482,11 +499,16 @@ void Body(const Subscribe& s, Version v, W& w) {
 
 template <typename W>
 void Body(const Suback& s, Version v, W& w) {
+  if (s.packet_id == 0 || s.reasons.empty()) w.Fail();
   w.U16(s.packet_id);
-  if (v == Version::k5) w.Props(s.properties);
+  if (v == Version::k5) w.Props(s.properties, PropertyScope::kSuback);
   for (ReasonCode rc : s.reasons) {
     const auto b = static_cast<uint8_t>(rc);
-    w.U8(v == Version::k5 || b <= 2 ? b : 0x80);
+    if (v == Version::k5) {
+      w.Reason(PacketType::kSuback, rc);
+    } else {
+      w.U8(b <= 2 ? b : 0x80);  // 3.x has one failure code
+    }
   }
 }
 
@@ -494,16 +516,18 @@ template <typename W>
 void Body(const Unsubscribe& u, Version v, W& w) {
   if (u.packet_id == 0 || u.filters.empty()) w.Fail();
   w.U16(u.packet_id);
-  if (v == Version::k5) w.Props(u.properties);
+  if (v == Version::k5) w.Props(u.properties, PropertyScope::kUnsubscribe);
   for (std::string_view f : u.filters) w.String(f);
 }
 
 template <typename W>
 void Body(const Unsuback& u, Version v, W& w) {
+  if (u.packet_id == 0) w.Fail();
   w.U16(u.packet_id);
   if (v != Version::k5) return;
-  w.Props(u.properties);
-  for (ReasonCode rc : u.reasons) w.U8(static_cast<uint8_t>(rc));
+  if (u.reasons.empty()) w.Fail();
+  w.Props(u.properties, PropertyScope::kUnsuback);
+  for (ReasonCode rc : u.reasons) w.Reason(PacketType::kUnsuback, rc);
 }
 
 template <typename W>
@@ -512,22 +536,26 @@ template <typename W>
 void Body(const Pingresp&, Version, W&) {}
 
 template <typename T, typename W>
-void ReasonAndProps(const T& d, W& w) {
+void ReasonAndProps(const T& d, PacketType type, W& w) {
   const bool props = !Empty(d.properties);
   if (d.reason == ReasonCode::kSuccess && !props) return;
-  w.U8(static_cast<uint8_t>(d.reason));
-  if (props) w.Props(d.properties);
+  w.Reason(type, d.reason);
+  if (props) w.Props(d.properties, ScopeOf(type));
 }
 
 template <typename W>
 void Body(const Disconnect& d, Version v, W& w) {
-  if (v == Version::k5) ReasonAndProps(d, w);
+  if (v == Version::k5) ReasonAndProps(d, PacketType::kDisconnect, w);
 }
 
 template <typename W>
 void Body(const Auth& a, Version v, W& w) {
   if (v != Version::k5) w.Fail();
-  ReasonAndProps(a, w);
+  // A non-empty AUTH names its method (our decoder and the spec, 3.15.2.2.2).
+  if ((a.reason != ReasonCode::kSuccess || !Empty(a.properties)) &&
+      !a.properties.authentication_method)
+    w.Fail();
+  ReasonAndProps(a, PacketType::kAuth, w);
 }
 
 uint8_t FixedHeader(const Packet& p) {

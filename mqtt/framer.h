@@ -44,8 +44,9 @@ class Framer {
   template <typename Fn>
   CodecStatus Feed(Bytes data, Fn&& fn);
 
-  // Bytes of a partial packet held between fragments.
+  // Bytes of a partial packet held between fragments, and the memory held for them.
   size_t buffered() const { return buf_.size(); }
+  size_t buffer_capacity() const { return buf_.capacity(); }
   bool failed() const { return !error_.ok(); }
 
  private:
@@ -53,6 +54,8 @@ class Framer {
   // or an error (set in error_).
   enum class HeaderState : uint8_t { kOk, kNeedMore, kError };
   HeaderState ParseHeader(Bytes in, size_t* total, size_t* header_len);
+
+  static constexpr size_t kKeepBufferBytes = 64 * 1024;
 
   uint32_t max_packet_size_;
   std::vector<uint8_t> buf_;
@@ -105,6 +108,9 @@ CodecStatus Framer::Feed(Bytes data, Fn&& fn) {
     const Frame f{whole[0], whole.subspan(header_len_), whole};
     const bool go_on = fn(f);
     buf_.clear();
+    // Thousands of streams may each have gathered one large packet once: keep a small
+    // buffer per stream, not its high-water mark.
+    if (buf_.capacity() > kKeepBufferBytes) buf_.shrink_to_fit();
     need_ = 0;
     if (!go_on) return {};
   }

@@ -208,7 +208,7 @@ CodecStatus DecodeProperties(Reader& r, PropertyScope scope, Properties* out) {
         break;
       case PropertyId::kTopicAliasMaximum: dup |= !SetOnce(out->topic_alias_maximum, num); break;
       case PropertyId::kTopicAlias:
-        if (num == 0) return ProtocolError("topic alias 0");
+        if (num == 0) return {ReasonCode::kTopicAliasInvalid, "topic alias 0"};
         dup |= !SetOnce(out->topic_alias, num);
         break;
       case PropertyId::kMaximumQos:
@@ -351,7 +351,48 @@ struct WriteSink {
   }
 };
 
+// Checks what EncodeProperties would write against the decoder's rules, so we never send
+// what we would ourselves reject.
+struct CheckSink {
+  PropertyScope scope;
+  bool ok = true;
+  bool Allowed(PropertyId id) { return ok &= PropertyAllowed(id, scope); }
+  void Byte(PropertyId id, uint8_t v) {
+    Allowed(id);
+    ok &= v <= 1;  // every one-byte property is a flag
+  }
+  void Two(PropertyId id, uint16_t v) {
+    Allowed(id);
+    if (id == PropertyId::kReceiveMaximum || id == PropertyId::kTopicAlias) ok &= v != 0;
+  }
+  void Four(PropertyId id, uint32_t v) {
+    Allowed(id);
+    if (id == PropertyId::kMaximumPacketSize) ok &= v != 0;
+  }
+  void Var(PropertyId id, uint32_t v) {
+    Allowed(id);
+    ok &= v != 0 && v <= kMaxVarInt;
+  }
+  void Bin(PropertyId id, Bytes b) {
+    Allowed(id);
+    ok &= b.size() <= 0xFFFF;
+  }
+  void Pair(const StringPair& kv) {
+    Allowed(PropertyId::kUserProperty);
+    ok &= kv.key.size() <= 0xFFFF && kv.value.size() <= 0xFFFF;
+  }
+};
+
 }  // namespace
+
+bool PropertiesEncodable(const Properties& p, PropertyScope scope) {
+  CheckSink check{scope};
+  VisitProperties(p, check);
+  if (!check.ok) return false;
+  // Only PUBLISH may carry several Subscription Identifiers.
+  if (scope != PropertyScope::kPublish && p.subscription_ids.size() > 1) return false;
+  return PropertiesBodySize(p) <= kMaxVarInt;
+}
 
 size_t PropertiesBodySize(const Properties& p) {
   SizeSink s;

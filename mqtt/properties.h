@@ -7,6 +7,7 @@
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "mqtt/types.h"
 #include "mqtt/wire.h"
@@ -65,7 +66,10 @@ template <typename T>
 class RepeatedProperty {
  public:
   RepeatedProperty() = default;
-  RepeatedProperty(std::span<const T> items) : items_(items), count_(items.size()) {}  // NOLINT
+  // Views caller storage, which must outlive every use (encoding happens later).
+  explicit RepeatedProperty(std::span<const T> items) : items_(items), count_(items.size()) {}
+  // A temporary container would dangle at once.
+  explicit RepeatedProperty(std::vector<T>&&) = delete;
   static RepeatedProperty FromWire(Bytes block, uint32_t count) {
     RepeatedProperty r;
     r.block_ = block;
@@ -130,6 +134,11 @@ inline CodecStatus ProtocolError(const char* detail) { return {ReasonCode::kProt
 
 // Decodes a property block (its length prefix first) at the reader's position.
 CodecStatus DecodeProperties(Reader& r, PropertyScope scope, Properties* out);
+
+// Whether `p` can be encoded in `scope`: every property allowed there, strings and binary
+// data within 65,535 bytes, values in range (no Subscription Identifier 0 or above
+// 268,435,455, no Receive Maximum, Topic Alias or Maximum Packet Size 0, flags 0 or 1).
+bool PropertiesEncodable(const Properties& p, PropertyScope scope);
 
 // Size of the property block without and with its length prefix.
 size_t PropertiesBodySize(const Properties& p);

@@ -26,28 +26,30 @@ InboundDecision InboundQos::OnPublish(uint64_t stream, QoS qos, uint16_t id) {
   if (it != state_.end()) {
     // A resend of a message we already hold. For QoS 2 this is what makes delivery
     // exactly-once; for QoS 1 the ack that is still owed answers both copies.
-    return {InboundDecision::kDuplicate};
+    return {it->second == State::kQos2Acked ? InboundDecision::kDuplicateResendAck
+                                            : InboundDecision::kDuplicateAckOwed};
   }
   if (state_.size() >= window_) return {InboundDecision::kReceiveMaxExceeded};
   state_.emplace(key, qos == QoS::k1 ? State::kQos1Pending : State::kQos2Received);
   return {InboundDecision::kDeliver};
 }
 
-bool InboundQos::OnAckSent(uint64_t stream, uint16_t id) {
+bool InboundQos::OnAckSent(uint64_t stream, uint16_t id, ReasonCode reason) {
   auto it = state_.find(Key{stream, id});
   if (it == state_.end()) return false;
-  switch (it->second) {
-    case State::kQos1Pending: state_.erase(it); return true;
-    case State::kQos2Received: it->second = State::kQos2Acked; return true;
-    case State::kQos2Acked: return true;  // PUBREC resent
+  if (it->second == State::kQos1Pending || static_cast<uint8_t>(reason) >= 0x80) {
+    state_.erase(it);  // exchange over: the id is the peer's to reuse
+    return true;
   }
-  return false;
+  it->second = State::kQos2Acked;  // PUBREC sent (or resent); PUBREL comes next
+  return true;
 }
 
 ReasonCode InboundQos::OnPubrel(uint64_t stream, uint16_t id) {
   auto it = state_.find(Key{stream, id});
   if (it == state_.end() || it->second == State::kQos1Pending)
     return ReasonCode::kPacketIdentifierNotFound;
+  if (it->second == State::kQos2Received) return ReasonCode::kProtocolError;
   state_.erase(it);
   return ReasonCode::kSuccess;
 }

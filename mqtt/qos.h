@@ -68,6 +68,10 @@ class OutboundQos {
   size_t inflight() const { return inflight_.size(); }
   bool CanSend() const { return inflight_.size() < window_ && ids_.in_use() < 65535; }
 
+  // The connection's packet-id space. SUBSCRIBE and UNSUBSCRIBE must take their ids from
+  // here too: an id may not be in use by any of these packets at once (spec 2.2.1).
+  PacketIdAllocator& ids() { return ids_; }
+
   // Records a QoS 1/2 PUBLISH about to be written and returns its packet id; nullopt when
   // the window is full (the caller queues the message and retries after an ack).
   std::optional<uint16_t> Start(QoS qos, Msg msg) {
@@ -155,18 +159,20 @@ class OutboundQos {
 
 struct InboundDecision {
   enum Kind : uint8_t {
-    kDeliver,           // new message: route it; ack it (PUBACK/PUBREC) once it is safe
-    kDuplicate,         // already have it: do not route again; ack it again (QoS 2 PUBREC)
-                        // or let the pending ack answer it (QoS 1)
-    kReceiveMaxExceeded,  // the peer broke our Receive Maximum: DISCONNECT 0x93
+    kDeliver,            // new message: route it; ack it (PUBACK/PUBREC) once it is safe
+    kDuplicateAckOwed,   // a resend of a message whose ack we still owe: do not route it
+                         // again; the ack that is pending answers both copies
+    kDuplicateResendAck, // QoS 2 resend after our PUBREC: do not route it; send PUBREC again
+    kReceiveMaxExceeded, // the peer broke our Receive Maximum: DISCONNECT 0x93
   };
   Kind kind;
 };
 
-// PUBLISHes received at QoS 1/2 whose acknowledgement is still owed. QoS 1 entries live
-// from PUBLISH until the caller sends PUBACK (end to end: after the upstream acked);
-// QoS 2 entries from PUBLISH until PUBREL, which makes a resent PUBLISH a duplicate
-// (exactly-once delivery, spec 4.3.3).
+// PUBLISHes received at QoS 1/2 whose exchange is not finished. QoS 1 entries live from
+// PUBLISH until the caller sends PUBACK (end to end: after the upstream acked); QoS 2
+// entries from PUBLISH until PUBREL, which makes a resent PUBLISH a duplicate
+// (exactly-once delivery, spec 4.3.3). An ack with a failure reason (>= 0x80) ends the
+// exchange at once: the sender sends no PUBREL and may reuse the id (spec 4.3.3, 4.9).
 class InboundQos {
  public:
   explicit InboundQos(uint16_t receive_maximum = 65535)
@@ -177,12 +183,14 @@ class InboundQos {
 
   InboundDecision OnPublish(uint64_t stream, QoS qos, uint16_t id);
 
-  // QoS 1: the caller has sent PUBACK. QoS 2: the caller has sent PUBREC (the entry stays
-  // until PUBREL). False when no such entry exists.
-  bool OnAckSent(uint64_t stream, uint16_t id);
+  // The caller has sent PUBACK (QoS 1) or PUBREC (QoS 2) with `reason`. A failure reason
+  // or a QoS 1 ack ends the exchange; a successful PUBREC waits for PUBREL. False when no
+  // such exchange exists.
+  bool OnAckSent(uint64_t stream, uint16_t id, ReasonCode reason = ReasonCode::kSuccess);
 
   // PUBREL: kSuccess -> send PUBCOMP; kPacketIdentifierNotFound -> send PUBCOMP with that
-  // reason (5.0) or a plain PUBCOMP (3.x: the peer is retrying a completed exchange).
+  // reason (5.0) or a plain PUBCOMP (3.x: the peer is retrying a completed exchange);
+  // kProtocolError -> PUBREL before we sent PUBREC: the peer broke the protocol.
   ReasonCode OnPubrel(uint64_t stream, uint16_t id);
 
   // A QUIC data stream closed: its QoS state dies with it (EMQX's model). Returns the

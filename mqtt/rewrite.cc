@@ -18,8 +18,11 @@ int CountSlashes(std::string_view s) { return int(std::count(s.begin(), s.end(),
 absl::StatusOr<TopicRewrite> TopicRewrite::Create(std::string_view source, std::string_view target,
                                                   std::string_view prefix,
                                                   std::string_view suffix) {
-  if (ValidateTopicFilter(source) != ReasonCode::kSuccess)
+  ParsedFilter parsed;
+  if (ParseFilter(source, &parsed) != ReasonCode::kSuccess)
     return absl::InvalidArgumentError(absl::StrCat("'", A(source), "' is not a valid topic filter"));
+  // Topics that match "$share/g/f" are the topics of "f": anchor on that.
+  source = parsed.filter;
   if (HasWildcard(prefix) || HasWildcard(suffix))
     return absl::InvalidArgumentError("prefix and suffix may not contain '+' or '#'");
   TopicRewrite r;

@@ -24,7 +24,9 @@ namespace {
 bool ValidPlainFilter(std::string_view filter) {
   if (filter.empty()) return false;
   TopicLevels levels(filter);
+  size_t depth = 0;
   while (!levels.done()) {
+    if (++depth > kMaxTopicLevels) return false;
     const std::string_view level = levels.Next();
     if (level == "#") {
       if (!levels.done()) return false;  // '#' must be the last level

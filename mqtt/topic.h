@@ -10,8 +10,13 @@ namespace qbridge::mqtt {
 // kSuccess, or kTopicNameInvalid: empty, a wildcard, or not MQTT UTF-8.
 ReasonCode ValidateTopicName(std::string_view topic);
 
+// Filters deeper than this are refused, so a subscription trie's depth (and the recursion
+// that walks it) stays bounded whatever a peer sends. EMQX's default max_topic_levels.
+inline constexpr size_t kMaxTopicLevels = 128;
+
 // kSuccess, or kTopicFilterInvalid: empty, '#' not alone as the last level, '+' not a
-// whole level, not MQTT UTF-8, or a malformed $share/ filter (see ParseFilter).
+// whole level, more than kMaxTopicLevels levels, not MQTT UTF-8, or a malformed $share/
+// filter (see ParseFilter).
 ReasonCode ValidateTopicFilter(std::string_view filter);
 
 // A subscription's filter split into its share group (empty when not shared) and the

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,9 +29,15 @@ class TopicTrie {
     Value value;
   };
 
-  // Adds or replaces key's entry under `filter` (a valid plain filter). Returns true when
-  // the entry is new, false when an existing one was replaced.
-  bool Insert(std::string_view filter, const Key& key, Value value) {
+  enum class InsertResult : uint8_t { kAdded, kReplaced, kTooDeep };
+
+  // Adds or replaces key's entry under `filter` (a plain filter that passed
+  // ValidateTopicFilter). A filter deeper than kMaxTopicLevels is refused even so: the
+  // trie's recursion depth must not be the peer's to choose.
+  InsertResult Insert(std::string_view filter, const Key& key, Value value) {
+    size_t depth = 1;
+    for (char c : filter) depth += c == '/';
+    if (depth > kMaxTopicLevels) return InsertResult::kTooDeep;
     Node* node = &root_;
     bool hash = false;
     TopicLevels levels(filter);
@@ -49,12 +56,12 @@ class TopicTrie {
     for (Entry& e : entries) {
       if (e.key == key) {
         e.value = std::move(value);
-        return false;
+        return InsertResult::kReplaced;
       }
     }
     entries.push_back(Entry{key, std::move(value)});
     ++size_;
-    return true;
+    return InsertResult::kAdded;
   }
 
   // Removes key's entry under `filter`; false when there was none. Prunes empty nodes.

@@ -126,6 +126,7 @@ class Writer {
     for (int shift = 24; shift >= 0; shift -= 8) out_[pos_++] = uint8_t(v >> shift);
   }
   void VarInt(uint32_t v) {
+    if (v > kMaxVarInt) ok_ = false;  // would need a fifth byte
     do {
       uint8_t b = v & 0x7F;
       v >>= 7;

@@ -44,6 +44,10 @@ std::vector<uint8_t> Enc(const Packet& p, Version v) {
 Packet RoundTrip(const Packet& p, Version v, std::vector<uint8_t>* storage) {
   *storage = Enc(p, v);
   EXPECT_EQ(EncodedSize(p, v), storage->size());
+  // Encoding into a roomier buffer must write exactly the predicted bytes too.
+  std::vector<uint8_t> roomy(storage->size() + 64, 0xEE);
+  EXPECT_EQ(Encode(p, v, roomy), storage->size());
+  EXPECT_TRUE(std::equal(storage->begin(), storage->end(), roomy.begin()));
   Packet back;
   const CodecStatus s = DecodeOne(*storage, v, &back);
   EXPECT_TRUE(s.ok()) << s.detail;
@@ -305,6 +309,16 @@ TEST(Connack, V5RejectsInvalidValues) {
   EXPECT_EQ(Err(0x20, "00 00 02 17 01", Version::k5), ReasonCode::kMalformedPacket);
 }
 
+TEST(Connack, RefusalNeverClaimsASession) {
+  Connack c;
+  c.session_present = true;
+  c.reason = ReasonCode::kNotAuthorized;
+  EXPECT_EQ(Enc(c, Version::k311), Hex("20 02 00 05"));
+  EXPECT_EQ(Enc(c, Version::k5), Hex("20 03 00 87 00"));
+  c.reason = ReasonCode::kKeepAliveTimeout;  // a DISCONNECT-only code
+  EXPECT_EQ(EncodedSize(c, Version::k5), 0u);
+}
+
 TEST(Connack, V3MapsReasonCodes) {
   Connack c;
   c.reason = ReasonCode::kBadUserNameOrPassword;
@@ -384,7 +398,6 @@ TEST(Publish, V5PropertyRules) {
   std::get<Publish>(p).properties.subscription_ids.ForEach([&](const uint32_t& v) { ids.push_back(v); });
   EXPECT_EQ(ids, (std::vector<uint32_t>{1, 2}));
   EXPECT_EQ(Err(0x30, "00 01 'a' 06 23 00 01 23 00 02", Version::k5), ReasonCode::kProtocolError);
-  EXPECT_EQ(Err(0x30, "00 01 'a' 03 23 00 00", Version::k5), ReasonCode::kProtocolError);
   EXPECT_EQ(Err(0x30, "00 01 'a' 02 0b 00", Version::k5), ReasonCode::kProtocolError);
   EXPECT_EQ(Err(0x30, "00 01 'a' 02 01 02", Version::k5), ReasonCode::kProtocolError);
   EXPECT_EQ(Err(0x30, "00 01 'a' 05 11 00 00 00 01", Version::k5), ReasonCode::kMalformedPacket);
@@ -457,6 +470,49 @@ TEST(Publish, EncodeRefusesWhatCannotBeExpressed) {
   EXPECT_EQ(Encode(pub, Version::k311, small), 0u);
 }
 
+TEST(Publish, DupIsClearedAtQos0) {
+  Publish p;
+  p.topic = "t";
+  p.dup = true;  // e.g. a resent QoS 1 message forwarded at QoS 0
+  const auto bytes = Enc(p, Version::k311);
+  EXPECT_EQ(bytes[0], 0x30);
+  Packet back;
+  EXPECT_TRUE(DecodeOne(bytes, Version::k311, &back).ok());
+}
+
+TEST(Publish, EncodeRefusesWhatOurDecoderWouldReject) {
+  Publish p;
+  p.topic = "a/+";
+  EXPECT_EQ(EncodedSize(p, Version::k311), 0u);  // wildcard
+  p.topic = "";
+  EXPECT_EQ(EncodedSize(p, Version::k311), 0u);  // empty in 3.x
+  EXPECT_EQ(EncodedSize(p, Version::k5), 0u);    // empty without alias
+  p.properties.topic_alias = 2;
+  EXPECT_NE(EncodedSize(p, Version::k5), 0u);
+  p.topic = "t";
+  p.properties.topic_alias = 0;
+  EXPECT_EQ(EncodedSize(p, Version::k5), 0u);  // alias 0
+  p.properties.topic_alias.reset();
+  const uint32_t too_big[] = {kMaxVarInt + 1};
+  p.properties.subscription_ids = SubscriptionIds(too_big);
+  EXPECT_EQ(EncodedSize(p, Version::k5), 0u);  // would need a 5-byte VarInt
+  std::vector<uint8_t> roomy(64);
+  EXPECT_EQ(Encode(p, Version::k5, roomy), 0u);
+  EXPECT_EQ(EncodePublishHeader(p, Version::k5, roomy), 0u);
+  p.properties.subscription_ids = {};
+  const std::string long_type(65536, 'x');
+  p.properties.content_type = long_type;
+  EXPECT_EQ(EncodedSize(p, Version::k5), 0u);  // property string over 65,535 bytes
+  EXPECT_EQ(PublishHeaderSize(p, Version::k5), 0u);
+  p.properties.content_type.reset();
+  p.properties.session_expiry_interval = 5;  // not a PUBLISH property
+  EXPECT_EQ(EncodedSize(p, Version::k5), 0u);
+}
+
+TEST(Publish, TopicAliasZeroIsTopicAliasInvalid) {
+  EXPECT_EQ(Err(0x30, "00 01 'a' 03 23 00 00", Version::k5), ReasonCode::kTopicAliasInvalid);
+}
+
 // --- PUBACK / PUBREC / PUBREL / PUBCOMP --------------------------------------------------------
 
 TEST(PubAck, V3AcksAreExactlyTwoBytes) {
@@ -493,6 +549,36 @@ TEST(PubAck, V5ShortFormsAndReasonCodes) {
   std::vector<uint8_t> storage;
   const auto back = std::get<PubAck>(RoundTrip(a, Version::k5, &storage));
   EXPECT_EQ(back.properties.reason_string, "full");
+}
+
+TEST(Encode, RefusesListsAndCodesOurDecoderWouldReject) {
+  Suback s;
+  s.packet_id = 1;
+  EXPECT_EQ(EncodedSize(s, Version::k311), 0u);  // no reason codes
+  s.reasons = {ReasonCode::kPacketIdentifierNotFound};
+  EXPECT_EQ(EncodedSize(s, Version::k5), 0u);  // not a SUBACK code
+  Unsuback u;
+  u.packet_id = 1;
+  EXPECT_EQ(EncodedSize(u, Version::k5), 0u);
+  EXPECT_NE(EncodedSize(u, Version::k311), 0u);  // 3.x UNSUBACK has no list
+  PubAck a;
+  a.type = PacketType::kPubrel;
+  a.packet_id = 1;
+  a.reason = ReasonCode::kNoMatchingSubscribers;  // PUBACK/PUBREC only
+  EXPECT_EQ(EncodedSize(a, Version::k5), 0u);
+  a.type = PacketType::kPuback;
+  a.reason = ReasonCode::kSuccess;
+  a.properties.topic_alias = 1;  // not an ack property
+  EXPECT_EQ(EncodedSize(a, Version::k5), 0u);
+  Auth auth;
+  auth.reason = ReasonCode::kContinueAuthentication;  // without a method
+  EXPECT_EQ(EncodedSize(auth, Version::k5), 0u);
+  Subscribe sub;
+  sub.packet_id = 1;
+  sub.subscriptions.push_back({"a", QoS::k0});
+  const uint32_t two_ids[] = {1, 2};
+  sub.properties.subscription_ids = SubscriptionIds(two_ids);
+  EXPECT_EQ(EncodedSize(sub, Version::k5), 0u);  // only PUBLISH may repeat it
 }
 
 TEST(PubAck, V3RefusesToEncodeAFailure) {

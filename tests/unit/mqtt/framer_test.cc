@@ -132,6 +132,32 @@ TEST(Framer, CallbackCanStop) {
   int seen = 0;
   EXPECT_TRUE(f.Feed(stream, [&](const Frame&) { return ++seen < 2; }).ok());
   EXPECT_EQ(seen, 2);
+  EXPECT_EQ(f.buffered(), 0u);  // the rest was dropped, nothing half-held
+  EXPECT_FALSE(f.failed());
+  // Stopping inside a gathered packet also leaves nothing behind.
+  Framer g;
+  seen = 0;
+  ASSERT_TRUE(g.Feed(Bytes(stream).first(3), [&](const Frame&) { return true; }).ok());
+  EXPECT_TRUE(g.Feed(Bytes(stream).subspan(3), [&](const Frame&) { return ++seen < 1; }).ok());
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(g.buffered(), 0u);
+}
+
+TEST(Framer, SplitLargePacketDoesNotKeepItsBuffer) {
+  std::vector<uint8_t> big = Hex("30 80 80 04 00 01 'x'");  // 65,536-byte body
+  big.resize(4 + 65536, 'z');
+  Framer f;
+  int seen = 0;
+  auto count = [&](const Frame& fr) {
+    EXPECT_EQ(fr.whole.size(), big.size());
+    ++seen;
+    return true;
+  };
+  ASSERT_TRUE(f.Feed(Bytes(big).first(100), count).ok());
+  ASSERT_TRUE(f.Feed(Bytes(big).subspan(100), count).ok());
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(f.buffered(), 0u);
+  EXPECT_LE(f.buffer_capacity(), 64u * 1024);
 }
 
 TEST(Framer, DecodesWhatItFrames) {

@@ -76,12 +76,28 @@ TEST(OutboundQos, ReceiveMaximumBoundsTheWindow) {
   for (int i = 0; i < 3; ++i) ids.push_back(*out.Start(QoS::k1, i));
   EXPECT_FALSE(out.CanSend());
   EXPECT_FALSE(out.Start(QoS::k1, 99));
-  EXPECT_FALSE(out.Start(QoS::k0, 99));  // QoS 0 needs no state
   int done;
   EXPECT_EQ(out.OnPuback(ids[1], &done), AckOutcome::kCompleted);
   EXPECT_TRUE(out.Start(QoS::k2, 3));
   out.set_receive_maximum(10);  // a new CONNACK
   EXPECT_TRUE(out.CanSend());
+}
+
+TEST(OutboundQos, Qos0NeedsNoStateEvenWithRoom) {
+  OutboundQos<int> out(3);
+  EXPECT_TRUE(out.CanSend());
+  EXPECT_FALSE(out.Start(QoS::k0, 1));
+  EXPECT_EQ(out.inflight(), 0u);
+}
+
+TEST(OutboundQos, SubscribeSharesThePacketIdSpace) {
+  OutboundQos<int> out;
+  const auto sub_id = out.ids().Allocate();  // a SUBSCRIBE in flight
+  ASSERT_TRUE(sub_id);
+  const auto pub_id = out.Start(QoS::k1, 1);
+  ASSERT_TRUE(pub_id);
+  EXPECT_NE(*pub_id, *sub_id);
+  EXPECT_TRUE(out.ids().Release(*sub_id));  // SUBACK
 }
 
 TEST(OutboundQos, ResendAfterReconnectKeepsOrderAndStates) {
@@ -108,7 +124,7 @@ TEST(OutboundQos, ResendAfterReconnectKeepsOrderAndStates) {
 TEST(InboundQos, Qos1DuplicateWhileAckOwedIsNotDeliveredTwice) {
   InboundQos in;
   EXPECT_EQ(in.OnPublish(0, QoS::k1, 5).kind, InboundDecision::kDeliver);
-  EXPECT_EQ(in.OnPublish(0, QoS::k1, 5).kind, InboundDecision::kDuplicate);
+  EXPECT_EQ(in.OnPublish(0, QoS::k1, 5).kind, InboundDecision::kDuplicateAckOwed);
   EXPECT_TRUE(in.OnAckSent(0, 5));
   // After PUBACK the id is free: the same id is a new message (spec 4.3.2).
   EXPECT_EQ(in.OnPublish(0, QoS::k1, 5).kind, InboundDecision::kDeliver);
@@ -117,9 +133,11 @@ TEST(InboundQos, Qos1DuplicateWhileAckOwedIsNotDeliveredTwice) {
 TEST(InboundQos, Qos2ExactlyOnce) {
   InboundQos in;
   EXPECT_EQ(in.OnPublish(4, QoS::k2, 9).kind, InboundDecision::kDeliver);
+  // Resent before we acknowledged (the upstream has not acked yet): wait, do not ack.
+  EXPECT_EQ(in.OnPublish(4, QoS::k2, 9).kind, InboundDecision::kDuplicateAckOwed);
   EXPECT_TRUE(in.OnAckSent(4, 9));  // PUBREC sent
-  // The sender did not see PUBREC and resends with DUP: not delivered again.
-  EXPECT_EQ(in.OnPublish(4, QoS::k2, 9).kind, InboundDecision::kDuplicate);
+  // The sender did not see PUBREC and resends with DUP: not delivered, PUBREC again.
+  EXPECT_EQ(in.OnPublish(4, QoS::k2, 9).kind, InboundDecision::kDuplicateResendAck);
   EXPECT_EQ(in.OnPubrel(4, 9), ReasonCode::kSuccess);
   EXPECT_EQ(in.OnPubrel(4, 9), ReasonCode::kPacketIdentifierNotFound);
   EXPECT_EQ(in.OnPublish(4, QoS::k2, 9).kind, InboundDecision::kDeliver);
@@ -131,6 +149,7 @@ TEST(InboundQos, StateIsKeyedByStreamAndPacketId) {
   EXPECT_EQ(in.OnPublish(4, QoS::k2, 1).kind, InboundDecision::kDeliver);
   EXPECT_EQ(in.OnPublish(8, QoS::k2, 1).kind, InboundDecision::kDeliver);
   EXPECT_EQ(in.pending(), 2u);
+  EXPECT_TRUE(in.OnAckSent(8, 1));
   EXPECT_EQ(in.OnPubrel(8, 1), ReasonCode::kSuccess);
   EXPECT_EQ(in.OnPubrel(4, 2), ReasonCode::kPacketIdentifierNotFound);
   EXPECT_EQ(in.CloseStream(4), 1u);
@@ -145,6 +164,27 @@ TEST(InboundQos, ReceiveMaximumExceeded) {
   EXPECT_EQ(in.OnPublish(0, QoS::k0, 0).kind, InboundDecision::kDeliver);  // QoS 0 is free
   EXPECT_TRUE(in.OnAckSent(0, 1));
   EXPECT_EQ(in.OnPublish(0, QoS::k1, 3).kind, InboundDecision::kDeliver);
+}
+
+TEST(InboundQos, RefusedMessageEndsTheExchange) {
+  // An upstream refusal (Quota exceeded) becomes a failing PUBREC: the sender sends no
+  // PUBREL and may reuse the id, so the slot and the id must be free again.
+  InboundQos in(1);
+  EXPECT_EQ(in.OnPublish(0, QoS::k2, 3).kind, InboundDecision::kDeliver);
+  EXPECT_TRUE(in.OnAckSent(0, 3, ReasonCode::kQuotaExceeded));
+  EXPECT_EQ(in.pending(), 0u);
+  EXPECT_EQ(in.OnPublish(0, QoS::k2, 3).kind, InboundDecision::kDeliver);
+  EXPECT_TRUE(in.OnAckSent(0, 3, ReasonCode::kNotAuthorized));
+  EXPECT_EQ(in.OnPublish(0, QoS::k1, 4).kind, InboundDecision::kDeliver);  // window free
+}
+
+TEST(InboundQos, PubrelBeforePubrecIsAProtocolError) {
+  InboundQos in;
+  EXPECT_EQ(in.OnPublish(0, QoS::k2, 6).kind, InboundDecision::kDeliver);
+  EXPECT_EQ(in.OnPubrel(0, 6), ReasonCode::kProtocolError);
+  EXPECT_EQ(in.pending(), 1u);  // the message is still ours to acknowledge
+  EXPECT_TRUE(in.OnAckSent(0, 6));
+  EXPECT_EQ(in.OnPubrel(0, 6), ReasonCode::kSuccess);
 }
 
 TEST(InboundQos, PubrelForQos1IdIsNotFound) {

@@ -72,7 +72,8 @@ TEST(TopicTrie, MatchesLikeTopicMatches) {
       "#", "+", "a", "a/#", "a/+", "a/b", "a/+/c", "+/b", "+/+", "/+", "a//b", "$SYS/#",
       "$SYS/+/x", "+/#", "a/b/c/#", "b/#"};
   TopicTrie<int, int> trie;
-  for (size_t i = 0; i < filters.size(); ++i) EXPECT_TRUE(trie.Insert(filters[i], int(i), 0));
+  using R = TopicTrie<int, int>::InsertResult;
+  for (size_t i = 0; i < filters.size(); ++i) EXPECT_EQ(trie.Insert(filters[i], int(i), 0), R::kAdded);
   const std::vector<std::string> topics = {"a", "a/b", "a/b/c", "a/x/c", "/x", "a//b", "b",
                                            "$SYS/up", "$SYS/y/x", "x/b", "a/b/c/d/e", "/"};
   for (const std::string& t : topics) {
@@ -88,10 +89,11 @@ TEST(TopicTrie, MatchesLikeTopicMatches) {
 
 TEST(TopicTrie, ReplaceRemoveAndPrune) {
   TopicTrie<std::string, int> trie;
-  EXPECT_TRUE(trie.Insert("a/+", "s1", 1));
-  EXPECT_FALSE(trie.Insert("a/+", "s1", 2));  // re-subscribe replaces
-  EXPECT_TRUE(trie.Insert("a/+", "s2", 3));
-  EXPECT_TRUE(trie.Insert("a/#", "s1", 4));
+  using R = TopicTrie<std::string, int>::InsertResult;
+  EXPECT_EQ(trie.Insert("a/+", "s1", 1), R::kAdded);
+  EXPECT_EQ(trie.Insert("a/+", "s1", 2), R::kReplaced);  // re-subscribe replaces
+  EXPECT_EQ(trie.Insert("a/+", "s2", 3), R::kAdded);
+  EXPECT_EQ(trie.Insert("a/#", "s1", 4), R::kAdded);
   EXPECT_EQ(trie.size(), 3u);
   std::vector<std::pair<std::string, int>> got;
   trie.Match("a/x", [&](const auto& e) { got.emplace_back(e.key, e.value); });
@@ -106,6 +108,46 @@ TEST(TopicTrie, ReplaceRemoveAndPrune) {
   int n = 0;
   trie.Match("a/x", [&](const auto&) { ++n; });
   EXPECT_EQ(n, 0);
+}
+
+TEST(TopicTrie, DepthIsBounded) {
+  // A 65,535-byte "+/+/..." filter would be ~32k levels: refused before it reaches the
+  // trie, and refused by the trie itself should a caller skip validation.
+  std::string deep;
+  for (size_t i = 0; i < kMaxTopicLevels; ++i) deep += i ? "/+" : "+";
+  EXPECT_EQ(ValidateTopicFilter(deep), ReasonCode::kSuccess);
+  TopicTrie<int, int> trie;
+  EXPECT_EQ(trie.Insert(deep, 1, 0), (TopicTrie<int, int>::InsertResult::kAdded));
+  deep += "/+";
+  EXPECT_EQ(ValidateTopicFilter(deep), ReasonCode::kTopicFilterInvalid);
+  EXPECT_EQ(trie.Insert(deep, 2, 0), (TopicTrie<int, int>::InsertResult::kTooDeep));
+  EXPECT_EQ(trie.size(), 1u);
+  std::string topic;
+  for (size_t i = 0; i < kMaxTopicLevels; ++i) topic += i ? "/x" : "x";
+  int hits = 0;
+  trie.Match(topic, [&](const auto&) { ++hits; });
+  EXPECT_EQ(hits, 1);
+}
+
+TEST(TopicTrie, IndependentOracle) {
+  // Expected matches written out by hand (spec 4.7), not derived from TopicMatches.
+  TopicTrie<std::string, int> trie;
+  for (const char* f : {"sport/tennis/player1/#", "sport/#", "sport/+", "+/+", "/+", "#",
+                        "$SYS/#", "+/monitor/Clients"})
+    trie.Insert(f, f, 0);
+  auto match = [&](std::string_view t) {
+    std::vector<std::string> got;
+    trie.Match(t, [&](const auto& e) { got.push_back(e.key); });
+    std::sort(got.begin(), got.end());
+    return got;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(match("sport"), (V{"#", "sport/#"}));
+  EXPECT_EQ(match("sport/tennis/player1"), (V{"#", "sport/#", "sport/tennis/player1/#"}));
+  EXPECT_EQ(match("sport/x"), (V{"#", "+/+", "sport/#", "sport/+"}));
+  EXPECT_EQ(match("/finance"), (V{"#", "+/+", "/+"}));
+  EXPECT_EQ(match("$SYS/monitor/Clients"), (V{"$SYS/#"}));
+  EXPECT_EQ(match("a/monitor/Clients"), (V{"#", "+/monitor/Clients"}));
 }
 
 TEST(TopicTrie, RandomisedAgainstLinearScan) {
@@ -194,6 +236,12 @@ TEST(TopicRewrite, KeepLiteralPrefixSuffix) {
   EXPECT_EQ(Rewrite("a/#", "cloud/in", "a/b", "x/"), "x/cloud/in");
   EXPECT_TRUE(TopicRewrite::Create("a/#", "").value().identity());
   EXPECT_FALSE(TopicRewrite::Create("a/#", "", "p/").value().identity());
+}
+
+TEST(TopicRewrite, SharedSubscriptionSourceAnchorsOnItsFilter) {
+  // Messages arriving for "$share/g/+/nanomq/#" carry topics like "cmd/nanomq/x".
+  EXPECT_EQ(Rewrite("$share/g/+/nanomq/#", "#", "cmd/nanomq/hello/world"), "hello/world");
+  EXPECT_EQ(Rewrite("$share/g/a/#", "", "a/b"), "a/b");
 }
 
 TEST(TopicRewrite, TopicShorterThanRuleGivesNothing) {
