@@ -1,0 +1,655 @@
+#include "quic/connection.h"
+
+#include <arpa/inet.h>
+#include <gnutls/crypto.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qbridge::quic {
+
+// --- addresses and CIDs ----------------------------------------------------------------------
+
+Address Address::FromIpPort(std::string_view ip, uint16_t port) {
+  Address a;
+  const std::string s(ip);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  if (inet_pton(AF_INET, s.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, s.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.len = sizeof(sockaddr_in6);
+  }
+  return a;
+}
+
+std::string Address::ToString() const {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (storage.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&storage);
+    inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof(buf));
+    return absl::StrCat(buf, ":", ntohs(v4->sin_port));
+  }
+  if (storage.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&storage);
+    inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof(buf));
+    return absl::StrCat("[", buf, "]:", ntohs(v6->sin6_port));
+  }
+  return "unset";
+}
+
+bool Address::operator==(const Address& o) const {
+  return len == o.len && std::memcmp(&storage, &o.storage, len) == 0;
+}
+
+void RandomBytes(uint8_t* dest, size_t len) {
+  // GNUTLS_RND_NONCE is a fast CSPRNG suitable for CIDs and packet randomness.
+  gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
+}
+
+void MakeServerCid(uint16_t owner_id, ngtcp2_cid* cid) {
+  cid->datalen = kServerCidLen;
+  RandomBytes(cid->data, kServerCidLen);
+  cid->data[0] = 0;
+  cid->data[1] = uint8_t(owner_id >> 8);
+  cid->data[2] = uint8_t(owner_id);
+}
+
+uint16_t CidOwner(const uint8_t* cid, size_t len) {
+  return len >= 3 ? uint16_t(cid[1] << 8 | cid[2]) : 0;
+}
+
+namespace {
+
+ngtcp2_path ToNgPath(const Path& p) {
+  ngtcp2_path np{};
+  np.local.addr = const_cast<sockaddr*>(p.local.sa());
+  np.local.addrlen = p.local.len;
+  np.remote.addr = const_cast<sockaddr*>(p.remote.sa());
+  np.remote.addrlen = p.remote.len;
+  return np;
+}
+
+Path FromNgPath(const ngtcp2_path& np) {
+  Path p;
+  std::memcpy(&p.local.storage, np.local.addr, np.local.addrlen);
+  p.local.len = np.local.addrlen;
+  std::memcpy(&p.remote.storage, np.remote.addr, np.remote.addrlen);
+  p.remote.len = np.remote.addrlen;
+  return p;
+}
+
+constexpr size_t kMaxVecs = 16;
+
+}  // namespace
+
+// --- construction ----------------------------------------------------------------------------
+
+Connection::Connection(bool server, ConnectionEvents* events) : server_(server), events_(events) {
+  ngtcp2_ccerr_default(&close_error_);
+}
+
+Connection::~Connection() {
+  if (conn_) ngtcp2_conn_del(conn_);
+  if (tls_) gnutls_deinit(tls_);
+}
+
+ngtcp2_conn* Connection::GetConn(ngtcp2_crypto_conn_ref* ref) {
+  return static_cast<Connection*>(ref->user_data)->conn_;
+}
+
+void Connection::Rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) { RandomBytes(dest, len); }
+
+void Connection::FillSettings(const TransportConfig& c, Timestamp now, ngtcp2_settings* s) {
+  ngtcp2_settings_default(s);
+  s->initial_ts = now;
+  s->initial_rtt = c.initial_rtt_ns;
+  s->handshake_timeout = c.handshake_timeout_ns;
+  s->max_tx_udp_payload_size = c.max_udp_payload;
+  s->max_window = c.max_connection_window;
+  s->max_stream_window = c.max_stream_window;
+  s->cc_algo = c.cc == CcAlgo::kBbr    ? NGTCP2_CC_ALGO_BBR
+               : c.cc == CcAlgo::kReno ? NGTCP2_CC_ALGO_RENO
+                                       : NGTCP2_CC_ALGO_CUBIC;
+}
+
+void Connection::FillParams(const TransportConfig& c, bool server, ngtcp2_transport_params* p) {
+  ngtcp2_transport_params_default(p);
+  p->initial_max_stream_data_bidi_local = c.stream_window;
+  p->initial_max_stream_data_bidi_remote = c.stream_window;
+  p->initial_max_stream_data_uni = 0;
+  p->initial_max_data = c.connection_window;
+  // Only clients open streams in the EMQX model: a client grants the server none.
+  p->initial_max_streams_bidi = server ? c.max_peer_bidi_streams : 0;
+  p->initial_max_streams_uni = 0;
+  p->max_idle_timeout = c.idle_timeout_ns;
+  p->max_ack_delay = c.max_ack_delay_ns;
+  p->active_connection_id_limit = 4;
+}
+
+ngtcp2_callbacks Connection::Callbacks(bool server) {
+  ngtcp2_callbacks cb{};
+  if (server) {
+    cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
+  } else {
+    cb.client_initial = ngtcp2_crypto_client_initial_cb;
+    cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
+  }
+  cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb.encrypt = ngtcp2_crypto_encrypt_cb;
+  cb.decrypt = ngtcp2_crypto_decrypt_cb;
+  cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
+  cb.recv_stream_data = OnRecvStreamData;
+  cb.acked_stream_data_offset = OnAckedStreamDataOffset;
+  cb.stream_close = OnStreamClose;
+  cb.extend_max_local_streams_bidi = OnExtendMaxStreams;
+  cb.rand = Rand;
+  cb.get_new_connection_id = OnGetNewConnectionId;
+  cb.remove_connection_id = OnRemoveConnectionId;
+  cb.update_key = ngtcp2_crypto_update_key_cb;
+  cb.stream_reset = OnStreamReset;
+  cb.handshake_confirmed = OnHandshakeConfirmed;
+  // A server's handshake is confirmed when it completes (RFC 9001 4.1.2); ngtcp2 reports
+  // confirmation to clients only, so servers take completion.
+  if (server) cb.handshake_completed = OnHandshakeConfirmed;
+  cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+  cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+  cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+  cb.stream_stop_sending = OnStreamStopSending;
+  cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+  cb.tls_early_data_rejected = OnEarlyDataRejected;
+  return cb;
+}
+
+absl::Status Connection::InitTls(const TlsContext& tls) {
+  conn_ref_.get_conn = GetConn;
+  conn_ref_.user_data = this;
+  auto session = tls.NewSession(&conn_ref_);
+  if (!session.ok()) return session.status();
+  tls_ = *session;
+  ngtcp2_conn_set_tls_native_handle(conn_, tls_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(const TlsContext& tls,
+                                                                const TransportConfig& config,
+                                                                const Path& path,
+                                                                ConnectionEvents* events,
+                                                                Timestamp now) {
+  if (tls.side() != TlsContext::Side::kClient)
+    return absl::InvalidArgumentError("quic: Connect needs a client TLS context");
+  std::unique_ptr<Connection> c(new Connection(/*server=*/false, events));
+  c->config_ = config;
+  c->path_ = path;
+  ngtcp2_cid dcid, scid;
+  dcid.datalen = 18;
+  RandomBytes(dcid.data, dcid.datalen);
+  scid.datalen = 16;
+  RandomBytes(scid.data, scid.datalen);
+  ngtcp2_settings settings;
+  FillSettings(config, now, &settings);
+  ngtcp2_transport_params params;
+  FillParams(config, false, &params);
+  const ngtcp2_callbacks cb = Callbacks(false);
+  const ngtcp2_path np = ToNgPath(c->path_);
+  const int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &np, NGTCP2_PROTO_VER_V1, &cb,
+                                        &settings, &params, nullptr, c.get());
+  if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_client_new: ", ngtcp2_strerror(rv)));
+  if (auto s = c->InitTls(tls); !s.ok()) return s;
+  if (config.keepalive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.keepalive_ns);
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
+    const TlsContext& tls, const TransportConfig& config, const ServerCidConfig& cids,
+    CidRegistry* registry, const Path& path, const ngtcp2_pkt_hd& hd, const ngtcp2_cid& odcid,
+    const ngtcp2_cid* retry_scid, ConnectionEvents* events, Timestamp now) {
+  if (tls.side() != TlsContext::Side::kServer)
+    return absl::InvalidArgumentError("quic: Accept needs a server TLS context");
+  std::unique_ptr<Connection> c(new Connection(/*server=*/true, events));
+  c->config_ = config;
+  c->path_ = path;
+  c->cids_ = cids;
+  c->registry_ = registry;
+  ngtcp2_cid scid;
+  MakeServerCid(cids.owner_id, &scid);
+  ngtcp2_settings settings;
+  FillSettings(config, now, &settings);
+  settings.token = hd.token;
+  settings.tokenlen = hd.tokenlen;
+  ngtcp2_transport_params params;
+  FillParams(config, true, &params);
+  // Without original_dcid ngtcp2 asserts and aborts the process (stack-notes gotcha 5).
+  params.original_dcid = odcid;
+  params.original_dcid_present = 1;
+  if (retry_scid) {
+    params.retry_scid = *retry_scid;
+    params.retry_scid_present = 1;
+  }
+  params.stateless_reset_token_present = 1;
+  if (cids.secret.size() < 32 ||
+      ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, cids.secret.data(),
+                                                   cids.secret.size(), &scid) != 0)
+    return absl::InternalError("quic: stateless reset token");
+  const ngtcp2_callbacks cb = Callbacks(true);
+  const ngtcp2_path np = ToNgPath(c->path_);
+  const int rv = ngtcp2_conn_server_new(&c->conn_, &hd.scid, &scid, &np, hd.version, &cb,
+                                        &settings, &params, nullptr, c.get());
+  if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_server_new: ", ngtcp2_strerror(rv)));
+  if (auto s = c->InitTls(tls); !s.ok()) return s;
+  if (config.keepalive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.keepalive_ns);
+  if (registry) {
+    registry->AddCid(scid, c.get());
+    registry->AddCid(hd.dcid, c.get());  // the client's Initial DCID until it switches
+  }
+  return c;
+}
+
+// --- input and timers ------------------------------------------------------------------------
+
+bool Connection::Fail(int liberr) {
+  if (liberr == NGTCP2_ERR_CRYPTO) {
+    ngtcp2_ccerr_set_tls_alert(&close_error_, ngtcp2_conn_get_tls_alert(conn_), nullptr, 0);
+  } else {
+    ngtcp2_ccerr_set_liberr(&close_error_, liberr, nullptr, 0);
+  }
+  close_requested_ = true;
+  return false;
+}
+
+bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Timestamp now) {
+  if (state_ == State::kClosed || state_ == State::kDraining) return false;
+  if (state_ == State::kClosing) {
+    // RFC 9000 10.2.1: answer packets in the closing period with the close again.
+    close_written_ = false;
+    return false;
+  }
+  if (datagram.empty()) return true;  // nothing to read; ngtcp2 asserts on empty input
+  const ngtcp2_path np = ToNgPath(path);
+  ngtcp2_pkt_info pi{};
+  const int rv = ngtcp2_conn_read_pkt(conn_, &np, &pi, datagram.data(), datagram.size(), now);
+  if (rv == 0) {
+    path_ = path;  // the path the peer is on now (migration is validated by ngtcp2)
+    return true;
+  }
+  switch (rv) {
+    case NGTCP2_ERR_DRAINING: {
+      state_ = State::kDraining;
+      peer_closed_ = true;
+      const ngtcp2_ccerr* e = ngtcp2_conn_get_ccerr(conn_);
+      peer_app_error_ = e->type == NGTCP2_CCERR_TYPE_APPLICATION ? e->error_code : 0;
+      return false;
+    }
+    case NGTCP2_ERR_DROP_CONN:
+    case NGTCP2_ERR_RETRY:  // endpoints answer Retry before a connection exists
+      state_ = State::kClosed;
+      return false;
+    case NGTCP2_ERR_DISCARD_PKT:
+      return true;  // e.g. undecryptable: dropped by ngtcp2, the connection is fine
+    default:
+      return Fail(rv);
+  }
+}
+
+Timestamp Connection::Expiry() const {
+  if (state_ == State::kClosed) return kNever;
+  if (close_requested_ && !close_written_) return 0;  // write the close now
+  return ngtcp2_conn_get_expiry(conn_);
+}
+
+bool Connection::HandleExpiry(Timestamp now) {
+  if (state_ == State::kClosed) return false;
+  if (state_ == State::kClosing || state_ == State::kDraining) {
+    // The closing/draining period (3 PTO) has run out.
+    if (ngtcp2_conn_get_expiry(conn_) <= now) state_ = State::kClosed;
+    return state_ != State::kClosed;
+  }
+  const int rv = ngtcp2_conn_handle_expiry(conn_, now);
+  if (rv == 0) return true;
+  if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
+    state_ = State::kClosed;  // silently, as RFC 9000 10.1 says
+    return false;
+  }
+  return Fail(rv);
+}
+
+// --- streams ---------------------------------------------------------------------------------
+
+absl::StatusOr<int64_t> Connection::OpenStream(int priority) {
+  int64_t sid = -1;
+  const int rv = ngtcp2_conn_open_bidi_stream(conn_, &sid, nullptr);
+  if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
+    return absl::UnavailableError("quic: no stream credit from the peer");
+  if (rv != 0) return absl::InternalError(absl::StrCat("open stream: ", ngtcp2_strerror(rv)));
+  SendStream& s = streams_[sid];
+  s.id = sid;
+  s.priority = priority;
+  return sid;
+}
+
+absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) {
+    // A peer-opened stream we have not written to yet (server side).
+    if (!server_ || (stream_id & 0x3) != 0) return absl::NotFoundError("quic: no such stream");
+    it = streams_.emplace(stream_id, SendStream{}).first;
+    it->second.id = stream_id;
+  }
+  SendStream& s = it->second;
+  if (s.fin_queued) return absl::FailedPreconditionError("quic: stream already finished");
+  if (data && !data->empty()) {
+    s.chunks.push_back(Chunk{data, 0, data->size()});
+    s.end += data->size();
+  }
+  s.fin_queued = fin;
+  return absl::OkStatus();
+}
+
+void Connection::SetPriority(int64_t stream_id, int priority) {
+  auto it = streams_.find(stream_id);
+  if (it != streams_.end()) it->second.priority = priority;
+}
+
+void Connection::ResetStream(int64_t stream_id, uint64_t app_error) {
+  ngtcp2_conn_shutdown_stream(conn_, 0, stream_id, app_error);
+}
+
+void Connection::Consume(int64_t stream_id, uint64_t bytes) {
+  ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, bytes);
+  ngtcp2_conn_extend_max_offset(conn_, bytes);
+}
+
+uint64_t Connection::BufferedBytes(int64_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? 0 : it->second.end - it->second.base;
+}
+
+uint64_t Connection::SentBytes(int64_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? 0 : it->second.sent;
+}
+
+uint64_t Connection::StreamCredit() const {
+  return ngtcp2_conn_get_streams_bidi_left(conn_);
+}
+
+void Connection::Close(uint64_t app_error, std::string_view reason) {
+  if (close_requested_ || state_ == State::kClosed || state_ == State::kDraining) return;
+  ngtcp2_ccerr_set_application_error(&close_error_, app_error,
+                                     reinterpret_cast<const uint8_t*>(reason.data()),
+                                     reason.size());
+  close_requested_ = true;
+}
+
+absl::Status Connection::MigrateTo(const Address& local, Timestamp now) {
+  Path next{local, path_.remote};
+  const ngtcp2_path np = ToNgPath(next);
+  const int rv = ngtcp2_conn_initiate_immediate_migration(conn_, &np, now);
+  if (rv != 0) return absl::FailedPreconditionError(absl::StrCat("migrate: ", ngtcp2_strerror(rv)));
+  path_ = next;
+  return absl::OkStatus();
+}
+
+absl::Status Connection::UpdateKeys(Timestamp now) {
+  const int rv = ngtcp2_conn_initiate_key_update(conn_, now);
+  if (rv != 0) return absl::FailedPreconditionError(absl::StrCat("key update: ", ngtcp2_strerror(rv)));
+  return absl::OkStatus();
+}
+
+std::string Connection::alpn() const { return tls_ ? NegotiatedAlpn(tls_) : ""; }
+
+uint8_t Connection::tls_alert() const { return ngtcp2_conn_get_tls_alert(conn_); }
+
+// --- the write path --------------------------------------------------------------------------
+
+Connection::SendStream* Connection::PickStream() {
+  SendStream* best = nullptr;
+  for (auto& [id, s] : streams_) {
+    const bool ready = !s.blocked && (s.sent < s.end || (s.fin_queued && !s.fin_sent));
+    if (!ready) continue;
+    if (id == 0) return &s;  // the control stream goes first, always
+    if (!best || s.priority < best->priority ||
+        (s.priority == best->priority && s.served < best->served))
+      best = &s;
+  }
+  return best;
+}
+
+size_t Connection::Gather(const SendStream& s, ngtcp2_vec* v, size_t max, uint64_t* total) const {
+  size_t n = 0;
+  *total = 0;
+  uint64_t off = s.base;
+  for (const Chunk& c : s.chunks) {
+    if (n == max) break;
+    const uint64_t chunk_end = off + c.len;
+    if (chunk_end > s.sent) {
+      const uint64_t skip = s.sent > off ? s.sent - off : 0;
+      v[n].base = const_cast<uint8_t*>(c.buf->data() + c.off + skip);
+      v[n].len = c.len - skip;
+      *total += v[n].len;
+      ++n;
+    }
+    off = chunk_end;
+  }
+  return n;
+}
+
+void Connection::Advance(SendStream& s, uint64_t bytes) {
+  s.sent += bytes;
+  s.served = ++serve_counter_;
+}
+
+void Connection::OnAcked(int64_t stream_id, uint64_t offset, uint64_t len) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return;
+  SendStream& s = it->second;
+  const uint64_t acked = offset + len;
+  // ngtcp2 reports acknowledged ranges in order without overlap: drop everything below.
+  while (!s.chunks.empty() && s.base < acked) {
+    Chunk& c = s.chunks.front();
+    const uint64_t drop = std::min<uint64_t>(c.len, acked - s.base);
+    c.off += drop;
+    c.len -= drop;
+    s.base += drop;
+    if (c.len == 0) s.chunks.pop_front();
+  }
+}
+
+bool Connection::WriteClose(Timestamp now, std::span<uint8_t> scratch, Emit emit) {
+  if (state_ == State::kHandshaking || state_ == State::kEstablished) {
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_zero(&ps);
+    ngtcp2_pkt_info pi{};
+    const ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
+        conn_, &ps.path, &pi, scratch.data(), std::min(scratch.size(), config_.max_udp_payload),
+        &close_error_, now);
+    state_ = State::kClosing;
+    if (n <= 0) {
+      state_ = State::kClosed;  // nothing to say (e.g. before any key): just go
+      return false;
+    }
+    close_packet_.assign(scratch.data(), scratch.data() + n);
+  }
+  if (!close_written_ && !close_packet_.empty()) {
+    emit(path_, close_packet_, close_packet_.size());
+    close_written_ = true;
+    return true;
+  }
+  return false;
+}
+
+size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_datagrams,
+                         Emit emit) {
+  if (state_ == State::kClosed || state_ == State::kDraining) return 0;
+  if (close_requested_ || state_ == State::kClosing)
+    return WriteClose(now, scratch, emit) ? 1 : 0;
+
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  // GSO segment = the path's current max (grows after PMTUD); destination room = the
+  // configured max, so PMTUD probes fit (stack-notes gotcha 11).
+  const size_t seg = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
+  const size_t room = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), config_.max_udp_payload);
+  const size_t quantum = std::max<size_t>(1, ngtcp2_conn_get_send_quantum(conn_) / seg);
+  const size_t max_pkts = std::min({quantum, max_datagrams, scratch.size() / room});
+  if (max_pkts == 0) return 0;
+  for (auto& [id, s] : streams_) s.blocked = false;
+
+  uint8_t* const buf = scratch.data();
+  size_t batch = 0, batch_pkts = 0, total = 0;
+  auto flush = [&] {
+    if (batch) emit(FromNgPath(ps.path), std::span<const uint8_t>(buf, batch), seg);
+    batch = batch_pkts = 0;
+  };
+  ngtcp2_vec vecs[kMaxVecs];
+  for (;;) {
+    SendStream* s = PickStream();
+    int64_t sid = -1;
+    size_t nvec = 0;
+    uint64_t avail = 0;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+    if (s) {
+      sid = s->id;
+      nvec = Gather(*s, vecs, kMaxVecs, &avail);
+      if (s->fin_queued && s->sent + avail == s->end) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+    }
+    ngtcp2_ssize accepted = -1;
+    const ngtcp2_ssize n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, buf + batch, room,
+                                                     &accepted, flags, sid, vecs, nvec, now);
+    if (s && accepted >= 0) {
+      Advance(*s, uint64_t(accepted));
+      if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && uint64_t(accepted) == avail) s->fin_sent = true;
+    }
+    if (n < 0) {
+      if (n == NGTCP2_ERR_WRITE_MORE) continue;
+      if (s && (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
+                n == NGTCP2_ERR_STREAM_NOT_FOUND)) {
+        s->blocked = true;
+        continue;
+      }
+      flush();
+      Fail(int(n));
+      return total + (WriteClose(now, scratch, emit) ? 1 : 0);
+    }
+    if (n == 0) break;
+    ++total;
+    if (size_t(n) > seg) {
+      // A PMTUD probe: larger than the segment, so it goes out on its own.
+      const size_t probe_at = batch;
+      if (batch_pkts) {
+        emit(FromNgPath(ps.path), std::span<const uint8_t>(buf, batch), seg);
+      }
+      emit(FromNgPath(ps.path), std::span<const uint8_t>(buf + probe_at, size_t(n)), size_t(n));
+      batch = batch_pkts = 0;
+    } else {
+      batch += size_t(n);
+      ++batch_pkts;
+      if (size_t(n) < seg) flush();  // a short datagram ends a GSO batch
+    }
+    if (total >= max_pkts) break;
+    if (batch + room > scratch.size()) flush();
+  }
+  flush();
+  ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  return total;
+}
+
+// --- callbacks -------------------------------------------------------------------------------
+
+int Connection::OnRecvStreamData(ngtcp2_conn* conn, uint32_t flags, int64_t sid, uint64_t,
+                                 const uint8_t* data, size_t len, void* user, void*) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->events_) {
+    c->events_->OnStreamData(sid, std::span<const uint8_t>(data, len),
+                             flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+  }
+  if (!c->config_.manual_flow_control) {
+    ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
+    ngtcp2_conn_extend_max_offset(conn, len);
+  }
+  return 0;
+}
+
+int Connection::OnAckedStreamDataOffset(ngtcp2_conn*, int64_t sid, uint64_t offset, uint64_t len,
+                                        void* user, void*) {
+  static_cast<Connection*>(user)->OnAcked(sid, offset, len);
+  return 0;
+}
+
+int Connection::OnStreamClose(ngtcp2_conn* conn, uint32_t, int64_t sid, uint64_t app_error,
+                              void* user, void*) {
+  auto* c = static_cast<Connection*>(user);
+  c->streams_.erase(sid);  // ngtcp2 no longer reads our buffers for this stream
+  // The peer's limit counts streams open at once (as msquic and EMQX do): a closed
+  // client stream returns its credit. ngtcp2 leaves this to the application.
+  if (c->server_ && (sid & 0x3) == 0) ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+  if (c->events_) c->events_->OnStreamClosed(sid, app_error);
+  return 0;
+}
+
+int Connection::OnStreamReset(ngtcp2_conn*, int64_t sid, uint64_t, uint64_t app_error, void* user,
+                              void*) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->events_) c->events_->OnStreamReset(sid, app_error);
+  return 0;
+}
+
+int Connection::OnStreamStopSending(ngtcp2_conn*, int64_t sid, uint64_t app_error, void* user,
+                                    void*) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->events_) c->events_->OnStreamStopSending(sid, app_error);
+  return 0;
+}
+
+int Connection::OnHandshakeConfirmed(ngtcp2_conn*, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->state_ != State::kHandshaking) return 0;
+  c->state_ = State::kEstablished;
+  if (c->events_) c->events_->OnHandshakeConfirmed();
+  return 0;
+}
+
+int Connection::OnExtendMaxStreams(ngtcp2_conn*, uint64_t, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->events_) c->events_->OnStreamCredit();
+  return 0;
+}
+
+int Connection::OnGetNewConnectionId(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
+                                     void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->server_) {
+    MakeServerCid(c->cids_.owner_id, cid);
+    if (ngtcp2_crypto_generate_stateless_reset_token(token, c->cids_.secret.data(),
+                                                     c->cids_.secret.size(), cid) != 0)
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    if (c->registry_) c->registry_->AddCid(*cid, c);
+  } else {
+    cid->datalen = cidlen;
+    RandomBytes(cid->data, cidlen);
+    RandomBytes(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+  }
+  return 0;
+}
+
+int Connection::OnRemoveConnectionId(ngtcp2_conn*, const ngtcp2_cid* cid, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->registry_) c->registry_->RemoveCid(*cid);
+  return 0;
+}
+
+int Connection::OnEarlyDataRejected(ngtcp2_conn*, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (c->events_) c->events_->OnEarlyDataRejected();
+  return 0;
+}
+
+}  // namespace qbridge::quic

@@ -1,0 +1,233 @@
+#include "quic/endpoint.h"
+
+#include <algorithm>
+
+namespace qbridge::quic {
+namespace {
+
+std::string Key(const uint8_t* cid, size_t len) {
+  return std::string(reinterpret_cast<const char*>(cid), len);
+}
+
+}  // namespace
+
+ServerEndpoint::ServerEndpoint(const TlsContext& tls, EndpointConfig config)
+    : tls_(tls), config_(std::move(config)) {}
+
+ServerEndpoint::~ServerEndpoint() {
+  // Connections unregister their CIDs as they go; drop the map first.
+  by_cid_.clear();
+  for (auto& [c, e] : conns_) e.conn->set_events(nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<ServerEndpoint>> ServerEndpoint::Create(const TlsContext& tls,
+                                                                       EndpointConfig config) {
+  if (tls.side() != TlsContext::Side::kServer)
+    return absl::InvalidArgumentError("quic: a server endpoint needs a server TLS context");
+  if (config.secret.empty()) {
+    config.secret.resize(32);
+    RandomBytes(config.secret.data(), config.secret.size());
+  }
+  if (config.secret.size() < 32)
+    return absl::InvalidArgumentError("quic: endpoint secret must be at least 32 bytes");
+  return std::unique_ptr<ServerEndpoint>(new ServerEndpoint(tls, std::move(config)));
+}
+
+void ServerEndpoint::AddCid(const ngtcp2_cid& cid, Connection* conn) {
+  const std::string k = Key(cid.data, cid.datalen);
+  by_cid_[k] = conn;
+  auto it = conns_.find(conn);
+  if (it != conns_.end()) it->second.cids.push_back(k);
+}
+
+void ServerEndpoint::RemoveCid(const ngtcp2_cid& cid) {
+  by_cid_.erase(Key(cid.data, cid.datalen));
+}
+
+Connection* ServerEndpoint::Find(const uint8_t* cid, size_t len) const {
+  auto it = by_cid_.find(Key(cid, len));
+  return it == by_cid_.end() ? nullptr : it->second;
+}
+
+size_t ServerEndpoint::Handshakes() const {
+  size_t n = 0;
+  for (const auto& [c, e] : conns_) n += c->state() == Connection::State::kHandshaking;
+  return n;
+}
+
+bool ServerEndpoint::RetryRequired() const {
+  switch (config_.retry) {
+    case RetryMode::kOff: return false;
+    case RetryMode::kAlways: return true;
+    case RetryMode::kUnderLoad: return Handshakes() >= config_.retry_threshold;
+  }
+  return true;
+}
+
+void ServerEndpoint::SendVersionNegotiation(const Path& path, const ngtcp2_version_cid& vc,
+                                            Emit emit) {
+  const uint32_t versions[] = {NGTCP2_PROTO_VER_V1};
+  uint8_t unused;
+  RandomBytes(&unused, 1);
+  // Echo the client's CIDs swapped (RFC 9000 17.2.1).
+  const ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
+      reply_.data(), reply_.size(), unused, vc.scid, vc.scidlen, vc.dcid, vc.dcidlen, versions, 1);
+  if (n <= 0) return;
+  ++stats_.version_negotiation_sent;
+  emit(path, std::span<const uint8_t>(reply_.data(), size_t(n)), size_t(n));
+}
+
+void ServerEndpoint::SendRetry(const Path& path, const ngtcp2_pkt_hd& hd, Timestamp now,
+                               Emit emit) {
+  ngtcp2_cid retry_scid;
+  MakeServerCid(config_.owner_id, &retry_scid);
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2];
+  const ngtcp2_ssize tokenlen = ngtcp2_crypto_generate_retry_token2(
+      token, config_.secret.data(), config_.secret.size(), hd.version, path.remote.sa(),
+      path.remote.len, &retry_scid, &hd.dcid, now);
+  if (tokenlen < 0) return;
+  const ngtcp2_ssize n = ngtcp2_crypto_write_retry(reply_.data(), reply_.size(), hd.version,
+                                                   &hd.scid, &retry_scid, &hd.dcid, token,
+                                                   size_t(tokenlen));
+  if (n <= 0) return;
+  ++stats_.retry_sent;
+  emit(path, std::span<const uint8_t>(reply_.data(), size_t(n)), size_t(n));
+}
+
+void ServerEndpoint::SendStatelessReset(const Path& path, const uint8_t* dcid, size_t dcidlen,
+                                        size_t pktlen, Emit emit) {
+  // Smaller than what provoked it, so two endpoints cannot loop (RFC 9000 10.3.3), and
+  // large enough to look like a short-header packet.
+  constexpr size_t kMinReset = 1 + 20 + NGTCP2_STATELESS_RESET_TOKENLEN;
+  if (pktlen <= kMinReset) return;
+  ngtcp2_cid cid;
+  ngtcp2_cid_init(&cid, dcid, dcidlen);
+  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, config_.secret.data(),
+                                                   config_.secret.size(), &cid) != 0)
+    return;
+  const size_t randlen = std::min<size_t>(pktlen - 1, 64) - NGTCP2_STATELESS_RESET_TOKENLEN;
+  uint8_t rand[64];
+  RandomBytes(rand, randlen);
+  const ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(reply_.data(), reply_.size(), token,
+                                                          rand, randlen);
+  if (n <= 0) return;
+  ++stats_.stateless_reset_sent;
+  emit(path, std::span<const uint8_t>(reply_.data(), size_t(n)), size_t(n));
+}
+
+void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Timestamp now,
+                             Emit emit) {
+  ++stats_.datagrams_in;
+  if (data.empty()) {  // ngtcp2_pkt_decode_version_cid asserts on empty input
+    ++stats_.drop_bad_header;
+    return;
+  }
+  ngtcp2_version_cid vc;
+  const int rv = ngtcp2_pkt_decode_version_cid(&vc, data.data(), data.size(), kServerCidLen);
+  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+    SendVersionNegotiation(path, vc, emit);
+    return;
+  }
+  if (rv != 0) {
+    ++stats_.drop_bad_header;
+    return;
+  }
+  if (Connection* c = Find(vc.dcid, vc.dcidlen)) {
+    c->Read(path, data, now);
+    return;
+  }
+  if (vc.version == 0) {
+    // A short-header packet for a connection we do not know (restart, lost state).
+    ++stats_.drop_short_unknown;
+    SendStatelessReset(path, vc.dcid, vc.dcidlen, data.size(), emit);
+    return;
+  }
+  ngtcp2_pkt_hd hd;
+  if (ngtcp2_accept(&hd, data.data(), data.size()) != 0) {
+    ++stats_.drop_not_initial;  // 0-RTT or Handshake for no connection, or garbage
+    return;
+  }
+  if (conns_.size() >= config_.max_connections) {
+    ++stats_.drop_connection_limit;
+    return;
+  }
+  if (Handshakes() >= config_.max_handshakes) {
+    ++stats_.drop_handshake_limit;
+    return;
+  }
+
+  ngtcp2_cid odcid = hd.dcid;
+  ngtcp2_cid retry_scid;
+  bool retried = false;
+  if (hd.tokenlen > 0 && hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
+    if (ngtcp2_crypto_verify_retry_token2(&odcid, hd.token, hd.tokenlen, config_.secret.data(),
+                                          config_.secret.size(), hd.version, path.remote.sa(),
+                                          path.remote.len, &hd.dcid,
+                                          config_.retry_token_lifetime_ns, now) != 0) {
+      ++stats_.drop_bad_token;  // forged, expired, or from another address
+      return;
+    }
+    retry_scid = hd.dcid;
+    retried = true;
+  } else if (RetryRequired()) {
+    SendRetry(path, hd, now, emit);
+    return;
+  }
+
+  auto conn = Connection::Accept(tls_, config_.transport,
+                                 ServerCidConfig{config_.owner_id, config_.secret}, nullptr, path,
+                                 hd, odcid, retried ? &retry_scid : nullptr, nullptr, now);
+  if (!conn.ok()) {
+    ++stats_.drop_accept_failed;
+    return;
+  }
+  Connection* c = conn->get();
+  Entry& e = conns_[c];
+  e.conn = std::move(*conn);
+  ++stats_.accepted;
+  // Register the CIDs the connection was created with; later ones arrive by callback.
+  std::vector<ngtcp2_cid> scids(ngtcp2_conn_get_scid(c->raw(), nullptr));
+  ngtcp2_conn_get_scid(c->raw(), scids.data());
+  for (const ngtcp2_cid& cid : scids) AddCid(cid, c);
+  AddCid(hd.dcid, c);
+  c->SetRegistry(this);
+  if (on_accept_) c->set_events(on_accept_(*c));
+  if (!c->Read(path, data, now) && c->state() == Connection::State::kClosed) Reap(c);
+}
+
+size_t ServerEndpoint::WriteAll(Timestamp now, std::span<uint8_t> scratch, size_t max_per_conn,
+                                Emit emit) {
+  size_t n = 0;
+  for (auto& [c, e] : conns_) n += c->Write(now, scratch, max_per_conn, emit);
+  return n;
+}
+
+Timestamp ServerEndpoint::Expiry() const {
+  Timestamp t = kNever;
+  for (const auto& [c, e] : conns_) t = std::min(t, c->Expiry());
+  return t;
+}
+
+void ServerEndpoint::Reap(Connection* c) {
+  auto it = conns_.find(c);
+  if (it == conns_.end()) return;
+  for (const std::string& k : it->second.cids) {
+    auto m = by_cid_.find(k);
+    if (m != by_cid_.end() && m->second == c) by_cid_.erase(m);
+  }
+  if (on_close_) on_close_(*c);
+  ++stats_.closed;
+  conns_.erase(it);
+}
+
+void ServerEndpoint::HandleExpiry(Timestamp now) {
+  std::vector<Connection*> dead;
+  for (auto& [c, e] : conns_) {
+    if (c->Expiry() <= now) c->HandleExpiry(now);
+    if (c->state() == Connection::State::kClosed) dead.push_back(c);
+  }
+  for (Connection* c : dead) Reap(c);
+}
+
+}  // namespace qbridge::quic

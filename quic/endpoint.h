@@ -1,0 +1,123 @@
+// The server side of QUIC: one endpoint per worker (or per socket), demultiplexing
+// datagrams to connections by DCID, accepting new ones, and answering what no connection
+// owns: Version Negotiation, Retry (address validation with encrypted, expiring tokens)
+// and stateless resets. Every drop is counted by reason; nothing here crashes on input.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "quic/connection.h"
+#include "quic/tls.h"
+
+namespace qbridge::quic {
+
+enum class RetryMode : uint8_t {
+  kOff,       // never send Retry
+  kAlways,    // every new client proves its address first
+  kUnderLoad, // Retry once handshakes in flight reach retry_threshold
+};
+
+struct EndpointConfig {
+  TransportConfig transport;
+  uint16_t owner_id = 0;             // encoded in every server CID (the worker core)
+  size_t max_connections = 10'000;
+  size_t max_handshakes = 1'000;     // connections not yet established
+  RetryMode retry = RetryMode::kUnderLoad;
+  size_t retry_threshold = 100;
+  uint64_t retry_token_lifetime_ns = 10 * kSecond;
+  // Key for Retry tokens and stateless reset tokens; random when empty. Endpoints that
+  // must recognise each other's tokens (several workers, several boxes) share it.
+  std::vector<uint8_t> secret;
+};
+
+#define QBRIDGE_QUIC_ENDPOINT_COUNTERS(X) \
+  X(datagrams_in)                         \
+  X(accepted)                             \
+  X(closed)                               \
+  X(version_negotiation_sent)             \
+  X(retry_sent)                           \
+  X(stateless_reset_sent)                 \
+  X(drop_bad_header)                      \
+  X(drop_not_initial)                     \
+  X(drop_connection_limit)                \
+  X(drop_handshake_limit)                 \
+  X(drop_bad_token)                       \
+  X(drop_accept_failed)                   \
+  X(drop_short_unknown)
+
+struct EndpointStats {
+#define QBRIDGE_X(name) uint64_t name = 0;
+  QBRIDGE_QUIC_ENDPOINT_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+};
+
+class ServerEndpoint : public CidRegistry {
+ public:
+  static absl::StatusOr<std::unique_ptr<ServerEndpoint>> Create(const TlsContext& tls,
+                                                                EndpointConfig config);
+  ~ServerEndpoint() override;
+
+  // Called for each new connection before its first packet is read; returns the
+  // connection's event sink (may be null).
+  using AcceptFn = std::function<ConnectionEvents*(Connection&)>;
+  void set_on_accept(AcceptFn fn) { on_accept_ = std::move(fn); }
+  // Called when a connection is reaped (closed, drained, timed out).
+  using CloseFn = std::function<void(Connection&)>;
+  void set_on_close(CloseFn fn) { on_close_ = std::move(fn); }
+
+  // One received datagram. Replies that belong to no connection go out through `emit`.
+  void Receive(const Path& path, std::span<const uint8_t> datagram, Timestamp now,
+               Connection::Emit emit);
+  // Writes every connection's pending datagrams.
+  size_t WriteAll(Timestamp now, std::span<uint8_t> scratch, size_t max_per_conn,
+                  Connection::Emit emit);
+  Timestamp Expiry() const;
+  // Runs due timers and reaps finished connections.
+  void HandleExpiry(Timestamp now);
+
+  size_t connections() const { return conns_.size(); }
+  const EndpointStats& stats() const { return stats_; }
+  // For tests and REST: the connection a CID routes to, or null.
+  Connection* Find(const uint8_t* cid, size_t len) const;
+  template <typename Fn>
+  void ForEachConnection(Fn&& fn) {
+    for (auto& [c, e] : conns_) fn(*c);
+  }
+
+  // CidRegistry
+  void AddCid(const ngtcp2_cid& cid, Connection* conn) override;
+  void RemoveCid(const ngtcp2_cid& cid) override;
+
+ private:
+  using Emit = Connection::Emit;
+  ServerEndpoint(const TlsContext& tls, EndpointConfig config);
+  void SendVersionNegotiation(const Path& path, const ngtcp2_version_cid& vc, Emit emit);
+  void SendRetry(const Path& path, const ngtcp2_pkt_hd& hd, Timestamp now, Connection::Emit emit);
+  void SendStatelessReset(const Path& path, const uint8_t* dcid, size_t dcidlen, size_t pktlen,
+                          Connection::Emit emit);
+  bool RetryRequired() const;
+  size_t Handshakes() const;
+  void Reap(Connection* c);
+
+  struct Entry {
+    std::unique_ptr<Connection> conn;
+    std::vector<std::string> cids;
+  };
+
+  const TlsContext& tls_;
+  EndpointConfig config_;
+  AcceptFn on_accept_;
+  CloseFn on_close_;
+  absl::flat_hash_map<std::string, Connection*> by_cid_;
+  absl::flat_hash_map<Connection*, Entry> conns_;
+  EndpointStats stats_;
+  std::array<uint8_t, 1500> reply_{};
+};
+
+}  // namespace qbridge::quic

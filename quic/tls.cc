@@ -1,0 +1,122 @@
+#include "quic/tls.h"
+
+#include <arpa/inet.h>
+#include <gnutls/x509.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace qbridge::quic {
+namespace {
+
+// TLS 1.3 only, the AEADs QUIC uses, no middlebox compatibility mode (RFC 9001 8.4).
+constexpr const char* kPriority =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:"
+    "-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:%DISABLE_TLS13_COMPAT_MODE";
+
+absl::Status TlsError(const std::string& what, int rc) {
+  return absl::InvalidArgumentError(absl::StrCat(what, ": ", gnutls_strerror(rc)));
+}
+
+bool IsIpLiteral(const std::string& name) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(Side side, const TlsConfig& config) {
+  std::unique_ptr<TlsContext> ctx(new TlsContext(side, config));
+  if (config.alpn.empty()) return absl::InvalidArgumentError("tls: alpn list is empty");
+  if (side == Side::kClient && !config.verify_peer && !config.insecure)
+    return absl::InvalidArgumentError(
+        "tls: verify_peer = false needs insecure = true as well; certificate checks are "
+        "only turned off on purpose");
+  if (side == Side::kClient && config.verify_peer && config.server_name.empty())
+    return absl::InvalidArgumentError("tls: a verifying client needs server_name");
+  if (side == Side::kServer && (config.certfile.empty() || config.keyfile.empty()))
+    return absl::InvalidArgumentError("tls: a server needs certfile and keyfile");
+  if (config.verify_peer && config.cacertfile.empty() && side == Side::kServer)
+    return absl::InvalidArgumentError("tls: verify_peer on a server needs cacertfile");
+
+  int rc = gnutls_certificate_allocate_credentials(&ctx->creds_);
+  if (rc < 0) return TlsError("tls: credentials", rc);
+  if (!config.certfile.empty() || !config.keyfile.empty()) {
+    rc = gnutls_certificate_set_x509_key_file(ctx->creds_, config.certfile.c_str(),
+                                              config.keyfile.c_str(), GNUTLS_X509_FMT_PEM);
+    if (rc < 0) return TlsError(absl::StrCat("tls: loading ", config.certfile), rc);
+  }
+  if (!config.cacertfile.empty()) {
+    rc = gnutls_certificate_set_x509_trust_file(ctx->creds_, config.cacertfile.c_str(),
+                                                GNUTLS_X509_FMT_PEM);
+    if (rc <= 0)
+      return rc < 0 ? TlsError(absl::StrCat("tls: loading ", config.cacertfile), rc)
+                    : absl::InvalidArgumentError(
+                          absl::StrCat("tls: no certificate in ", config.cacertfile));
+  } else if (side == Side::kClient && config.verify_peer) {
+    rc = gnutls_certificate_set_x509_system_trust(ctx->creds_);
+    if (rc <= 0)
+      return absl::InvalidArgumentError("tls: no cacertfile and no system trust store");
+  }
+  const char* err = nullptr;
+  rc = gnutls_priority_init(&ctx->priority_, kPriority, &err);
+  if (rc < 0) return TlsError("tls: priority", rc);
+  // alpn_ points into config_'s strings, which live as long as the context.
+  for (const std::string& p : ctx->config_.alpn) {
+    ctx->alpn_.push_back(gnutls_datum_t{
+        reinterpret_cast<unsigned char*>(const_cast<char*>(p.data())), unsigned(p.size())});
+  }
+  return ctx;
+}
+
+TlsContext::~TlsContext() {
+  if (priority_) gnutls_priority_deinit(priority_);
+  if (creds_) gnutls_certificate_free_credentials(creds_);
+}
+
+absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
+  const bool server = side_ == Side::kServer;
+  gnutls_session_t s = nullptr;
+  int rc = gnutls_init(&s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA |
+                               GNUTLS_NO_END_OF_EARLY_DATA);
+  if (rc < 0) return TlsError("tls: session", rc);
+  auto fail = [&](const std::string& what, int code) {
+    gnutls_deinit(s);
+    return TlsError(what, code);
+  };
+  if (server ? ngtcp2_crypto_gnutls_configure_server_session(s) != 0
+             : ngtcp2_crypto_gnutls_configure_client_session(s) != 0) {
+    gnutls_deinit(s);
+    return absl::InternalError("tls: ngtcp2_crypto_gnutls_configure_*_session failed");
+  }
+  if ((rc = gnutls_priority_set(s, priority_)) < 0) return fail("tls: priority", rc);
+  if ((rc = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds_)) < 0)
+    return fail("tls: credentials", rc);
+  if ((rc = gnutls_alpn_set_protocols(s, alpn_.data(), unsigned(alpn_.size()),
+                                      GNUTLS_ALPN_MANDATORY)) < 0)
+    return fail("tls: alpn", rc);
+  if (server) {
+    if (config_.verify_peer) {
+      gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+      gnutls_session_set_verify_cert(s, nullptr, 0);  // chain only: clients have no name
+    }
+  } else {
+    const std::string& name = config_.server_name;
+    if (!name.empty() && !IsIpLiteral(name)) {
+      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size())) < 0)
+        return fail("tls: sni", rc);
+    }
+    // Verifies chain and name (DNS SAN, or IP SAN for a literal) during the handshake.
+    if (config_.verify_peer) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+  }
+  gnutls_session_set_ptr(s, conn_ref);
+  return s;
+}
+
+std::string NegotiatedAlpn(gnutls_session_t session) {
+  gnutls_datum_t p{};
+  if (gnutls_alpn_get_selected_protocol(session, &p) != 0) return "";
+  return std::string(reinterpret_cast<const char*>(p.data), p.size);
+}
+
+}  // namespace qbridge::quic

@@ -1,0 +1,65 @@
+// TLS 1.3 for QUIC through GnuTLS and ngtcp2_crypto_gnutls: credentials and priorities are
+// loaded once per endpoint (TlsContext), and each connection gets a session from it.
+#pragma once
+
+#include <gnutls/gnutls.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace qbridge::quic {
+
+struct TlsConfig {
+  // Our certificate chain and key (PEM). Required for a server; for a client they turn
+  // on client-certificate authentication (mTLS).
+  std::string certfile;
+  std::string keyfile;
+  // Trust anchors (PEM). A client verifies the server against them; a server with
+  // verify_peer requires and verifies client certificates against them.
+  std::string cacertfile;
+  // Client: verify the server's certificate chain and that it names `server_name` (DNS or
+  // IP SAN). On by default; turning it off needs `insecure` too, so it is never an
+  // accident. Server: require a client certificate.
+  bool verify_peer = true;
+  bool insecure = false;
+  // Client: the name to verify and to send as SNI (an IP literal is verified against IP
+  // SANs and not sent as SNI, per RFC 6066).
+  std::string server_name;
+  // ALPN protocols, in preference order. EMQX and NanoMQ use exactly "mqtt".
+  std::vector<std::string> alpn = {"mqtt"};
+};
+
+class TlsContext {
+ public:
+  enum class Side { kClient, kServer };
+
+  static absl::StatusOr<std::unique_ptr<TlsContext>> Create(Side side, const TlsConfig& config);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  // A new session configured for QUIC (ngtcp2_crypto_gnutls), TLS 1.3 only, ALPN set,
+  // verification as configured. `conn_ref` is the ngtcp2_crypto_conn_ref the crypto
+  // callbacks find the connection through. The caller owns the session.
+  absl::StatusOr<gnutls_session_t> NewSession(void* conn_ref) const;
+
+  Side side() const { return side_; }
+  const TlsConfig& config() const { return config_; }
+
+ private:
+  TlsContext(Side side, TlsConfig config) : side_(side), config_(std::move(config)) {}
+
+  Side side_;
+  TlsConfig config_;
+  gnutls_certificate_credentials_t creds_ = nullptr;
+  gnutls_priority_t priority_ = nullptr;
+  std::vector<gnutls_datum_t> alpn_;
+};
+
+// The negotiated ALPN of a finished handshake, or "" if none.
+std::string NegotiatedAlpn(gnutls_session_t session);
+
+}  // namespace qbridge::quic

@@ -1,0 +1,157 @@
+// A deterministic in-process network for QUIC tests: one client Connection and one
+// ServerEndpoint joined by a link with a manual clock and seeded delay, jitter (which
+// reorders), loss and duplication. No kernel, no real time: a run is a pure function of
+// its seed.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <queue>
+#include <random>
+#include <vector>
+
+#include "quic/connection.h"
+#include "quic/endpoint.h"
+
+namespace qbridge::testing {
+
+struct LinkConfig {
+  uint64_t delay_ns = 5 * quic::kMillisecond;  // one way
+  uint64_t jitter_ns = 0;                      // extra uniform delay: reorders packets
+  double loss = 0;                             // probability a datagram is dropped
+  double duplicate = 0;                        // probability a datagram is delivered twice
+  uint32_t seed = 1;
+};
+
+class QuicSim {
+ public:
+  enum class Side { kToServer, kToClient };
+
+  explicit QuicSim(LinkConfig link = {}) : link_(link), rng_(link.seed) {
+    client_addr_ = quic::Address::FromIpPort("198.18.0.1", 50000);
+    server_addr_ = quic::Address::FromIpPort("198.18.0.2", 14567);
+    scratch_.resize(64 * 1500);
+  }
+
+  quic::Timestamp now() const { return now_; }
+  quic::Path ClientPath() const { return {client_addr_, server_addr_}; }
+  quic::Path ServerPath() const { return {server_addr_, client_addr_}; }
+  void set_client_addr(const quic::Address& a) { client_addr_ = a; }
+  LinkConfig& link() { return link_; }
+
+  quic::Connection* client = nullptr;
+  quic::ServerEndpoint* server = nullptr;
+
+  // Optional hook on every datagram before the link: return false to drop it.
+  std::function<bool(Side, std::vector<uint8_t>&)> filter;
+  uint64_t delivered_to_server = 0, delivered_to_client = 0;
+
+  // Runs until `done()` is true or `limit_ns` of simulated time passed, whichever comes
+  // first; returns done(). Every step writes both sides, delivers what is due, runs
+  // timers, then jumps the clock to the next event.
+  bool RunUntil(const std::function<bool()>& done, uint64_t limit_ns) {
+    const quic::Timestamp end = now_ + limit_ns;
+    for (int guard = 0; guard < 2'000'000; ++guard) {
+      if (done()) return true;
+      WriteAll();
+      DeliverDue();
+      if (done()) return true;
+      if (client && client->Expiry() <= now_) client->HandleExpiry(now_);
+      if (server && server->Expiry() <= now_) server->HandleExpiry(now_);
+      WriteAll();
+      quic::Timestamp next = end;
+      if (!queue_.empty()) next = std::min(next, queue_.top().at);
+      if (client) next = std::min(next, client->Expiry());
+      if (server) next = std::min(next, server->Expiry());
+      if (next >= end) {
+        now_ = end;
+        DeliverDue();
+        return done();
+      }
+      now_ = std::max(now_, next);
+    }
+    return done();
+  }
+
+  void Advance(uint64_t ns) { now_ += ns; }
+
+  // What the server sends goes onto the link towards the client.
+  auto ServerEmit() {
+    return [this](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
+      Enqueue(Side::kToClient, quic::Path{p.remote, p.local}, d, seg);
+    };
+  }
+
+  // Injects a raw datagram towards the server (hostile-input tests).
+  void InjectToServer(std::vector<uint8_t> bytes, const quic::Address& from) {
+    server->Receive({server_addr_, from}, bytes, now_, ServerEmit());
+  }
+
+  std::vector<std::vector<uint8_t>> client_inbox_raw;  // replies to injected datagrams
+
+ private:
+  struct InFlight {
+    quic::Timestamp at;
+    uint64_t seq;
+    Side side;
+    quic::Path path;  // as the receiver sees it
+    std::vector<uint8_t> bytes;
+    bool operator>(const InFlight& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+  };
+
+  void WriteAll() {
+    if (client) {
+      client->Write(now_, scratch_, 64, [this](const quic::Path& p, std::span<const uint8_t> d,
+                                               size_t seg) {
+        Enqueue(Side::kToServer, quic::Path{p.remote, p.local}, d, seg);
+      });
+    }
+    if (server) server->WriteAll(now_, scratch_, 64, ServerEmit());
+  }
+
+  void Enqueue(Side side, const quic::Path& rx_path, std::span<const uint8_t> d, size_t seg) {
+    for (size_t off = 0; off < d.size(); off += seg) {
+      std::vector<uint8_t> one(d.begin() + off, d.begin() + std::min(d.size(), off + seg));
+      if (filter && !filter(side, one)) continue;
+      std::uniform_real_distribution<double> u(0, 1);
+      if (u(rng_) < link_.loss) continue;
+      const int copies = u(rng_) < link_.duplicate ? 2 : 1;
+      for (int i = 0; i < copies; ++i) {
+        const uint64_t jitter = link_.jitter_ns ? rng_() % link_.jitter_ns : 0;
+        queue_.push(InFlight{now_ + link_.delay_ns + jitter, seq_++, side, rx_path, one});
+      }
+    }
+  }
+
+  void DeliverDue() {
+    while (!queue_.empty() && queue_.top().at <= now_) {
+      InFlight f = queue_.top();
+      queue_.pop();
+      if (f.side == Side::kToServer) {
+        if (!server) continue;
+        ++delivered_to_server;
+        server->Receive(f.path, f.bytes, now_, ServerEmit());
+      } else {
+        ++delivered_to_client;
+        // The client receives on its own address; a datagram for an old address is lost.
+        if (!client || !(f.path.local == client_addr_)) {
+          client_inbox_raw.push_back(f.bytes);
+          continue;
+        }
+        client->Read(f.path, f.bytes, now_);
+      }
+    }
+  }
+
+  LinkConfig link_;
+  std::mt19937 rng_;
+  quic::Timestamp now_ = 1'000'000'000;
+  uint64_t seq_ = 0;
+  quic::Address client_addr_, server_addr_;
+  std::priority_queue<InFlight, std::vector<InFlight>, std::greater<>> queue_;
+  std::vector<uint8_t> scratch_;
+};
+
+}  // namespace qbridge::testing

@@ -1,0 +1,505 @@
+// QUIC connections and the server endpoint over the deterministic in-process link: real
+// ngtcp2 + GnuTLS handshakes with certificate checks, streams, loss, timers, Retry,
+// Version Negotiation and stateless resets. No kernel and no real time.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "quic/connection.h"
+#include "quic/endpoint.h"
+#include "quic/tls.h"
+#include "tests/support/quic_sim.h"
+#include "tests/support/test_certs.h"
+
+namespace qbridge::quic {
+namespace {
+
+using qbridge::testing::GetTestCerts;
+using qbridge::testing::LinkConfig;
+using qbridge::testing::QuicSim;
+
+// Records everything a connection reports; optionally echoes stream data back.
+class Recorder : public ConnectionEvents {
+ public:
+  Connection* conn = nullptr;
+  bool echo = false;
+  bool confirmed = false;
+  std::map<int64_t, std::vector<uint8_t>> data;
+  std::map<int64_t, bool> fin;
+  std::vector<int64_t> order;  // stream of each delivery, in order
+  std::map<int64_t, uint64_t> reset;
+  std::map<int64_t, uint64_t> others_at_first_byte;  // bytes on other streams by then
+  uint64_t total = 0;
+  int credit_events = 0;
+
+  void OnHandshakeConfirmed() override { confirmed = true; }
+  void OnStreamData(int64_t sid, std::span<const uint8_t> d, bool f) override {
+    auto& v = data[sid];
+    if (v.empty() && !d.empty()) others_at_first_byte[sid] = total;
+    v.insert(v.end(), d.begin(), d.end());
+    total += d.size();
+    if (!d.empty()) order.push_back(sid);
+    if (f) fin[sid] = true;
+    if (echo && conn) {
+      if (!d.empty()) {
+        auto copy = std::make_shared<const std::vector<uint8_t>>(d.begin(), d.end());
+        EXPECT_TRUE(conn->Send(sid, copy, f).ok());
+      } else if (f) {
+        EXPECT_TRUE(conn->SendFin(sid).ok());
+      }
+    }
+  }
+  void OnStreamReset(int64_t sid, uint64_t err) override { reset[sid] = err; }
+  void OnStreamCredit() override { ++credit_events; }
+};
+
+class QuicTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto& certs = GetTestCerts();
+    ASSERT_FALSE(certs.dir.empty()) << "openssl could not make test certificates";
+    server_tls_config_.certfile = certs.server_cert;
+    server_tls_config_.keyfile = certs.server_key;
+    server_tls_config_.verify_peer = false;
+    client_tls_config_.cacertfile = certs.ca;
+    client_tls_config_.server_name = "localhost";
+    endpoint_config_.retry = RetryMode::kOff;
+  }
+
+  // Builds the server endpoint and the client connection over `sim`.
+  void Start(QuicSim& sim) {
+    auto stls = TlsContext::Create(TlsContext::Side::kServer, server_tls_config_);
+    ASSERT_TRUE(stls.ok()) << stls.status();
+    server_tls_ = std::move(*stls);
+    auto ep = ServerEndpoint::Create(*server_tls_, endpoint_config_);
+    ASSERT_TRUE(ep.ok()) << ep.status();
+    endpoint_ = std::move(*ep);
+    endpoint_->set_on_accept([this](Connection& c) {
+      server_events_.conn = &c;
+      server_conn_ = &c;
+      return &server_events_;
+    });
+    endpoint_->set_on_close([this](Connection& c) {
+      if (server_conn_ == &c) server_conn_ = nullptr;
+      server_events_.conn = nullptr;
+    });
+    auto ctls = TlsContext::Create(TlsContext::Side::kClient, client_tls_config_);
+    ASSERT_TRUE(ctls.ok()) << ctls.status();
+    client_tls_ = std::move(*ctls);
+    auto c = Connection::Connect(*client_tls_, client_transport_, sim.ClientPath(),
+                                 &client_events_, sim.now());
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+    client_events_.conn = client_.get();
+    sim.client = client_.get();
+    sim.server = endpoint_.get();
+  }
+
+  bool Handshake(QuicSim& sim) {
+    return sim.RunUntil(
+        [&] { return client_events_.confirmed && server_conn_ && server_conn_->handshake_confirmed(); },
+        5 * kSecond);
+  }
+
+  static Buffer Bytes(size_t n, uint8_t seed) {
+    auto v = std::make_shared<std::vector<uint8_t>>(n);
+    for (size_t i = 0; i < n; ++i) (*v)[i] = uint8_t(i * 131 + seed + (i >> 11));
+    return v;
+  }
+
+  TlsConfig server_tls_config_, client_tls_config_;
+  EndpointConfig endpoint_config_;
+  TransportConfig client_transport_;
+  std::unique_ptr<TlsContext> server_tls_, client_tls_;
+  std::unique_ptr<ServerEndpoint> endpoint_;
+  std::unique_ptr<Connection> client_;
+  Recorder client_events_, server_events_;
+  Connection* server_conn_ = nullptr;
+};
+
+TEST_F(QuicTest, HandshakeVerifiesCertificateAndNegotiatesMqtt) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  EXPECT_EQ(client_->alpn(), "mqtt");
+  EXPECT_EQ(server_conn_->alpn(), "mqtt");
+  EXPECT_EQ(client_->state(), Connection::State::kEstablished);
+  EXPECT_EQ(endpoint_->stats().accepted, 1u);
+  EXPECT_EQ(endpoint_->connections(), 1u);
+  // The server's CIDs carry its owner id.
+  const ngtcp2_cid* dcid = ngtcp2_conn_get_dcid(client_->raw());
+  EXPECT_EQ(dcid->datalen, kServerCidLen);
+  EXPECT_EQ(CidOwner(dcid->data, dcid->datalen), endpoint_config_.owner_id);
+}
+
+TEST_F(QuicTest, ServerCidsEncodeTheOwner) {
+  endpoint_config_.owner_id = 0x0203;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  const ngtcp2_cid* dcid = ngtcp2_conn_get_dcid(client_->raw());
+  EXPECT_EQ(CidOwner(dcid->data, dcid->datalen), 0x0203);
+}
+
+TEST_F(QuicTest, IpLiteralIsVerifiedAgainstIpSan) {
+  client_tls_config_.server_name = "198.18.0.2";
+  QuicSim sim;
+  Start(sim);
+  EXPECT_TRUE(Handshake(sim));
+}
+
+TEST_F(QuicTest, UntrustedCaFailsTheHandshake) {
+  client_tls_config_.cacertfile = GetTestCerts().other_ca;
+  QuicSim sim;
+  Start(sim);
+  EXPECT_FALSE(Handshake(sim));
+  EXPECT_FALSE(client_events_.confirmed);
+  EXPECT_NE(client_->state(), Connection::State::kEstablished);
+  EXPECT_NE(client_->tls_alert(), 0);  // bad_certificate / unknown_ca went to the server
+}
+
+TEST_F(QuicTest, WrongNameFailsTheHandshake) {
+  client_tls_config_.server_name = "broker.example.com";
+  QuicSim sim;
+  Start(sim);
+  EXPECT_FALSE(Handshake(sim));
+  EXPECT_FALSE(client_events_.confirmed);
+}
+
+TEST_F(QuicTest, InsecureIsAnExplicitOptOut) {
+  TlsConfig c;
+  c.verify_peer = false;
+  EXPECT_FALSE(TlsContext::Create(TlsContext::Side::kClient, c).ok());
+  c.insecure = true;
+  EXPECT_TRUE(TlsContext::Create(TlsContext::Side::kClient, c).ok());
+  TlsConfig v;  // verifying without a name to check
+  EXPECT_FALSE(TlsContext::Create(TlsContext::Side::kClient, v).ok());
+}
+
+TEST_F(QuicTest, InsecureClientConnectsToUntrustedServer) {
+  client_tls_config_.cacertfile = GetTestCerts().other_ca;
+  client_tls_config_.verify_peer = false;
+  client_tls_config_.insecure = true;
+  QuicSim sim;
+  Start(sim);
+  EXPECT_TRUE(Handshake(sim));
+}
+
+TEST_F(QuicTest, AlpnMismatchFailsTheHandshake) {
+  client_tls_config_.alpn = {"h3"};
+  QuicSim sim;
+  Start(sim);
+  EXPECT_FALSE(Handshake(sim));
+}
+
+TEST_F(QuicTest, MutualTls) {
+  server_tls_config_.verify_peer = true;
+  server_tls_config_.cacertfile = GetTestCerts().ca;
+  {
+    QuicSim sim;  // no client certificate: refused
+    Start(sim);
+    EXPECT_FALSE(Handshake(sim));
+  }
+  client_tls_config_.certfile = GetTestCerts().client_cert;
+  client_tls_config_.keyfile = GetTestCerts().client_key;
+  client_events_ = Recorder{};
+  server_events_ = Recorder{};
+  server_conn_ = nullptr;
+  QuicSim sim;
+  Start(sim);
+  EXPECT_TRUE(Handshake(sim));
+}
+
+TEST_F(QuicTest, EchoOverALossyReorderingLink) {
+  LinkConfig link;
+  link.loss = 0.03;
+  link.duplicate = 0.01;
+  link.jitter_ns = 4 * kMillisecond;
+  link.seed = 42;
+  QuicSim sim(link);
+  Start(sim);
+  server_events_.echo = true;
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(sid.ok());
+  constexpr size_t kTotal = 2 << 20;
+  std::vector<uint8_t> expected;
+  for (size_t off = 0; off < kTotal; off += 64 << 10) {
+    Buffer b = Bytes(64 << 10, uint8_t(off >> 16));
+    expected.insert(expected.end(), b->begin(), b->end());
+    ASSERT_TRUE(client_->Send(*sid, b, off + (64 << 10) >= kTotal).ok());
+  }
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 60 * kSecond));
+  EXPECT_EQ(client_events_.data[*sid], expected);
+  EXPECT_EQ(server_events_.data[*sid].size(), kTotal);
+  // Everything was acknowledged, so nothing is held for retransmission any more.
+  EXPECT_TRUE(sim.RunUntil([&] { return client_->BufferedBytes(*sid) == 0; }, 5 * kSecond));
+}
+
+TEST_F(QuicTest, ControlStreamIsServedBeforeData) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto control = client_->OpenStream();
+  auto data = client_->OpenStream(/*priority=*/0);
+  ASSERT_TRUE(control.ok() && data.ok());
+  ASSERT_EQ(*control, 0);
+  // Saturate the data stream first.
+  for (int i = 0; i < 32; ++i) ASSERT_TRUE(client_->Send(*data, Bytes(64 << 10, uint8_t(i))).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.data[*data].size() > (256 << 10); },
+                           10 * kSecond));
+  // A control packet queued behind 2 MiB of data leaves in the very next write: the
+  // server sees it before any data-stream byte written after it was queued.
+  const uint64_t data_sent_when_queued = client_->SentBytes(*data);
+  ASSERT_TRUE(client_->Send(*control, Bytes(2, 0xC0)).ok());  // a PINGREQ's size
+  ASSERT_TRUE(sim.RunUntil([&] { return !server_events_.data[*control].empty(); }, 10 * kSecond));
+  EXPECT_LE(server_events_.others_at_first_byte[*control], data_sent_when_queued);
+  EXPECT_GT(data_sent_when_queued, 0u);
+  EXPECT_EQ(client_->SentBytes(*control), 2u);
+}
+
+TEST_F(QuicTest, DataStreamsByPriority) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  ASSERT_TRUE(client_->OpenStream().ok());  // control, idle
+  auto low = client_->OpenStream(/*priority=*/5);
+  auto high = client_->OpenStream(/*priority=*/1);
+  ASSERT_TRUE(low.ok() && high.ok());
+  ASSERT_TRUE(client_->Send(*low, Bytes(256 << 10, 1), true).ok());
+  ASSERT_TRUE(client_->Send(*high, Bytes(256 << 10, 2), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.fin[*low] && server_events_.fin[*high]; },
+                           20 * kSecond));
+  // The high-priority stream finished first: its last delivery precedes the low one's.
+  const auto& order = server_events_.order;
+  const auto last_high = std::find(order.rbegin(), order.rend(), *high);
+  const auto last_low = std::find(order.rbegin(), order.rend(), *low);
+  EXPECT_GT(std::distance(order.rbegin(), last_high), std::distance(order.rbegin(), last_low));
+}
+
+TEST_F(QuicTest, PeerStreamCreditIsRespected) {
+  endpoint_config_.transport.max_peer_bidi_streams = 2;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto a = client_->OpenStream();
+  auto b = client_->OpenStream();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(client_->OpenStream().status().code(), absl::StatusCode::kUnavailable);
+  // Finishing stream b in both directions returns its credit.
+  server_events_.echo = true;
+  ASSERT_TRUE(client_->Send(*b, Bytes(10, 1), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->StreamCredit() > 0; }, 5 * kSecond));
+  EXPECT_GT(client_events_.credit_events, 0);
+  EXPECT_TRUE(client_->OpenStream().ok());
+}
+
+TEST_F(QuicTest, StreamResetIsSurfaced) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(100, 1)).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return !server_events_.data[*sid].empty(); }, 5 * kSecond));
+  client_->ResetStream(*sid, 0x8E);
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.reset.count(*sid) > 0; }, 5 * kSecond));
+  EXPECT_EQ(server_events_.reset[*sid], 0x8Eu);
+}
+
+TEST_F(QuicTest, IdleTimeoutClosesBothSides) {
+  client_transport_.idle_timeout_ns = 3 * kSecond;
+  endpoint_config_.transport.idle_timeout_ns = 3 * kSecond;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  const Timestamp start = sim.now();
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return client_->state() == Connection::State::kClosed && endpoint_->connections() == 0; },
+      30 * kSecond));
+  EXPECT_GE(sim.now() - start, 3 * kSecond);
+  EXPECT_EQ(endpoint_->stats().closed, 1u);
+}
+
+TEST_F(QuicTest, KeepalivePingsHoldAnIdleConnection) {
+  client_transport_.idle_timeout_ns = 3 * kSecond;
+  client_transport_.keepalive_ns = 1 * kSecond;
+  endpoint_config_.transport.idle_timeout_ns = 3 * kSecond;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  sim.RunUntil([] { return false; }, 20 * kSecond);
+  EXPECT_EQ(client_->state(), Connection::State::kEstablished);
+  EXPECT_EQ(endpoint_->connections(), 1u);
+}
+
+TEST_F(QuicTest, HandshakeTimeout) {
+  client_transport_.handshake_timeout_ns = 2 * kSecond;
+  QuicSim sim;
+  Start(sim);
+  sim.filter = [](QuicSim::Side s, std::vector<uint8_t>&) { return s != QuicSim::Side::kToClient; };
+  EXPECT_TRUE(sim.RunUntil([&] { return client_->state() == Connection::State::kClosed; },
+                           10 * kSecond));
+  EXPECT_FALSE(client_events_.confirmed);
+}
+
+TEST_F(QuicTest, RetryValidatesTheClientAddress) {
+  endpoint_config_.retry = RetryMode::kAlways;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  EXPECT_EQ(endpoint_->stats().retry_sent, 1u);
+  EXPECT_EQ(endpoint_->stats().accepted, 1u);
+}
+
+TEST_F(QuicTest, RetryTokenFromAnotherAddressIsRefused) {
+  endpoint_config_.retry = RetryMode::kAlways;
+  QuicSim sim;
+  Start(sim);
+  // Capture the client's second Initial (the one carrying the token) and replay it
+  // from another address instead of delivering it.
+  std::vector<uint8_t> with_token;
+  int initials = 0;
+  sim.filter = [&](QuicSim::Side s, std::vector<uint8_t>& d) {
+    if (s != QuicSim::Side::kToServer || (d[0] & 0xF0) != 0xC0) return true;
+    if (++initials == 2) {
+      with_token = d;
+      return false;
+    }
+    return true;
+  };
+  sim.RunUntil([&] { return !with_token.empty(); }, 2 * kSecond);
+  ASSERT_FALSE(with_token.empty());
+  sim.InjectToServer(with_token, quic::Address::FromIpPort("198.18.0.99", 50000));
+  EXPECT_EQ(endpoint_->stats().drop_bad_token, 1u);
+  EXPECT_EQ(endpoint_->stats().accepted, 0u);
+}
+
+TEST_F(QuicTest, UnknownVersionGetsVersionNegotiation) {
+  QuicSim sim;
+  Start(sim);
+  std::vector<uint8_t> pkt = {0xC0, 0x1A, 0x2A, 0x3A, 0x4A, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+                              4,    9,    9,    9,    9};
+  pkt.resize(1200, 0);
+  const auto from = quic::Address::FromIpPort("198.18.0.7", 4000);
+  sim.InjectToServer(pkt, from);
+  EXPECT_EQ(endpoint_->stats().version_negotiation_sent, 1u);
+  sim.RunUntil([&] { return !sim.client_inbox_raw.empty(); }, kSecond);
+  ASSERT_EQ(sim.client_inbox_raw.size(), 1u);
+  const auto& vn = sim.client_inbox_raw[0];
+  ASSERT_GE(vn.size(), 7u + 4 + 8 + 4);
+  EXPECT_EQ(vn[0] & 0x80, 0x80);
+  EXPECT_EQ(vn[1] | vn[2] | vn[3] | vn[4], 0);  // version 0 = Version Negotiation
+  EXPECT_EQ(vn[5], 4);                          // our DCID = their SCID
+  // The supported-versions list ends with QUIC v1.
+  EXPECT_EQ(std::vector<uint8_t>(vn.end() - 4, vn.end()), (std::vector<uint8_t>{0, 0, 0, 1}));
+}
+
+TEST_F(QuicTest, StatelessResetAfterServerLosesState) {
+  endpoint_config_.secret.assign(32, 0x5A);  // survives the "restart"
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  // The server restarts: same secret, no connections.
+  server_conn_ = nullptr;
+  auto ep = ServerEndpoint::Create(*server_tls_, endpoint_config_);
+  ASSERT_TRUE(ep.ok());
+  endpoint_ = std::move(*ep);
+  sim.server = endpoint_.get();
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(sid.ok());
+  ASSERT_TRUE(client_->Send(*sid, Bytes(200, 1)).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->state() == Connection::State::kDraining ||
+                                        client_->state() == Connection::State::kClosed; },
+                           5 * kSecond));
+  EXPECT_GE(endpoint_->stats().stateless_reset_sent, 1u);
+  EXPECT_TRUE(client_->peer_closed());
+}
+
+TEST_F(QuicTest, ConnectionCapDropsNewClients) {
+  endpoint_config_.max_connections = 1;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  // A second client on another port.
+  Recorder second_events;
+  auto second = Connection::Connect(*client_tls_, client_transport_,
+                                    Path{quic::Address::FromIpPort("198.18.0.1", 50001),
+                                         quic::Address::FromIpPort("198.18.0.2", 14567)},
+                                    &second_events, sim.now());
+  ASSERT_TRUE(second.ok());
+  std::vector<uint8_t> scratch(64 * 1500);
+  (*second)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
+    endpoint_->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
+  });
+  EXPECT_EQ(endpoint_->stats().drop_connection_limit, 1u);
+  EXPECT_EQ(endpoint_->connections(), 1u);
+}
+
+TEST_F(QuicTest, GarbageIsCountedNotFatal) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  std::mt19937 rng(3);
+  const auto from = quic::Address::FromIpPort("198.18.0.66", 1234);
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<uint8_t> junk(rng() % 1400);
+    for (auto& b : junk) b = uint8_t(rng());
+    if (!junk.empty() && i % 3 == 0) junk[0] |= 0xC0;  // long-header looking
+    sim.InjectToServer(junk, from);
+  }
+  const auto& st = endpoint_->stats();
+  EXPECT_EQ(st.accepted, 1u);
+  EXPECT_GT(st.drop_bad_header + st.drop_not_initial + st.drop_short_unknown +
+                st.version_negotiation_sent,
+            0u);
+  // The real connection is unharmed.
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(10, 1), true).ok());
+  EXPECT_TRUE(sim.RunUntil([&] { return server_events_.fin[*sid]; }, 5 * kSecond));
+}
+
+TEST_F(QuicTest, KeyUpdateKeepsTheConnection) {
+  QuicSim sim;
+  Start(sim);
+  server_events_.echo = true;
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 1)).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.data[*sid].size() == 5000; }, 5 * kSecond));
+  ASSERT_TRUE(client_->UpdateKeys(sim.now()).ok());
+  ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 2), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 5 * kSecond));
+  EXPECT_EQ(client_events_.data[*sid].size(), 10000u);
+}
+
+TEST_F(QuicTest, ApplicationCloseReachesThePeer) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  server_conn_->Close(1, "keepalive timeout");  // EMQX: control stream down
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->peer_closed(); }, 5 * kSecond));
+  EXPECT_EQ(client_->peer_app_error(), 1u);
+  EXPECT_TRUE(sim.RunUntil([&] { return endpoint_->connections() == 0; }, 10 * kSecond));
+}
+
+TEST_F(QuicTest, ClientMigratesToANewAddress) {
+  QuicSim sim;
+  Start(sim);
+  server_events_.echo = true;
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(1000, 1)).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.data[*sid].size() == 1000; }, 5 * kSecond));
+  // The client moves to a new local address (a new port, as after a NAT rebind).
+  const auto moved = quic::Address::FromIpPort("198.18.0.1", 50999);
+  sim.set_client_addr(moved);
+  ASSERT_TRUE(client_->MigrateTo(moved, sim.now()).ok());
+  ASSERT_TRUE(client_->Send(*sid, Bytes(1000, 2), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 10 * kSecond));
+  EXPECT_EQ(client_events_.data[*sid].size(), 2000u);
+  EXPECT_EQ(server_conn_->path().remote, moved);
+}
+
+}  // namespace
+}  // namespace qbridge::quic
