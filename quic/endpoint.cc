@@ -99,7 +99,7 @@ void ServerEndpoint::SendStatelessReset(const Path& path, const uint8_t* dcid, s
   // Smaller than what provoked it, so two endpoints cannot loop (RFC 9000 10.3.3), and
   // large enough to look like a short-header packet.
   constexpr size_t kMinReset = 1 + 20 + NGTCP2_STATELESS_RESET_TOKENLEN;
-  if (pktlen <= kMinReset) return;
+  if (pktlen <= kMinReset || dcidlen > NGTCP2_MAX_CIDLEN) return;
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, dcid, dcidlen);
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
@@ -137,10 +137,19 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
     c->Read(path, data, now);
     return;
   }
-  if (vc.version == 0) {
+  if (data[0] & 0x80) {
+    if (vc.version == 0) {  // a Version Negotiation packet sent to a server: never valid
+      ++stats_.drop_bad_header;
+      return;
+    }
+  } else {
     // A short-header packet for a connection we do not know (restart, lost state).
     ++stats_.drop_short_unknown;
     SendStatelessReset(path, vc.dcid, vc.dcidlen, data.size(), emit);
+    return;
+  }
+  if (vc.dcidlen > NGTCP2_MAX_CIDLEN || vc.scidlen > NGTCP2_MAX_CIDLEN) {
+    ++stats_.drop_bad_header;  // v1 caps CIDs at 20 bytes; ngtcp2 asserts beyond
     return;
   }
   ngtcp2_pkt_hd hd;

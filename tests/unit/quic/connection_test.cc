@@ -473,6 +473,24 @@ TEST_F(QuicTest, KeyUpdateKeepsTheConnection) {
   EXPECT_EQ(client_events_.data[*sid].size(), 10000u);
 }
 
+TEST_F(QuicTest, HeadersThatMadeNgtcp2AssertAreCountedDrops) {
+  // Found by quic_endpoint_fuzz: ngtcp2 asserts (and Debian keeps asserts) on an empty
+  // datagram and on a CID longer than 20 bytes reaching ngtcp2_cid_init.
+  QuicSim sim;
+  Start(sim);
+  const auto from = quic::Address::FromIpPort("198.18.0.66", 1234);
+  sim.InjectToServer({}, from);
+  std::vector<uint8_t> vn_long_cid = {0x80, 0, 0, 0, 0, 40};  // long header, version 0
+  vn_long_cid.resize(6 + 40 + 1 + 60, 0xAB);
+  vn_long_cid[6 + 40] = 0;  // SCID length
+  sim.InjectToServer(vn_long_cid, from);
+  std::vector<uint8_t> v1_long_cid = {0xC0, 0, 0, 0, 1, 40};  // v1 Initial, 40-byte DCID
+  v1_long_cid.resize(1200, 0);
+  sim.InjectToServer(v1_long_cid, from);
+  EXPECT_EQ(endpoint_->stats().drop_bad_header, 3u);
+  EXPECT_EQ(endpoint_->stats().accepted, 0u);
+}
+
 TEST_F(QuicTest, ApplicationCloseReachesThePeer) {
   QuicSim sim;
   Start(sim);
