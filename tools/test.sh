@@ -17,6 +17,12 @@ else
   echo "test.sh: not root, so not installing packages; run 'sudo tools/setup.sh' if the build fails"
 fi
 
+# Independent peers from npm (@matrixai/quic) for the interop tests, pinned by the lockfile.
+if [[ ! -d tests/interop/node_modules/@matrixai/quic ]]; then
+  echo "== npm ci (tests/interop)"
+  npm ci --prefix tests/interop --no-audit --no-fund
+fi
+
 echo "== release build and tests"
 cmake --preset release
 cmake --build --preset release -j "$jobs"
