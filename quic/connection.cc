@@ -158,7 +158,7 @@ ngtcp2_callbacks Connection::Callbacks(bool server) {
   cb.handshake_confirmed = OnHandshakeConfirmed;
   // A server's handshake is confirmed when it completes (RFC 9001 4.1.2); ngtcp2 reports
   // confirmation to clients only, so servers take completion.
-  if (server) cb.handshake_completed = OnHandshakeConfirmed;
+  cb.handshake_completed = OnHandshakeCompleted;
   cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
   cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
   cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
@@ -178,11 +178,9 @@ absl::Status Connection::InitTls(const TlsContext& tls) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(const TlsContext& tls,
-                                                                const TransportConfig& config,
-                                                                const Path& path,
-                                                                ConnectionEvents* events,
-                                                                Timestamp now) {
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
+    const TlsContext& tls, const TransportConfig& config, const Path& path,
+    ConnectionEvents* events, Timestamp now, const ResumptionTicket* ticket) {
   if (tls.side() != TlsContext::Side::kClient)
     return absl::InvalidArgumentError("quic: Connect needs a client TLS context");
   std::unique_ptr<Connection> c(new Connection(/*server=*/false, events));
@@ -203,9 +201,41 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(const TlsContext
                                         &settings, &params, nullptr, c.get());
   if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_client_new: ", ngtcp2_strerror(rv)));
   if (auto s = c->InitTls(tls); !s.ok()) return s;
+  gnutls_handshake_set_hook_function(c->tls_, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
+                                     GNUTLS_HOOK_POST, OnNewSessionTicket);
+  if (ticket && !ticket->tls_session.empty()) {
+    // A stale or foreign ticket only costs the resumption: the handshake goes full.
+    if (gnutls_session_set_data(c->tls_, ticket->tls_session.data(), ticket->tls_session.size()) == 0 &&
+        ngtcp2_conn_decode_and_set_0rtt_transport_params(
+            c->conn_, ticket->transport_params.data(), ticket->transport_params.size()) == 0) {
+      c->early_data_possible_ = true;
+    }
+  }
   if (config.keepalive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.keepalive_ns);
   return c;
 }
+
+int Connection::OnNewSessionTicket(gnutls_session_t session, unsigned, unsigned, unsigned,
+                                   const gnutls_datum_t*) {
+  auto* ref = static_cast<ngtcp2_crypto_conn_ref*>(gnutls_session_get_ptr(session));
+  auto* c = static_cast<Connection*>(ref->user_data);
+  gnutls_datum_t data{};
+  if (gnutls_session_get_data2(session, &data) != 0) return 0;
+  ResumptionTicket t;
+  t.tls_session.assign(data.data, data.data + data.size);
+  gnutls_free(data.data);
+  uint8_t params[256];
+  const ngtcp2_ssize n = ngtcp2_conn_encode_0rtt_transport_params(c->conn_, params, sizeof(params));
+  if (n > 0) t.transport_params.assign(params, params + n);
+  c->ticket_ = std::move(t);
+  return 0;
+}
+
+bool Connection::early_data_accepted() const {
+  return tls_ && (gnutls_session_get_flags(tls_) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
+}
+
+bool Connection::resumed() const { return tls_ && gnutls_session_is_resumed(tls_) != 0; }
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
     const TlsContext& tls, const TransportConfig& config, const ServerCidConfig& cids,
@@ -609,6 +639,16 @@ int Connection::OnStreamStopSending(ngtcp2_conn*, int64_t sid, uint64_t app_erro
   return 0;
 }
 
+int Connection::OnHandshakeCompleted(ngtcp2_conn* conn, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  // The TLS layer decides whether the server took our 0-RTT; ngtcp2 must be told when it
+  // did not, so it drops the early streams (and calls tls_early_data_rejected).
+  if (!c->server_ && c->early_data_possible_ && !c->early_data_accepted())
+    ngtcp2_conn_tls_early_data_rejected(conn);
+  if (c->server_) return OnHandshakeConfirmed(conn, user);
+  return 0;
+}
+
 int Connection::OnHandshakeConfirmed(ngtcp2_conn*, void* user) {
   auto* c = static_cast<Connection*>(user);
   if (c->state_ != State::kHandshaking) return 0;
@@ -648,6 +688,9 @@ int Connection::OnRemoveConnectionId(ngtcp2_conn*, const ngtcp2_cid* cid, void* 
 
 int Connection::OnEarlyDataRejected(ngtcp2_conn*, void* user) {
   auto* c = static_cast<Connection*>(user);
+  // ngtcp2 discards the streams opened in 0-RTT; so do we. The owner resends.
+  c->early_data_rejected_ = true;
+  c->streams_.clear();
   if (c->events_) c->events_->OnEarlyDataRejected();
   return 0;
 }

@@ -17,6 +17,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -117,16 +118,23 @@ uint16_t CidOwner(const uint8_t* cid, size_t len);
 // Fills `dest` with cryptographically random bytes (GnuTLS nonce RNG).
 void RandomBytes(uint8_t* dest, size_t len);
 
+// What a client keeps from one connection to resume the next with 0-RTT: the TLS session
+// ticket and the server's transport parameters that bound early data.
+struct ResumptionTicket {
+  std::vector<uint8_t> tls_session;
+  std::vector<uint8_t> transport_params;
+};
+
 class Connection {
  public:
   enum class State : uint8_t { kHandshaking, kEstablished, kClosing, kDraining, kClosed };
 
   // A client connection to `path.remote`. Nothing is sent until the first Write.
-  static absl::StatusOr<std::unique_ptr<Connection>> Connect(const TlsContext& tls,
-                                                             const TransportConfig& config,
-                                                             const Path& path,
-                                                             ConnectionEvents* events,
-                                                             Timestamp now);
+  // With a ticket from an earlier connection the handshake resumes, and streams opened
+  // and written before it completes go out as 0-RTT early data.
+  static absl::StatusOr<std::unique_ptr<Connection>> Connect(
+      const TlsContext& tls, const TransportConfig& config, const Path& path,
+      ConnectionEvents* events, Timestamp now, const ResumptionTicket* ticket = nullptr);
 
   // A server connection for an Initial accepted by an endpoint. `odcid` is the client's
   // original DCID (from the Retry token when a Retry was sent), `retry_scid` is set when
@@ -191,6 +199,17 @@ class Connection {
   // Starts closing: the next Write sends CONNECTION_CLOSE with this application error.
   void Close(uint64_t app_error, std::string_view reason = {});
 
+  // --- resumption and 0-RTT ------------------------------------------------------------------
+  // Client: the newest ticket the server sent (after the handshake), if any.
+  const std::optional<ResumptionTicket>& ticket() const { return ticket_; }
+  // Client: whether this connection may send early data (a usable ticket was given).
+  bool early_data_possible() const { return early_data_possible_; }
+  // Both sides, after the handshake: the server accepted early data. A client whose early
+  // data was rejected got OnEarlyDataRejected and must send that data again.
+  bool early_data_accepted() const;
+  bool early_data_rejected() const { return early_data_rejected_; }
+  bool resumed() const;
+
   // --- state ---------------------------------------------------------------------------------
   State state() const { return state_; }
   bool is_server() const { return server_; }
@@ -248,6 +267,7 @@ class Connection {
   static int OnStreamStopSending(ngtcp2_conn*, int64_t sid, uint64_t app_error, void* user,
                                  void* stream_user);
   static int OnHandshakeConfirmed(ngtcp2_conn*, void* user);
+  static int OnHandshakeCompleted(ngtcp2_conn*, void* user);
   static int OnExtendMaxStreams(ngtcp2_conn*, uint64_t max_streams, void* user);
   static int OnGetNewConnectionId(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
                                   void* user);
@@ -255,6 +275,8 @@ class Connection {
   static int OnEarlyDataRejected(ngtcp2_conn*, void* user);
   static void Rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*);
   static ngtcp2_conn* GetConn(ngtcp2_crypto_conn_ref* ref);
+  static int OnNewSessionTicket(gnutls_session_t session, unsigned htype, unsigned when,
+                                unsigned incoming, const gnutls_datum_t* msg);
 
   bool server_;
   ConnectionEvents* events_;
@@ -274,6 +296,9 @@ class Connection {
   bool peer_closed_ = false;
   uint64_t peer_app_error_ = 0;
   std::vector<uint8_t> close_packet_;  // kept to resend while closing
+  std::optional<ResumptionTicket> ticket_;
+  bool early_data_possible_ = false;
+  bool early_data_rejected_ = false;
 };
 
 }  // namespace qbridge::quic

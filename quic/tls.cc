@@ -61,6 +61,14 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(Side side, const 
   const char* err = nullptr;
   rc = gnutls_priority_init(&ctx->priority_, kPriority, &err);
   if (rc < 0) return TlsError("tls: priority", rc);
+  if (side == Side::kServer) {
+    if ((rc = gnutls_session_ticket_key_generate(&ctx->ticket_key_)) < 0)
+      return TlsError("tls: ticket key", rc);
+    if ((rc = gnutls_anti_replay_init(&ctx->anti_replay_)) < 0)
+      return TlsError("tls: anti-replay", rc);
+    gnutls_anti_replay_set_add_function(ctx->anti_replay_, AntiReplayAdd);
+    gnutls_anti_replay_set_ptr(ctx->anti_replay_, ctx.get());
+  }
   // alpn_ points into config_'s strings, which live as long as the context.
   for (const std::string& p : ctx->config_.alpn) {
     ctx->alpn_.push_back(gnutls_datum_t{
@@ -69,7 +77,25 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(Side side, const 
   return ctx;
 }
 
+int TlsContext::AntiReplayAdd(void* ptr, time_t expires, const gnutls_datum_t* key,
+                              const gnutls_datum_t*) {
+  auto* ctx = static_cast<TlsContext*>(ptr);
+  constexpr size_t kMaxEntries = 100'000;
+  const time_t now = time(nullptr);
+  if (ctx->seen_hellos_.size() >= kMaxEntries) {
+    absl::erase_if(ctx->seen_hellos_, [&](const auto& e) { return e.second < now; });
+    if (ctx->seen_hellos_.size() >= kMaxEntries) return GNUTLS_E_DB_ERROR;  // refuse 0-RTT
+  }
+  std::string k(reinterpret_cast<const char*>(key->data), key->size);
+  auto [it, inserted] = ctx->seen_hellos_.emplace(std::move(k), expires);
+  if (!inserted && it->second >= now) return GNUTLS_E_DB_ENTRY_EXISTS;  // a replay
+  it->second = expires;
+  return 0;
+}
+
 TlsContext::~TlsContext() {
+  if (anti_replay_) gnutls_anti_replay_deinit(anti_replay_);
+  if (ticket_key_.data) gnutls_memset(ticket_key_.data, 0, ticket_key_.size), gnutls_free(ticket_key_.data);
   if (priority_) gnutls_priority_deinit(priority_);
   if (creds_) gnutls_certificate_free_credentials(creds_);
 }
@@ -96,6 +122,12 @@ absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
                                       GNUTLS_ALPN_MANDATORY)) < 0)
     return fail("tls: alpn", rc);
   if (server) {
+    // Resumption and 0-RTT: tickets sealed with this context's key; early data accepted
+    // (the MQTT layer puts only CONNECT/SUBSCRIBE there) behind the anti-replay window.
+    if ((rc = gnutls_session_ticket_enable_server(s, &ticket_key_)) < 0)
+      return fail("tls: tickets", rc);
+    gnutls_anti_replay_enable(s, anti_replay_);
+    gnutls_record_set_max_early_data_size(s, 0xffffffffu);
     if (config_.verify_peer) {
       gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
       gnutls_session_set_verify_cert(s, nullptr, 0);  // chain only: clients have no name

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
 namespace qbridge::quic {
@@ -57,6 +58,15 @@ class TlsContext {
   gnutls_certificate_credentials_t creds_ = nullptr;
   gnutls_priority_t priority_ = nullptr;
   std::vector<gnutls_datum_t> alpn_;
+  // Server: the key session tickets are sealed with (per context: a new context cannot
+  // resume an old one's tickets) and the 0-RTT anti-replay window.
+  gnutls_datum_t ticket_key_{};
+  gnutls_anti_replay_t anti_replay_ = nullptr;
+  // ClientHellos that carried early data within the anti-replay window: a second use of
+  // the same one is refused 0-RTT (RFC 8446 8). Bounded; when full, early data is refused.
+  static int AntiReplayAdd(void* ctx, time_t expires, const gnutls_datum_t* key,
+                           const gnutls_datum_t* data);
+  absl::flat_hash_map<std::string, time_t> seen_hellos_;
 };
 
 // The negotiated ALPN of a finished handshake, or "" if none.

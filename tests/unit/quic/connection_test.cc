@@ -491,6 +491,122 @@ TEST_F(QuicTest, HeadersThatMadeNgtcp2AssertAreCountedDrops) {
   EXPECT_EQ(endpoint_->stats().accepted, 0u);
 }
 
+TEST_F(QuicTest, ResumptionCarriesEarlyData) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->ticket().has_value(); }, 5 * kSecond));
+  const ResumptionTicket ticket = *client_->ticket();
+  EXPECT_FALSE(ticket.tls_session.empty());
+  EXPECT_FALSE(ticket.transport_params.empty());
+  client_->Close(0);
+  sim.RunUntil([&] { return endpoint_->connections() == 0; }, 10 * kSecond);
+
+  // Reconnect with the ticket: CONNECT-sized data leaves before the handshake is done.
+  Recorder early_events;
+  auto again = Connection::Connect(*client_tls_, client_transport_, sim.ClientPath(),
+                                   &early_events, sim.now(), &ticket);
+  ASSERT_TRUE(again.ok());
+  Connection& c = **again;
+  early_events.conn = &c;
+  sim.client = &c;
+  server_events_ = Recorder{};
+  ASSERT_TRUE(c.early_data_possible());
+  auto sid = c.OpenStream();
+  ASSERT_TRUE(sid.ok()) << sid.status();
+  ASSERT_TRUE(c.Send(*sid, Bytes(300, 9), true).ok());
+  bool data_before_confirmed = false;
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        if (server_events_.fin[*sid] && !early_events.confirmed) data_before_confirmed = true;
+        return server_events_.fin[*sid] && early_events.confirmed;
+      },
+      5 * kSecond));
+  EXPECT_TRUE(c.resumed());
+  EXPECT_TRUE(c.early_data_accepted());
+  EXPECT_FALSE(c.early_data_rejected());
+  EXPECT_TRUE(data_before_confirmed);  // the server had it a round trip early
+  ASSERT_TRUE(server_conn_);
+  EXPECT_TRUE(server_conn_->early_data_accepted());
+  EXPECT_EQ(server_events_.data[*sid], *Bytes(300, 9));
+}
+
+TEST_F(QuicTest, ReplayedEarlyDataIsRefused) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->ticket().has_value(); }, 5 * kSecond));
+  const ResumptionTicket ticket = *client_->ticket();
+  // Resume with early data and record the client's first flight.
+  std::vector<std::vector<uint8_t>> first_flight;
+  sim.filter = [&](QuicSim::Side side, std::vector<uint8_t>& d) {
+    if (side == QuicSim::Side::kToServer && first_flight.size() < 2) first_flight.push_back(d);
+    return true;
+  };
+  Recorder early_events;
+  auto again = Connection::Connect(*client_tls_, client_transport_, sim.ClientPath(),
+                                   &early_events, sim.now(), &ticket);
+  ASSERT_TRUE(again.ok());
+  sim.client = again->get();
+  auto sid = (*again)->OpenStream();
+  ASSERT_TRUE((*again)->Send(*sid, Bytes(50, 3), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return early_events.confirmed; }, 5 * kSecond));
+  ASSERT_TRUE((*again)->early_data_accepted());
+  // An attacker replays that flight to a second endpoint of the same server (same
+  // ticket key, same anti-replay state): it may complete nothing, and must not get the
+  // early data accepted a second time.
+  auto twin = ServerEndpoint::Create(*server_tls_, endpoint_config_);
+  ASSERT_TRUE(twin.ok());
+  Recorder replayed;
+  Connection* replay_conn = nullptr;
+  (*twin)->set_on_accept([&](Connection& c) {
+    replay_conn = &c;
+    replayed.conn = &c;
+    return &replayed;
+  });
+  for (const auto& d : first_flight)
+    (*twin)->Receive(sim.ServerPath(), d, sim.now(), [](const Path&, auto, size_t) {});
+  ASSERT_NE(replay_conn, nullptr);
+  EXPECT_FALSE(replay_conn->early_data_accepted());
+  EXPECT_TRUE(replayed.data.empty());
+}
+
+TEST_F(QuicTest, EarlyDataRejectedByAnotherServerIsReported) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  ASSERT_TRUE(sim.RunUntil([&] { return client_->ticket().has_value(); }, 5 * kSecond));
+  const ResumptionTicket ticket = *client_->ticket();
+  // A different server instance (another ticket key) cannot resume this ticket.
+  auto other_tls = TlsContext::Create(TlsContext::Side::kServer, server_tls_config_);
+  ASSERT_TRUE(other_tls.ok());
+  auto other = ServerEndpoint::Create(**other_tls, endpoint_config_);
+  ASSERT_TRUE(other.ok());
+  Recorder server2;
+  (*other)->set_on_accept([&](Connection& conn) {
+    server2.conn = &conn;
+    return &server2;
+  });
+  sim.server = other->get();
+  Recorder early_events;
+  auto again = Connection::Connect(*client_tls_, client_transport_, sim.ClientPath(),
+                                   &early_events, sim.now(), &ticket);
+  ASSERT_TRUE(again.ok());
+  sim.client = again->get();
+  auto sid = (*again)->OpenStream();
+  ASSERT_TRUE(sid.ok());
+  ASSERT_TRUE((*again)->Send(*sid, Bytes(100, 1), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return early_events.confirmed; }, 5 * kSecond));
+  EXPECT_FALSE((*again)->resumed());
+  EXPECT_TRUE((*again)->early_data_rejected());
+  EXPECT_TRUE(server2.data.empty());  // nothing of the rejected early data arrived
+  // The owner sends again over the full handshake.
+  auto sid2 = (*again)->OpenStream();
+  ASSERT_TRUE(sid2.ok());
+  ASSERT_TRUE((*again)->Send(*sid2, Bytes(100, 1), true).ok());
+  EXPECT_TRUE(sim.RunUntil([&] { return server2.fin[*sid2]; }, 5 * kSecond));
+}
+
 TEST_F(QuicTest, ApplicationCloseReachesThePeer) {
   QuicSim sim;
   Start(sim);
