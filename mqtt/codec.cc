@@ -361,6 +361,7 @@ namespace {
 // Counts what a Writer would write, with the same failure rules.
 class Counter {
  public:
+  static constexpr bool kValidates = true;
   bool ok() const { return ok_; }
   size_t size() const { return n_; }
   void U8(uint8_t) { n_ += 1; }
@@ -377,8 +378,9 @@ class Counter {
   }
   void String(std::string_view s) { Binary(AsBytes(s)); }
   void Props(const Properties& p, PropertyScope scope) {
-    if (!PropertiesEncodable(p, scope)) ok_ = false;
-    n_ += PropertiesSize(p);
+    size_t size;
+    if (!CheckedPropertiesSize(p, scope, &size)) ok_ = false;
+    n_ += size;
   }
   void Reason(PacketType t, ReasonCode rc) {
     if (!ReasonCodeAllowed(t, rc)) ok_ = false;
@@ -393,6 +395,7 @@ class Counter {
 
 class Out : public Writer {
  public:
+  static constexpr bool kValidates = false;  // the Counter pass already checked
   using Writer::Writer;
   void Props(const Properties& p, PropertyScope) { EncodeProperties(p, *this); }
   void Reason(PacketType, ReasonCode rc) { U8(static_cast<uint8_t>(rc)); }
@@ -430,7 +433,9 @@ void Body(const Connect& c, Version, W& w) {
   if (v5) w.Props(c.properties, PropertyScope::kConnect);
   w.String(c.client_id);
   if (c.will) {
-    if (c.will->topic.empty() || HasWildcard(c.will->topic)) w.Fail();
+    if constexpr (W::kValidates) {
+      if (c.will->topic.empty() || HasWildcard(c.will->topic)) w.Fail();
+    }
     if (v5) w.Props(c.will->properties, PropertyScope::kWill);
     w.String(c.will->topic);
     w.Binary(c.will->payload);
@@ -454,9 +459,11 @@ void Body(const Connack& c, Version v, W& w) {
 
 template <typename W>
 void Body(const Publish& p, Version v, W& w, bool with_payload = true) {
-  if (HasWildcard(p.topic)) w.Fail();
-  // An empty topic is only meaningful in 5.0 with a Topic Alias.
-  if (p.topic.empty() && (v != Version::k5 || !p.properties.topic_alias)) w.Fail();
+  if constexpr (W::kValidates) {
+    if (HasWildcard(p.topic)) w.Fail();
+    // An empty topic is only meaningful in 5.0 with a Topic Alias.
+    if (p.topic.empty() && (v != Version::k5 || !p.properties.topic_alias)) w.Fail();
+  }
   w.String(p.topic);
   if (p.qos != QoS::k0) {
     if (p.packet_id == 0) w.Fail();

@@ -1,5 +1,7 @@
 #include "mqtt/properties.h"
 
+#include <algorithm>
+
 #include "mqtt/topic.h"
 
 namespace qbridge::mqtt {
@@ -351,33 +353,40 @@ struct WriteSink {
   }
 };
 
-// Checks what EncodeProperties would write against the decoder's rules, so we never send
-// what we would ourselves reject.
-struct CheckSink {
+// Sizes the block and checks it against the decoder's rules in the same pass, so we never
+// send what we would ourselves reject.
+struct CheckSink : SizeSink {
   PropertyScope scope;
   bool ok = true;
-  bool Allowed(PropertyId id) { return ok &= PropertyAllowed(id, scope); }
+  explicit CheckSink(PropertyScope s) : scope(s) {}
+  void Allowed(PropertyId id) { ok &= PropertyAllowed(id, scope); }
   void Byte(PropertyId id, uint8_t v) {
+    SizeSink::Byte(id, v);
     Allowed(id);
     ok &= v <= 1;  // every one-byte property is a flag
   }
   void Two(PropertyId id, uint16_t v) {
+    SizeSink::Two(id, v);
     Allowed(id);
     if (id == PropertyId::kReceiveMaximum || id == PropertyId::kTopicAlias) ok &= v != 0;
   }
   void Four(PropertyId id, uint32_t v) {
+    SizeSink::Four(id, v);
     Allowed(id);
     if (id == PropertyId::kMaximumPacketSize) ok &= v != 0;
   }
   void Var(PropertyId id, uint32_t v) {
+    SizeSink::Var(id, v);
     Allowed(id);
     ok &= v != 0 && v <= kMaxVarInt;
   }
   void Bin(PropertyId id, Bytes b) {
+    SizeSink::Bin(id, b);
     Allowed(id);
     ok &= b.size() <= 0xFFFF;
   }
   void Pair(const StringPair& kv) {
+    SizeSink::Pair(kv);
     Allowed(PropertyId::kUserProperty);
     ok &= kv.key.size() <= 0xFFFF && kv.value.size() <= 0xFFFF;
   }
@@ -385,13 +394,19 @@ struct CheckSink {
 
 }  // namespace
 
-bool PropertiesEncodable(const Properties& p, PropertyScope scope) {
-  CheckSink check{scope};
+bool CheckedPropertiesSize(const Properties& p, PropertyScope scope, size_t* size) {
+  CheckSink check(scope);
   VisitProperties(p, check);
-  if (!check.ok) return false;
   // Only PUBLISH may carry several Subscription Identifiers.
-  if (scope != PropertyScope::kPublish && p.subscription_ids.size() > 1) return false;
-  return PropertiesBodySize(p) <= kMaxVarInt;
+  if (scope != PropertyScope::kPublish && p.subscription_ids.size() > 1) check.ok = false;
+  if (check.n > kMaxVarInt) check.ok = false;
+  *size = VarIntSize(uint32_t(std::min<size_t>(check.n, kMaxVarInt))) + check.n;
+  return check.ok;
+}
+
+bool PropertiesEncodable(const Properties& p, PropertyScope scope) {
+  size_t unused;
+  return CheckedPropertiesSize(p, scope, &unused);
 }
 
 size_t PropertiesBodySize(const Properties& p) {

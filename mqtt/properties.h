@@ -139,6 +139,8 @@ CodecStatus DecodeProperties(Reader& r, PropertyScope scope, Properties* out);
 // data within 65,535 bytes, values in range (no Subscription Identifier 0 or above
 // 268,435,455, no Receive Maximum, Topic Alias or Maximum Packet Size 0, flags 0 or 1).
 bool PropertiesEncodable(const Properties& p, PropertyScope scope);
+// The same check, also giving the block's size with its length prefix (one pass).
+bool CheckedPropertiesSize(const Properties& p, PropertyScope scope, size_t* size);
 
 // Size of the property block without and with its length prefix.
 size_t PropertiesBodySize(const Properties& p);
