@@ -134,8 +134,9 @@ absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
     }
   } else {
     const std::string& name = config_.server_name;
-    if (!name.empty() && !IsIpLiteral(name)) {
-      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size())) < 0)
+    const std::string& sni = config_.sni.empty() ? name : config_.sni;
+    if (!sni.empty() && (!config_.sni.empty() || !IsIpLiteral(sni))) {
+      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni.data(), sni.size())) < 0)
         return fail("tls: sni", rc);
     }
     // Verifies chain and name (DNS SAN, or IP SAN for a literal) during the handshake.

@@ -29,6 +29,9 @@ struct TlsConfig {
   // Client: the name to verify and to send as SNI (an IP literal is verified against IP
   // SANs and not sent as SNI, per RFC 6066).
   std::string server_name;
+  // Client: send this as SNI instead (even an IP literal, as NanoMQ does); for tests and
+  // for upstreams that route on a name other than the one verified.
+  std::string sni;
   // ALPN protocols, in preference order. EMQX and NanoMQ use exactly "mqtt".
   std::vector<std::string> alpn = {"mqtt"};
 };

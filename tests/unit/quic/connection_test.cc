@@ -211,7 +211,11 @@ TEST_F(QuicTest, MutualTls) {
   EXPECT_TRUE(Handshake(sim));
 }
 
-TEST_F(QuicTest, EchoOverALossyReorderingLink) {
+class QuicCcTest : public QuicTest, public ::testing::WithParamInterface<CcAlgo> {};
+
+TEST_P(QuicCcTest, EchoOverALossyReorderingLink) {
+  client_transport_.cc = GetParam();
+  endpoint_config_.transport.cc = GetParam();
   LinkConfig link;
   link.loss = 0.03;
   link.duplicate = 0.01;
@@ -236,6 +240,9 @@ TEST_F(QuicTest, EchoOverALossyReorderingLink) {
   // Everything was acknowledged, so nothing is held for retransmission any more.
   EXPECT_TRUE(sim.RunUntil([&] { return client_->BufferedBytes(*sid) == 0; }, 5 * kSecond));
 }
+
+INSTANTIATE_TEST_SUITE_P(Cc, QuicCcTest,
+                         ::testing::Values(CcAlgo::kCubic, CcAlgo::kBbr, CcAlgo::kReno));
 
 TEST_F(QuicTest, ControlStreamIsServedBeforeData) {
   QuicSim sim;
@@ -605,6 +612,96 @@ TEST_F(QuicTest, EarlyDataRejectedByAnotherServerIsReported) {
   ASSERT_TRUE(sid2.ok());
   ASSERT_TRUE((*again)->Send(*sid2, Bytes(100, 1), true).ok());
   EXPECT_TRUE(sim.RunUntil([&] { return server2.fin[*sid2]; }, 5 * kSecond));
+}
+
+TEST_F(QuicTest, PmtudRaisesTheDatagramSize) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(512 << 10, 1), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.fin[*sid]; }, 10 * kSecond));
+  // 1200 bytes until a probe is acknowledged; the link carries up to 1500.
+  EXPECT_GT(ngtcp2_conn_get_path_max_tx_udp_payload_size(client_->raw()), 1400u);
+}
+
+TEST_F(QuicTest, ReceiveCreditFollowsConsumption) {
+  endpoint_config_.transport.manual_flow_control = true;
+  endpoint_config_.transport.stream_window = 256 << 10;
+  endpoint_config_.transport.max_stream_window = 256 << 10;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(client_->Send(*sid, Bytes(1 << 20, 4), true).ok());
+  // Nothing consumed: the sender stops at the window.
+  sim.RunUntil([] { return false; }, 2 * kSecond);
+  EXPECT_EQ(server_events_.data[*sid].size(), 256u << 10);
+  EXPECT_FALSE(server_events_.fin[*sid]);
+  // The application consumes as it goes: the rest flows.
+  uint64_t consumed = 0;
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        const uint64_t have = server_events_.data[*sid].size();
+        if (have > consumed) {
+          server_conn_->Consume(*sid, have - consumed);
+          consumed = have;
+        }
+        return server_events_.fin[*sid];
+      },
+      10 * kSecond));
+  EXPECT_EQ(server_events_.data[*sid].size(), 1u << 20);
+}
+
+TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
+  // 600 clients start handshakes at once. Past 50 in flight the endpoint demands Retry
+  // (no state kept for those); past 100 it would drop. Memory stays bounded by the caps.
+  endpoint_config_.retry = RetryMode::kUnderLoad;
+  endpoint_config_.retry_threshold = 50;
+  endpoint_config_.max_handshakes = 100;
+  QuicSim sim;
+  Start(sim);
+  std::vector<uint8_t> scratch(64 * 1500);
+  Recorder sink;
+  for (int i = 0; i < 600; ++i) {
+    const auto from = quic::Address::FromIpPort("198.18.1." + std::to_string(i % 250), uint16_t(20000 + i));
+    auto c = Connection::Connect(*client_tls_, client_transport_,
+                                 Path{from, quic::Address::FromIpPort("198.18.0.2", 14567)}, &sink,
+                                 sim.now());
+    ASSERT_TRUE(c.ok());
+    (*c)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
+      endpoint_->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
+    });
+  }
+  const auto& st = endpoint_->stats();
+  EXPECT_EQ(st.accepted, 50u);
+  EXPECT_EQ(st.retry_sent, 550u);
+  EXPECT_EQ(endpoint_->connections(), 50u);
+  // Retry off: the handshake cap drops the excess instead.
+  endpoint_config_.retry = RetryMode::kOff;
+  auto ep = ServerEndpoint::Create(*server_tls_, endpoint_config_);
+  ASSERT_TRUE(ep.ok());
+  for (int i = 0; i < 300; ++i) {
+    const auto from = quic::Address::FromIpPort("198.18.2.1", uint16_t(30000 + i));
+    auto c = Connection::Connect(*client_tls_, client_transport_,
+                                 Path{from, quic::Address::FromIpPort("198.18.0.2", 14567)}, &sink,
+                                 sim.now());
+    ASSERT_TRUE(c.ok());
+    (*c)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
+      (*ep)->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
+    });
+  }
+  EXPECT_EQ((*ep)->connections(), 100u);
+  EXPECT_EQ((*ep)->stats().drop_handshake_limit, 200u);
+}
+
+TEST_F(QuicTest, ServerAcceptsAnIpLiteralInSni) {
+  // NanoMQ puts the broker's IP address in SNI, which RFC 6066 does not allow.
+  client_tls_config_.server_name = "198.18.0.2";
+  client_tls_config_.sni = "198.18.0.2";
+  QuicSim sim;
+  Start(sim);
+  EXPECT_TRUE(Handshake(sim));
 }
 
 TEST_F(QuicTest, ApplicationCloseReachesThePeer) {
