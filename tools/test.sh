@@ -19,8 +19,10 @@ fi
 
 # Independent peers from npm (@matrixai/quic) for the interop tests, pinned by the lockfile.
 if [[ ! -d tests/interop/node_modules/@matrixai/quic ]]; then
-  echo "== npm ci (tests/interop)"
-  npm ci --prefix tests/interop --no-audit --no-fund
+  echo "== npm install (tests/interop)"
+  # npm ci refuses this lockfile: the package names macOS/Windows builds that the
+  # registry does not have. install --no-save follows the lockfile and leaves it alone.
+  npm install --prefix tests/interop --no-save --no-audit --no-fund
 fi
 
 echo "== release build and tests"
