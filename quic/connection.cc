@@ -307,6 +307,7 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   const int rv = ngtcp2_conn_read_pkt(conn_, &np, &pi, datagram.data(), datagram.size(), now);
   if (rv == 0) {
     path_ = path;  // the path the peer is on now (migration is validated by ngtcp2)
+    TrackAckProgress(now);
     return true;
   }
   switch (rv) {
@@ -328,10 +329,24 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   }
 }
 
+void Connection::TrackAckProgress(Timestamp now) {
+  ngtcp2_conn_info info;
+  ngtcp2_conn_get_conn_info(conn_, &info);
+  // The clock runs only while something is outstanding: it restarts when packets go out
+  // after a quiet spell, and whenever an acknowledgement shrinks what is in flight.
+  if (bytes_in_flight_ == 0 || info.bytes_in_flight < bytes_in_flight_ || info.bytes_in_flight == 0)
+    last_ack_progress_ = now;
+  bytes_in_flight_ = info.bytes_in_flight;
+}
+
 Timestamp Connection::Expiry() const {
   if (state_ == State::kClosed) return kNever;
   if (close_requested_ && !close_written_) return 0;  // write the close now
-  return ngtcp2_conn_get_expiry(conn_);
+  Timestamp t = ngtcp2_conn_get_expiry(conn_);
+  if (config_.disconnect_timeout_ns && bytes_in_flight_ > 0 && state_ != State::kClosing &&
+      state_ != State::kDraining)
+    t = std::min(t, last_ack_progress_ + config_.disconnect_timeout_ns);
+  return t;
 }
 
 bool Connection::HandleExpiry(Timestamp now) {
@@ -341,10 +356,17 @@ bool Connection::HandleExpiry(Timestamp now) {
     if (ngtcp2_conn_get_expiry(conn_) <= now) state_ = State::kClosed;
     return state_ != State::kClosed;
   }
+  if (config_.disconnect_timeout_ns && bytes_in_flight_ > 0 &&
+      now - last_ack_progress_ >= config_.disconnect_timeout_ns) {
+    state_ = State::kClosed;  // the path is dead: nobody would hear a CONNECTION_CLOSE
+    timeout_reason_ = "disconnect timeout";
+    return false;
+  }
   const int rv = ngtcp2_conn_handle_expiry(conn_, now);
   if (rv == 0) return true;
   if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
     state_ = State::kClosed;  // silently, as RFC 9000 10.1 says
+    timeout_reason_ = rv == NGTCP2_ERR_IDLE_CLOSE ? "idle timeout" : "handshake timeout";
     return false;
   }
   return Fail(rv);
@@ -589,6 +611,7 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
   }
   flush();
   ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  if (total) TrackAckProgress(now);
   return total;
 }
 

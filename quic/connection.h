@@ -65,6 +65,10 @@ struct TransportConfig {
   uint64_t handshake_timeout_ns = 10 * kSecond;  // quic_handshake_timeout
   uint64_t initial_rtt_ns = 333 * kMillisecond;  // quic_initial_rtt_ms
   uint64_t max_ack_delay_ns = 25 * kMillisecond; // quic_max_ack_delay_ms
+  // quic_discon_timeout (msquic's DisconnectTimeout): with packets in flight and nothing
+  // acknowledged for this long, the path is dead and the connection is dropped, long
+  // before the idle timeout would notice. 0 = off.
+  uint64_t disconnect_timeout_ns = 16 * kSecond;
   CcAlgo cc = CcAlgo::kCubic;
   // Bidirectional streams the peer may have open at once. EMQX allows 10; a client needs
   // none (servers never open streams in the EMQX model).
@@ -219,6 +223,9 @@ class Connection {
   // TLS alert of a failed handshake (0 if none), and the peer's close error if it closed.
   uint8_t tls_alert() const;
   uint64_t peer_app_error() const { return peer_app_error_; }
+  // Why a connection ended on its own: "" (still open or closed by a peer or the owner),
+  // "idle timeout", "handshake timeout" or "disconnect timeout".
+  const char* timeout_reason() const { return timeout_reason_; }
   bool peer_closed() const { return peer_closed_; }
   ngtcp2_conn* raw() { return conn_; }
 
@@ -297,6 +304,10 @@ class Connection {
   uint64_t peer_app_error_ = 0;
   std::vector<uint8_t> close_packet_;  // kept to resend while closing
   std::optional<ResumptionTicket> ticket_;
+  uint64_t bytes_in_flight_ = 0;
+  Timestamp last_ack_progress_ = 0;  // when bytes in flight last fell (or were none)
+  const char* timeout_reason_ = "";
+  void TrackAckProgress(Timestamp now);
   bool early_data_possible_ = false;
   bool early_data_rejected_ = false;
 };

@@ -55,11 +55,16 @@ size_t ServerEndpoint::Handshakes() const {
   return n;
 }
 
-bool ServerEndpoint::RetryRequired() const {
+bool ServerEndpoint::RetryRequired(Timestamp now) {
+  if (now - rate_window_start_ >= kSecond) {
+    rate_window_start_ = now;
+    rate_window_count_ = 0;
+  }
   switch (config_.retry) {
     case RetryMode::kOff: return false;
     case RetryMode::kAlways: return true;
-    case RetryMode::kUnderLoad: return Handshakes() >= config_.retry_threshold;
+    case RetryMode::kUnderLoad:
+      return Handshakes() >= config_.retry_threshold || rate_window_count_ >= config_.retry_rate;
   }
   return true;
 }
@@ -179,7 +184,7 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
     }
     retry_scid = hd.dcid;
     retried = true;
-  } else if (RetryRequired()) {
+  } else if (RetryRequired(now)) {
     SendRetry(path, hd, now, emit);
     return;
   }
@@ -195,6 +200,7 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
   Entry& e = conns_[c];
   e.conn = std::move(*conn);
   ++stats_.accepted;
+  ++rate_window_count_;
   // Register the CIDs the connection was created with; later ones arrive by callback.
   std::vector<ngtcp2_cid> scids(ngtcp2_conn_get_scid(c->raw(), nullptr));
   ngtcp2_conn_get_scid(c->raw(), scids.data());

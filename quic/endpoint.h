@@ -20,7 +20,8 @@ namespace qbridge::quic {
 enum class RetryMode : uint8_t {
   kOff,       // never send Retry
   kAlways,    // every new client proves its address first
-  kUnderLoad, // Retry once handshakes in flight reach retry_threshold
+  kUnderLoad, // Retry once handshakes in flight reach retry_threshold, or new handshakes
+              // in the current second reach retry_rate
 };
 
 struct EndpointConfig {
@@ -30,6 +31,9 @@ struct EndpointConfig {
   size_t max_handshakes = 1'000;     // connections not yet established
   RetryMode retry = RetryMode::kUnderLoad;
   size_t retry_threshold = 100;
+  // New handshakes per second above which clients must prove their address first. About
+  // half of one core's capacity (~1,000 full handshakes/s, docs/benchmarks.md).
+  size_t retry_rate = 500;
   uint64_t retry_token_lifetime_ns = 10 * kSecond;
   // Key for Retry tokens and stateless reset tokens; random when empty. Endpoints that
   // must recognise each other's tokens (several workers, several boxes) share it.
@@ -101,7 +105,7 @@ class ServerEndpoint : public CidRegistry {
   void SendRetry(const Path& path, const ngtcp2_pkt_hd& hd, Timestamp now, Connection::Emit emit);
   void SendStatelessReset(const Path& path, const uint8_t* dcid, size_t dcidlen, size_t pktlen,
                           Connection::Emit emit);
-  bool RetryRequired() const;
+  bool RetryRequired(Timestamp now);
   size_t Handshakes() const;
   void Reap(Connection* c);
 
@@ -118,6 +122,8 @@ class ServerEndpoint : public CidRegistry {
   absl::flat_hash_map<Connection*, Entry> conns_;
   EndpointStats stats_;
   std::array<uint8_t, 1500> reply_{};
+  Timestamp rate_window_start_ = 0;  // one-second window of accepted handshakes
+  size_t rate_window_count_ = 0;
 };
 
 }  // namespace qbridge::quic
