@@ -6,13 +6,13 @@
 #include <map>
 
 #include "tests/support/quic_sim.h"
+#include "tests/support/quic_test_util.h"
 #include "tests/support/quic_udp_pair.h"
 #include "tests/support/test_certs.h"
 
 namespace qbridge::quic {
 namespace {
 
-using qbridge::testing::GetTestCerts;
 
 class Sink : public ConnectionEvents {
  public:
@@ -26,24 +26,8 @@ class Sink : public ConnectionEvents {
   }
 };
 
-struct Tls {
-  std::unique_ptr<TlsContext> server, client;
-  Tls() {
-    const auto& certs = GetTestCerts();
-    TlsConfig st;
-    st.certfile = certs.server_cert;
-    st.keyfile = certs.server_key;
-    st.verify_peer = false;
-    TlsConfig ct;
-    ct.cacertfile = certs.ca;
-    ct.server_name = "localhost";
-    server = std::move(*TlsContext::Create(TlsContext::Side::kServer, st));
-    client = std::move(*TlsContext::Create(TlsContext::Side::kClient, ct));
-  }
-};
-
-const Tls& GetTls() {
-  static const Tls tls;
+const qbridge::testing::TestTls& GetTls() {
+  static const qbridge::testing::TestTls tls;
   return tls;
 }
 
@@ -58,35 +42,49 @@ TransportConfig BulkTransport() {
   return t;
 }
 
+// A handshaken connection over `net` (the in-process link or two sockets) with `total`
+// bytes queued on one stream, so the timed part is the transfer alone.
+struct Bulk {
+  std::unique_ptr<ServerEndpoint> endpoint;
+  std::unique_ptr<Connection> client;
+  Sink server_events, client_events;
+};
+
+template <typename Net>
+std::unique_ptr<Bulk> StartBulk(Net& net, const Path& client_path, Timestamp now, size_t total) {
+  static const auto chunk = std::make_shared<const std::vector<uint8_t>>(kChunk, 0x42);
+  auto b = std::make_unique<Bulk>();
+  EndpointConfig ec;
+  ec.retry = RetryMode::kOff;
+  ec.transport = BulkTransport();
+  b->endpoint = std::move(*ServerEndpoint::Create(*GetTls().server, ec));
+  b->endpoint->set_on_accept([p = b.get()](Connection&) { return &p->server_events; });
+  b->client = std::move(*Connection::Connect(*GetTls().client, BulkTransport(), client_path,
+                                             &b->client_events, now));
+  net.client = b->client.get();
+  net.server = b->endpoint.get();
+  net.RunUntil([&] { return b->client_events.confirmed; }, 5 * kSecond);
+  const int64_t sid = *b->client->OpenStream();
+  for (size_t off = 0; off < total; off += kChunk)
+    b->client->Send(sid, chunk, off + kChunk >= total).IgnoreError();  // a fresh stream accepts
+  return b;
+}
+
 // Goodput of one stream through the in-process link (no kernel; the CPU cost of ngtcp2,
 // GnuTLS and our code only).
 void BM_GoodputInProcess(benchmark::State& state) {
   const size_t total = size_t(state.range(0)) << 20;
   qbridge::testing::LinkConfig link;
-  link.delay_ns = 100'000;           // 100 us one way
+  link.delay_ns = 100'000;              // 100 us one way
   link.bandwidth_bps = 40'000'000'000;  // a 40 Gbit/s bottleneck with a 1 MiB queue
   link.min_step_ns = 20'000;            // wake every 20 us: bursts, as a poll loop sees them
-  auto buf = std::make_shared<const std::vector<uint8_t>>(kChunk, 0x42);
   for (auto _ : state) {
     state.PauseTiming();
     qbridge::testing::QuicSim sim(link);
-    EndpointConfig ec;
-    ec.retry = RetryMode::kOff;
-    ec.transport = BulkTransport();
-    auto ep = std::move(*ServerEndpoint::Create(*GetTls().server, ec));
-    Sink server_events, client_events;
-    ep->set_on_accept([&](Connection&) { return &server_events; });
-    auto client = std::move(*Connection::Connect(*GetTls().client, BulkTransport(), sim.ClientPath(),
-                                                 &client_events, sim.now()));
-    sim.client = client.get();
-    sim.server = ep.get();
-    sim.RunUntil([&] { return client_events.confirmed; }, 5 * kSecond);
-    const int64_t sid = *client->OpenStream();
-    for (size_t off = 0; off < total; off += kChunk)
-      client->Send(sid, buf, off + kChunk >= total).IgnoreError();  // a fresh stream accepts
+    auto bulk = StartBulk(sim, sim.ClientPath(), sim.now(), total);
     state.ResumeTiming();
-    sim.RunUntil([&] { return server_events.fin; }, 600 * kSecond);
-    if (server_events.received != total) state.SkipWithError("transfer incomplete");
+    sim.RunUntil([&] { return bulk->server_events.fin; }, 600 * kSecond);
+    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
 }
@@ -97,7 +95,6 @@ void BM_GoodputLoopback(benchmark::State& state) {
   const size_t total = size_t(state.range(0)) << 20;
   dp::UdpOptions opts;
   opts.gso = opts.gro = state.range(1) != 0;
-  auto buf = std::make_shared<const std::vector<uint8_t>>(kChunk, 0x42);
   for (auto _ : state) {
     state.PauseTiming();
     qbridge::testing::UdpQuicPair pair;
@@ -105,24 +102,10 @@ void BM_GoodputLoopback(benchmark::State& state) {
       state.SkipWithError("bind failed");
       break;
     }
-    EndpointConfig ec;
-    ec.retry = RetryMode::kOff;
-    ec.transport = BulkTransport();
-    auto ep = std::move(*ServerEndpoint::Create(*GetTls().server, ec));
-    Sink server_events, client_events;
-    ep->set_on_accept([&](Connection&) { return &server_events; });
-    auto client = std::move(*Connection::Connect(*GetTls().client, BulkTransport(),
-                                                 pair.ClientPath(), &client_events,
-                                                 qbridge::testing::MonotonicNs()));
-    pair.client = client.get();
-    pair.server = ep.get();
-    pair.RunUntil([&] { return client_events.confirmed; }, 5 * kSecond);
-    const int64_t sid = *client->OpenStream();
-    for (size_t off = 0; off < total; off += kChunk)
-      client->Send(sid, buf, off + kChunk >= total).IgnoreError();  // a fresh stream accepts
+    auto bulk = StartBulk(pair, pair.ClientPath(), qbridge::testing::MonotonicNs(), total);
     state.ResumeTiming();
-    pair.RunUntil([&] { return server_events.fin; }, 120 * kSecond);
-    if (server_events.received != total) state.SkipWithError("transfer incomplete");
+    pair.RunUntil([&] { return bulk->server_events.fin; }, 120 * kSecond);
+    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 
+#include "tests/support/quic_test_util.h"
 #include "tests/support/quic_udp_pair.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_certs.h"
@@ -30,27 +31,7 @@ const std::string kInterop = std::string(QBRIDGE_SOURCE_DIR) + "/tests/interop";
 
 uint8_t Pattern(size_t i) { return uint8_t(i * 7 + (i >> 13)); }
 
-class Events : public ConnectionEvents {
- public:
-  Connection* conn = nullptr;
-  bool echo = false;
-  bool confirmed = false;
-  std::string alpn;
-  std::map<int64_t, std::vector<uint8_t>> data;
-  std::map<int64_t, bool> fin;
-  void OnHandshakeConfirmed() override {
-    confirmed = true;
-    if (conn) alpn = conn->alpn();
-  }
-  void OnStreamData(int64_t sid, std::span<const uint8_t> d, bool f) override {
-    data[sid].insert(data[sid].end(), d.begin(), d.end());
-    if (f) fin[sid] = true;
-    if (echo && conn && (!d.empty() || f)) {
-      auto copy = std::make_shared<const std::vector<uint8_t>>(d.begin(), d.end());
-      EXPECT_TRUE(conn->Send(sid, copy, f).ok());
-    }
-  }
-};
+using Events = qbridge::testing::RecordingEvents;
 
 class QuicInterop : public ::testing::Test {
  protected:
@@ -95,10 +76,7 @@ TEST_F(QuicInterop, OurClientTheirServer) {
     if (line.rfind("{\"port\":", 0) == 0) port = std::stoi(line.substr(8));
   }
 
-  TlsConfig ct;
-  ct.cacertfile = certs.ca;
-  ct.server_name = "localhost";
-  auto tls = TlsContext::Create(TlsContext::Side::kClient, ct);
+  auto tls = TlsContext::Create(TlsContext::Side::kClient, qbridge::testing::ClientTlsConfig());
   ASSERT_TRUE(tls.ok());
   auto sock = dp::UdpSocket::Bind(Address::FromIpPort("127.0.0.1", 0));
   ASSERT_TRUE(sock.ok());
@@ -132,11 +110,7 @@ TEST_F(QuicInterop, OurClientTheirServer) {
 
 TEST_F(QuicInterop, TheirClientOurServer) {
   const auto& certs = GetTestCerts();
-  TlsConfig st;
-  st.certfile = certs.server_cert;
-  st.keyfile = certs.server_key;
-  st.verify_peer = false;
-  auto tls = TlsContext::Create(TlsContext::Side::kServer, st);
+  auto tls = TlsContext::Create(TlsContext::Side::kServer, qbridge::testing::ServerTlsConfig());
   ASSERT_TRUE(tls.ok());
   auto sock = dp::UdpSocket::Bind(Address::FromIpPort("127.0.0.1", 0));
   ASSERT_TRUE(sock.ok());

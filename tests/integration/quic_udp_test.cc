@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "tests/support/quic_test_util.h"
 #include "tests/support/quic_udp_pair.h"
 #include "tests/support/test_certs.h"
 
@@ -13,43 +14,18 @@ namespace {
 using qbridge::testing::GetTestCerts;
 using qbridge::testing::UdpQuicPair;
 
-class Echo : public ConnectionEvents {
- public:
-  Connection* conn = nullptr;
-  bool echo = false;
-  bool confirmed = false;
-  std::map<int64_t, std::vector<uint8_t>> data;
-  std::map<int64_t, bool> fin;
-  void OnHandshakeConfirmed() override { confirmed = true; }
-  void OnStreamData(int64_t sid, std::span<const uint8_t> d, bool f) override {
-    data[sid].insert(data[sid].end(), d.begin(), d.end());
-    if (f) fin[sid] = true;
-    if (echo && conn && (!d.empty() || f)) {
-      auto copy = std::make_shared<const std::vector<uint8_t>>(d.begin(), d.end());
-      EXPECT_TRUE(conn->Send(sid, copy, f).ok());
-    }
-  }
-};
+using Echo = qbridge::testing::RecordingEvents;
 
 TEST(QuicUdp, TenMiBEchoOverLoopbackWithGso) {
-  const auto& certs = GetTestCerts();
-  ASSERT_FALSE(certs.dir.empty());
-  TlsConfig st;
-  st.certfile = certs.server_cert;
-  st.keyfile = certs.server_key;
-  st.verify_peer = false;
-  TlsConfig ct;
-  ct.cacertfile = certs.ca;
-  ct.server_name = "127.0.0.1";  // verified against the IP SAN
-  auto server_tls = TlsContext::Create(TlsContext::Side::kServer, st);
-  auto client_tls = TlsContext::Create(TlsContext::Side::kClient, ct);
-  ASSERT_TRUE(server_tls.ok() && client_tls.ok());
+  ASSERT_FALSE(GetTestCerts().dir.empty());
+  qbridge::testing::TestTls tls("127.0.0.1");  // the client verifies the IP SAN
+  ASSERT_TRUE(tls.ok());
 
   UdpQuicPair pair;
   ASSERT_TRUE(pair.Bind().ok());
   EndpointConfig ec;
   ec.retry = RetryMode::kAlways;  // exercise Retry over a real path too
-  auto ep = ServerEndpoint::Create(**server_tls, ec);
+  auto ep = ServerEndpoint::Create(*tls.server, ec);
   ASSERT_TRUE(ep.ok());
   Echo server_events, client_events;
   server_events.echo = true;
@@ -57,7 +33,7 @@ TEST(QuicUdp, TenMiBEchoOverLoopbackWithGso) {
     server_events.conn = &c;
     return &server_events;
   });
-  auto client = Connection::Connect(**client_tls, TransportConfig{}, pair.ClientPath(),
+  auto client = Connection::Connect(*tls.client, TransportConfig{}, pair.ClientPath(),
                                     &client_events, qbridge::testing::MonotonicNs());
   ASSERT_TRUE(client.ok());
   pair.client = client->get();

@@ -3,6 +3,7 @@
 // Version Negotiation and stateless resets. No kernel and no real time.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "quic/endpoint.h"
 #include "quic/tls.h"
 #include "tests/support/quic_sim.h"
+#include "tests/support/quic_test_util.h"
 #include "tests/support/test_certs.h"
 
 namespace qbridge::quic {
@@ -19,40 +21,7 @@ using qbridge::testing::GetTestCerts;
 using qbridge::testing::LinkConfig;
 using qbridge::testing::QuicSim;
 
-// Records everything a connection reports; optionally echoes stream data back.
-class Recorder : public ConnectionEvents {
- public:
-  Connection* conn = nullptr;
-  bool echo = false;
-  bool confirmed = false;
-  std::map<int64_t, std::vector<uint8_t>> data;
-  std::map<int64_t, bool> fin;
-  std::vector<int64_t> order;  // stream of each delivery, in order
-  std::map<int64_t, uint64_t> reset;
-  std::map<int64_t, uint64_t> others_at_first_byte;  // bytes on other streams by then
-  uint64_t total = 0;
-  int credit_events = 0;
-
-  void OnHandshakeConfirmed() override { confirmed = true; }
-  void OnStreamData(int64_t sid, std::span<const uint8_t> d, bool f) override {
-    auto& v = data[sid];
-    if (v.empty() && !d.empty()) others_at_first_byte[sid] = total;
-    v.insert(v.end(), d.begin(), d.end());
-    total += d.size();
-    if (!d.empty()) order.push_back(sid);
-    if (f) fin[sid] = true;
-    if (echo && conn) {
-      if (!d.empty()) {
-        auto copy = std::make_shared<const std::vector<uint8_t>>(d.begin(), d.end());
-        EXPECT_TRUE(conn->Send(sid, copy, f).ok());
-      } else if (f) {
-        EXPECT_TRUE(conn->SendFin(sid).ok());
-      }
-    }
-  }
-  void OnStreamReset(int64_t sid, uint64_t err) override { reset[sid] = err; }
-  void OnStreamCredit() override { ++credit_events; }
-};
+using Recorder = qbridge::testing::RecordingEvents;
 
 class QuicTest : public ::testing::Test {
  protected:
@@ -100,6 +69,21 @@ class QuicTest : public ::testing::Test {
     return sim.RunUntil(
         [&] { return client_events_.confirmed && server_conn_ && server_conn_->handshake_confirmed(); },
         5 * kSecond);
+  }
+
+  // Echoes 5,000 bytes, runs `disrupt` (a key update, a migration), echoes 5,000 more
+  // with FIN on the same stream: the connection must carry on across it.
+  void EchoAround(QuicSim& sim, const std::function<void()>& disrupt) {
+    server_events_.echo = true;
+    ASSERT_TRUE(Handshake(sim));
+    auto sid = client_->OpenStream();
+    ASSERT_TRUE(sid.ok());
+    ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 1)).ok());
+    ASSERT_TRUE(sim.RunUntil([&] { return client_events_.data[*sid].size() == 5000; }, 5 * kSecond));
+    disrupt();
+    ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 2), true).ok());
+    ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 10 * kSecond));
+    EXPECT_EQ(client_events_.data[*sid].size(), 10000u);
   }
 
   static Buffer Bytes(size_t n, uint8_t seed) {
@@ -500,15 +484,7 @@ TEST_F(QuicTest, GarbageIsCountedNotFatal) {
 TEST_F(QuicTest, KeyUpdateKeepsTheConnection) {
   QuicSim sim;
   Start(sim);
-  server_events_.echo = true;
-  ASSERT_TRUE(Handshake(sim));
-  auto sid = client_->OpenStream();
-  ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 1)).ok());
-  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.data[*sid].size() == 5000; }, 5 * kSecond));
-  ASSERT_TRUE(client_->UpdateKeys(sim.now()).ok());
-  ASSERT_TRUE(client_->Send(*sid, Bytes(5000, 2), true).ok());
-  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 5 * kSecond));
-  EXPECT_EQ(client_events_.data[*sid].size(), 10000u);
+  EchoAround(sim, [&] { ASSERT_TRUE(client_->UpdateKeys(sim.now()).ok()); });
 }
 
 TEST_F(QuicTest, HeadersThatMadeNgtcp2AssertAreCountedDrops) {
@@ -700,18 +676,8 @@ TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
   endpoint_config_.max_handshakes = 100;
   QuicSim sim;
   Start(sim);
-  std::vector<uint8_t> scratch(64 * 1500);
-  Recorder sink;
-  for (int i = 0; i < 600; ++i) {
-    const auto from = quic::Address::FromIpPort("198.18.1." + std::to_string(i % 250), uint16_t(20000 + i));
-    auto c = Connection::Connect(*client_tls_, client_transport_,
-                                 Path{from, quic::Address::FromIpPort("198.18.0.2", 14567)}, &sink,
-                                 sim.now());
-    ASSERT_TRUE(c.ok());
-    (*c)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
-      endpoint_->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
-    });
-  }
+  qbridge::testing::FireInitials(*endpoint_, *client_tls_, client_transport_, 600, "198.18.1.1",
+                                 20000, sim.now());
   const auto& st = endpoint_->stats();
   EXPECT_EQ(st.accepted, 50u);
   EXPECT_EQ(st.retry_sent, 550u);
@@ -720,16 +686,8 @@ TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
   endpoint_config_.retry = RetryMode::kOff;
   auto ep = ServerEndpoint::Create(*server_tls_, endpoint_config_);
   ASSERT_TRUE(ep.ok());
-  for (int i = 0; i < 300; ++i) {
-    const auto from = quic::Address::FromIpPort("198.18.2.1", uint16_t(30000 + i));
-    auto c = Connection::Connect(*client_tls_, client_transport_,
-                                 Path{from, quic::Address::FromIpPort("198.18.0.2", 14567)}, &sink,
+  qbridge::testing::FireInitials(**ep, *client_tls_, client_transport_, 300, "198.18.2.1", 30000,
                                  sim.now());
-    ASSERT_TRUE(c.ok());
-    (*c)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
-      (*ep)->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
-    });
-  }
   EXPECT_EQ((*ep)->connections(), 100u);
   EXPECT_EQ((*ep)->stats().drop_handshake_limit, 200u);
 }
@@ -740,19 +698,9 @@ TEST_F(QuicTest, RetryAboveAHandshakeRate) {
   endpoint_config_.retry_rate = 10;
   QuicSim sim;
   Start(sim);
-  std::vector<uint8_t> scratch(64 * 1500);
-  Recorder sink;
-  auto burst = [&](int n, int base) {
-    for (int i = 0; i < n; ++i) {
-      const auto from = quic::Address::FromIpPort("198.18.3.1", uint16_t(base + i));
-      auto c = Connection::Connect(*client_tls_, client_transport_,
-                                   Path{from, quic::Address::FromIpPort("198.18.0.2", 14567)},
-                                   &sink, sim.now());
-      ASSERT_TRUE(c.ok());
-      (*c)->Write(sim.now(), scratch, 64, [&](const Path& p, std::span<const uint8_t> d, size_t) {
-        endpoint_->Receive(Path{p.remote, p.local}, d, sim.now(), [](const Path&, auto, size_t) {});
-      });
-    }
+  auto burst = [&](int n, uint16_t base) {
+    qbridge::testing::FireInitials(*endpoint_, *client_tls_, client_transport_, n, "198.18.3.1",
+                                   base, sim.now());
   };
   burst(15, 40000);
   EXPECT_EQ(endpoint_->stats().accepted, 10u);
@@ -785,18 +733,12 @@ TEST_F(QuicTest, ApplicationCloseReachesThePeer) {
 TEST_F(QuicTest, ClientMigratesToANewAddress) {
   QuicSim sim;
   Start(sim);
-  server_events_.echo = true;
-  ASSERT_TRUE(Handshake(sim));
-  auto sid = client_->OpenStream();
-  ASSERT_TRUE(client_->Send(*sid, Bytes(1000, 1)).ok());
-  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.data[*sid].size() == 1000; }, 5 * kSecond));
   // The client moves to a new local address (a new port, as after a NAT rebind).
   const auto moved = quic::Address::FromIpPort("198.18.0.1", 50999);
-  sim.set_client_addr(moved);
-  ASSERT_TRUE(client_->MigrateTo(moved, sim.now()).ok());
-  ASSERT_TRUE(client_->Send(*sid, Bytes(1000, 2), true).ok());
-  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 10 * kSecond));
-  EXPECT_EQ(client_events_.data[*sid].size(), 2000u);
+  EchoAround(sim, [&] {
+    sim.set_client_addr(moved);
+    ASSERT_TRUE(client_->MigrateTo(moved, sim.now()).ok());
+  });
   EXPECT_EQ(server_conn_->path().remote, moved);
 }
 
