@@ -1,0 +1,111 @@
+// Ethernet, ARP, IPv4, UDP and ICMP, parsed field by field from wire bytes (never by
+// casting packed structs onto them) and written the same way. No DPDK here: the poll
+// loop hands in a frame's bytes, and tests and fuzzers do the same.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+namespace qbridge::dp::net {
+
+using Mac = std::array<uint8_t, 6>;
+inline constexpr Mac kBroadcastMac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+// IPv4 addresses in host byte order.
+using Ipv4 = uint32_t;
+constexpr Ipv4 MakeIpv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  return Ipv4(a) << 24 | Ipv4(b) << 16 | Ipv4(c) << 8 | Ipv4(d);
+}
+
+inline constexpr uint16_t kEtherTypeIpv4 = 0x0800;
+inline constexpr uint16_t kEtherTypeArp = 0x0806;
+inline constexpr uint16_t kEtherTypeVlan = 0x8100;
+inline constexpr uint8_t kIpProtoIcmp = 1;
+inline constexpr uint8_t kIpProtoUdp = 17;
+
+inline constexpr size_t kEthHeaderLen = 14;
+inline constexpr size_t kIpv4MinHeaderLen = 20;
+inline constexpr size_t kUdpHeaderLen = 8;
+inline constexpr size_t kArpLen = 28;
+inline constexpr size_t kIcmpHeaderLen = 8;
+
+// Why a frame was not for us, or not acceptable. Each has a per-core counter.
+enum class Drop : uint8_t {
+  kRunt,             // shorter than the headers it claims
+  kNotForUs,         // another MAC (and not broadcast) or another IP
+  kUnknownEtherType,
+  kBadIpHeader,      // version, IHL, total length
+  kBadIpChecksum,
+  kIpFragment,       // no reassembly: QUIC datagrams are never fragmented (DF)
+  kTtlExpired,
+  kUnknownProtocol,
+  kBadUdpLength,
+  kBadUdpChecksum,
+  kBadArp,
+  kBadIcmp,
+  kCount,
+};
+const char* DropName(Drop d);
+
+struct EthHeader {
+  Mac dst, src;
+  uint16_t ether_type;
+  uint16_t vlan = 0;  // 802.1Q tag's VLAN id, 0 if untagged
+};
+
+struct Ipv4Header {
+  uint8_t header_len;  // bytes
+  uint8_t tos;
+  uint16_t total_len;
+  uint16_t id;
+  bool dont_fragment;
+  uint8_t ttl;
+  uint8_t protocol;
+  Ipv4 src, dst;
+};
+
+struct UdpHeader {
+  uint16_t src_port, dst_port;
+  uint16_t length;
+  uint16_t checksum;
+};
+
+struct ArpPacket {
+  uint16_t op;  // 1 request, 2 reply
+  Mac sender_mac;
+  Ipv4 sender_ip;
+  Mac target_mac;
+  Ipv4 target_ip;
+};
+
+// Internet checksum (RFC 1071) of `data`, starting from the partial sum `initial`.
+uint32_t ChecksumPartial(std::span<const uint8_t> data, uint32_t initial = 0);
+uint16_t ChecksumFold(uint32_t sum);
+inline uint16_t Checksum(std::span<const uint8_t> data) { return ChecksumFold(ChecksumPartial(data)); }
+// The UDP checksum over the IPv4 pseudo-header and `udp` (header + payload).
+uint16_t UdpChecksum(Ipv4 src, Ipv4 dst, std::span<const uint8_t> udp);
+
+// Parsers: each returns true and fills `out`, or false with the reason in `*drop`.
+// `*payload` is what follows the header (for IPv4, bounded by total length).
+bool ParseEthernet(std::span<const uint8_t> frame, EthHeader* out, std::span<const uint8_t>* payload,
+                   Drop* drop);
+bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const uint8_t>* payload,
+               Drop* drop);
+bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
+              std::span<const uint8_t>* payload, Drop* drop);
+bool ParseArp(std::span<const uint8_t> body, ArpPacket* out, Drop* drop);
+
+// Writers: each writes its header at the front of `out` (which must have room) and
+// returns the bytes written.
+size_t WriteEthernet(std::span<uint8_t> out, const Mac& dst, const Mac& src, uint16_t ether_type);
+// `payload_len` is what follows the IPv4 header; the header checksum is filled in.
+size_t WriteIpv4(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint8_t protocol, uint16_t payload_len,
+                 uint16_t id, uint8_t ttl = 64);
+// Writes the UDP header before `payload_len` bytes already in place after it, and
+// fills the checksum (over pseudo-header, header and payload).
+size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, uint16_t dst_port,
+                uint16_t payload_len);
+size_t WriteArp(std::span<uint8_t> out, const ArpPacket& arp);
+
+}  // namespace qbridge::dp::net
