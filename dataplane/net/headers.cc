@@ -49,25 +49,39 @@ const char* DropName(Drop d) {
 }
 
 uint32_t ChecksumPartial(std::span<const uint8_t> data, uint32_t initial) {
-  uint64_t sum = initial;
+  // The one's-complement sum is byte-order independent (RFC 1071 2(B)): sum native
+  // little-endian words, eight bytes per load (a 32-bit value is two 16-bit words modulo
+  // 0xffff), then swap the folded result into network order once.
   const uint8_t* p = data.data();
   size_t n = data.size();
-  // Eight bytes at a time as four 16-bit words: the one's-complement sum is byte-order
-  // independent as long as the words are read the same way everywhere.
+  uint64_t sum = 0;
   while (n >= 8) {
-    sum += uint32_t(p[0] << 8 | p[1]) + uint32_t(p[2] << 8 | p[3]) + uint32_t(p[4] << 8 | p[5]) +
-           uint32_t(p[6] << 8 | p[7]);
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    sum += (w & 0xffffffff) + (w >> 32);
     p += 8;
     n -= 8;
   }
-  while (n >= 2) {
-    sum += uint32_t(p[0] << 8 | p[1]);
+  if (n >= 4) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    sum += w;
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    sum += w;
     p += 2;
     n -= 2;
   }
-  if (n) sum += uint32_t(p[0] << 8);
-  while (sum >> 32) sum = (sum & 0xffffffff) + (sum >> 32);
-  return uint32_t(sum);
+  if (n) sum += p[0];  // a trailing byte is the high byte of a network-order word
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  const uint64_t be = uint16_t(sum >> 8 | sum << 8);
+  uint64_t total = be + initial;
+  while (total >> 32) total = (total & 0xffffffff) + (total >> 32);
+  return uint32_t(total);
 }
 
 uint16_t ChecksumFold(uint32_t sum) {

@@ -1,0 +1,214 @@
+#include "dataplane/dpdk/dpdk_io.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <rte_errno.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qbridge::dp {
+namespace {
+
+constexpr size_t kHeaders = net::kEthHeaderLen + net::kIpv4MinHeaderLen + net::kUdpHeaderLen;
+constexpr size_t kMinFrame = 60;  // Ethernet minimum without FCS
+
+quic::Address ToAddress(net::Ipv4 ip, uint16_t port) {
+  quic::Address a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  v4->sin_family = AF_INET;
+  v4->sin_addr.s_addr = htonl(ip);
+  v4->sin_port = htons(port);
+  a.len = sizeof(sockaddr_in);
+  return a;
+}
+
+bool FromAddress(const quic::Address& a, net::Ipv4* ip, uint16_t* port) {
+  if (a.storage.ss_family != AF_INET) return false;
+  const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a.storage);
+  *ip = ntohl(v4->sin_addr.s_addr);
+  *port = ntohs(v4->sin_port);
+  return true;
+}
+
+absl::Status DpdkError(const char* what, int rc) {
+  return absl::InternalError(absl::StrCat(what, ": ", rte_strerror(rc < 0 ? -rc : rc)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config) {
+  std::unique_ptr<DpdkIo> io(new DpdkIo(config));
+  const uint16_t port = config.port_id;
+  if (!rte_eth_dev_is_valid_port(port))
+    return absl::NotFoundError(absl::StrCat("dpdk: no port ", port));
+  const int socket = rte_eth_dev_socket_id(port) < 0 ? 0 : rte_eth_dev_socket_id(port);
+  io->pool_ = rte_pktmbuf_pool_create(config.pool_name.c_str(), config.mbufs, 256, 0,
+                                      RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+  if (!io->pool_) return DpdkError("dpdk: mbuf pool", rte_errno);
+  rte_eth_conf conf{};
+  int rc = rte_eth_dev_configure(port, 1, 1, &conf);
+  if (rc < 0) return DpdkError("dpdk: configure", rc);
+  uint16_t nrx = config.rx_desc, ntx = config.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
+  if ((rc = rte_eth_rx_queue_setup(port, 0, nrx, socket, nullptr, io->pool_)) < 0)
+    return DpdkError("dpdk: rx queue", rc);
+  if ((rc = rte_eth_tx_queue_setup(port, 0, ntx, socket, nullptr)) < 0)
+    return DpdkError("dpdk: tx queue", rc);
+  if (config.mac) {
+    rte_ether_addr a;
+    std::memcpy(a.addr_bytes, config.mac->data(), 6);
+    rte_eth_dev_default_mac_addr_set(port, &a);
+  }
+  if ((rc = rte_eth_dev_start(port)) < 0) return DpdkError("dpdk: start", rc);
+  rte_ether_addr addr;
+  rte_eth_macaddr_get(port, &addr);
+  std::memcpy(io->mac_.data(), addr.addr_bytes, 6);
+  const net::Ipv4 mask = config.prefix_len ? ~net::Ipv4(0) << (32 - config.prefix_len) : 0;
+  io->routes_.Add(config.ip & mask, config.prefix_len, 0);
+  if (config.gateway) io->routes_.Add(0, 0, config.gateway);
+  // Gratuitous ARP: neighbours learn (or refresh) where we are.
+  io->SendArp(1, net::kBroadcastMac, config.ip, net::Mac{});
+  io->FlushTx();
+  return io;
+}
+
+DpdkIo::~DpdkIo() {
+  FlushTx();
+  rte_eth_dev_stop(config_.port_id);
+  arp_.Expire(~uint64_t(0) / 2, [](net::Ipv4) {}, [](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
+  if (pool_) rte_mempool_free(pool_);
+}
+
+void DpdkIo::Transmit(rte_mbuf** pkts, uint16_t n) {
+  for (uint16_t i = 0; i < n; ++i) {
+    if (tx_count_ == kBurst) FlushTx();
+    tx_[tx_count_++] = pkts[i];
+  }
+}
+
+void DpdkIo::FlushTx() {
+  if (tx_count_ == 0) return;
+  const uint16_t sent = rte_eth_tx_burst(config_.port_id, 0, tx_.data(), tx_count_);
+  for (uint16_t i = 0; i < sent; ++i) {
+    ++stats_.tx_packets;
+    stats_.tx_bytes += rte_pktmbuf_pkt_len(tx_[i]);
+  }
+  for (uint16_t i = sent; i < tx_count_; ++i) {  // never spin on a full ring
+    ++stats_.tx_dropped_ring_full;
+    rte_pktmbuf_free(tx_[i]);
+  }
+  tx_count_ = 0;
+}
+
+void DpdkIo::SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip,
+                     const net::Mac& target_mac) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+  if (!m) {
+    ++stats_.tx_dropped_no_mbuf;
+    return;
+  }
+  auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, kMinFrame));
+  std::memset(p, 0, kMinFrame);
+  const std::span<uint8_t> f(p, kMinFrame);
+  net::WriteEthernet(f, dst_mac, mac_, net::kEtherTypeArp);
+  net::WriteArp(f.subspan(net::kEthHeaderLen),
+                net::ArpPacket{op, mac_, config_.ip, target_mac, target_ip});
+  ++stats_.tx_arp;
+  Transmit(&m, 1);
+}
+
+bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
+                         std::span<const uint8_t>* payload) {
+  ++stats_.rx_packets;
+  stats_.rx_bytes += rte_pktmbuf_pkt_len(m);
+  net::Drop drop = net::Drop::kRunt;
+  auto count = [&](net::Drop d) {
+    ++stats_.rx_drops[size_t(d)];
+    return false;
+  };
+  if (m->nb_segs != 1) return count(net::Drop::kRunt);  // jumbo chains: not for QUIC
+  const std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
+  net::EthHeader eth;
+  std::span<const uint8_t> l3;
+  if (!net::ParseEthernet(frame, &eth, &l3, &drop)) return count(drop);
+  if (eth.dst != mac_ && eth.dst != net::kBroadcastMac) return count(net::Drop::kNotForUs);
+  if (eth.ether_type == net::kEtherTypeArp) {
+    net::ArpPacket arp;
+    if (!net::ParseArp(l3, &arp, &drop)) return count(drop);
+    ++stats_.rx_arp;
+    const bool for_us = arp.target_ip == config_.ip;
+    arp_.Learn(arp.sender_ip, arp.sender_mac, now, for_us, [&](rte_mbuf*&& q, const net::Mac& mac) {
+      std::memcpy(rte_pktmbuf_mtod(q, uint8_t*), mac.data(), 6);  // the destination MAC
+      Transmit(&q, 1);
+    });
+    if (for_us && arp.op == 1) SendArp(2, arp.sender_mac, arp.sender_ip, arp.sender_mac);
+    return false;
+  }
+  if (eth.ether_type != net::kEtherTypeIpv4) return count(net::Drop::kUnknownEtherType);
+  net::Ipv4Header ip;
+  std::span<const uint8_t> l4;
+  if (!net::ParseIpv4(l3, &ip, &l4, &drop)) return count(drop);
+  if (ip.dst != config_.ip) return count(net::Drop::kNotForUs);
+  if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
+  net::UdpHeader udp;
+  if (!net::ParseUdp(ip, l4, &udp, payload, &drop)) return count(drop);
+  ++stats_.rx_udp;
+  path->local = ToAddress(ip.dst, udp.dst_port);
+  path->remote = ToAddress(ip.src, udp.src_port);
+  return true;
+}
+
+void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
+  net::Ipv4 src, dst, next_hop;
+  uint16_t sport, dport;
+  if (segment == 0) segment = datagrams.size();
+  if (!FromAddress(path.local, &src, &sport) || !FromAddress(path.remote, &dst, &dport) ||
+      !routes_.NextHop(dst, &next_hop)) {
+    stats_.tx_dropped_no_route += (datagrams.size() + segment - 1) / segment;
+    return;
+  }
+  for (size_t off = 0; off < datagrams.size(); off += segment) {
+    const size_t len = std::min(segment, datagrams.size() - off);
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    if (!m) {
+      ++stats_.tx_dropped_no_mbuf;  // QUIC's loss recovery resends
+      continue;
+    }
+    const size_t frame_len = std::max(kHeaders + len, kMinFrame);
+    auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
+    if (!p) {
+      rte_pktmbuf_free(m);
+      ++stats_.tx_dropped_no_mbuf;
+      continue;
+    }
+    const std::span<uint8_t> f(p, frame_len);
+    std::memcpy(p + kHeaders, datagrams.data() + off, len);
+    if (frame_len > kHeaders + len) std::memset(p + kHeaders + len, 0, frame_len - kHeaders - len);
+    net::WriteUdp(f.subspan(net::kEthHeaderLen + net::kIpv4MinHeaderLen), src, dst, sport, dport,
+                  uint16_t(len));
+    net::WriteIpv4(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoUdp,
+                   uint16_t(net::kUdpHeaderLen + len), ip_id_++);
+    net::WriteEthernet(f, net::Mac{}, mac_, net::kEtherTypeIpv4);
+    net::Mac mac;
+    bool ask = false;
+    switch (arp_.Resolve(next_hop, now_, m, &mac, &ask)) {
+      case net::ArpCache<rte_mbuf*>::Result::kResolved:
+        std::memcpy(p, mac.data(), 6);
+        Transmit(&m, 1);
+        break;
+      case net::ArpCache<rte_mbuf*>::Result::kQueued:
+        ++stats_.tx_queued_arp;
+        break;
+      case net::ArpCache<rte_mbuf*>::Result::kDropped:
+        ++stats_.tx_dropped_arp;
+        rte_pktmbuf_free(m);
+        break;
+    }
+    if (ask) SendArp(1, net::kBroadcastMac, next_hop, net::Mac{});
+  }
+  FlushTx();
+}
+
+}  // namespace qbridge::dp

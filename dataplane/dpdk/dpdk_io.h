@@ -1,0 +1,121 @@
+// The DPDK packet-I/O backend: one ethdev port (any PMD) with one RX/TX queue pair, our own
+// Ethernet/ARP/IPv4/UDP handling on top, and the same interface as the kernel UDP socket
+// (Receive -> (path, datagram); Send(path, datagrams, segment)), so QUIC endpoints and
+// connections run unchanged on either backend.
+#pragma once
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include <array>
+#include <optional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "dataplane/net/arp_cache.h"
+#include "dataplane/net/headers.h"
+#include "quic/connection.h"
+
+namespace qbridge::dp {
+
+struct DpdkIoConfig {
+  uint16_t port_id = 0;
+  net::Ipv4 ip = 0;           // our address on this port
+  uint8_t prefix_len = 24;    // the connected subnet
+  net::Ipv4 gateway = 0;      // default route (0: none)
+  uint16_t rx_desc = 1024;
+  uint16_t tx_desc = 1024;
+  unsigned mbufs = 8191;
+  std::string pool_name = "qbridge_pool";
+  std::optional<net::Mac> mac;  // override the port's MAC (virtual devices)
+};
+
+#define QBRIDGE_DPDK_COUNTERS(X) \
+  X(rx_packets)                  \
+  X(rx_bytes)                    \
+  X(rx_udp)                      \
+  X(rx_arp)                      \
+  X(tx_packets)                  \
+  X(tx_bytes)                    \
+  X(tx_arp)                      \
+  X(tx_dropped_no_mbuf)          \
+  X(tx_dropped_ring_full)        \
+  X(tx_dropped_no_route)         \
+  X(tx_dropped_arp)              \
+  X(tx_queued_arp)
+
+struct DpdkIoStats {
+#define QBRIDGE_X(name) uint64_t name = 0;
+  QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+  std::array<uint64_t, size_t(net::Drop::kCount)> rx_drops{};
+};
+
+class DpdkIo {
+ public:
+  static constexpr uint16_t kBurst = 32;
+
+  // Configures and starts the port (after InitEal) and sends a gratuitous ARP.
+  static absl::StatusOr<std::unique_ptr<DpdkIo>> Start(const DpdkIoConfig& config);
+  ~DpdkIo();
+  DpdkIo(const DpdkIo&) = delete;
+  DpdkIo& operator=(const DpdkIo&) = delete;
+
+  const net::Mac& mac() const { return mac_; }
+  const DpdkIoStats& stats() const { return stats_; }
+
+  // Polls one RX burst: answers ARP, learns neighbours, and calls
+  // fn(const quic::Path&, std::span<const uint8_t>) for each UDP datagram to our address.
+  // `now` (ns) runs the ARP timers. Returns the number of frames received.
+  template <typename Fn>
+  size_t Receive(uint64_t now, Fn&& fn);
+
+  // Sends datagrams laid back to back (each `segment` bytes but the last) from
+  // path.local to path.remote: one mbuf each, one TX burst. Unresolved next hops queue in
+  // the ARP cache (bounded); a full TX ring drops and counts.
+  void Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment);
+
+ private:
+  explicit DpdkIo(const DpdkIoConfig& c) : config_(c) {}
+  bool HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path, std::span<const uint8_t>* payload);
+  void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
+  void Transmit(rte_mbuf** pkts, uint16_t n);
+  void FlushTx();
+
+  DpdkIoConfig config_;
+  rte_mempool* pool_ = nullptr;
+  net::Mac mac_{};
+  net::RouteTable routes_;
+  net::ArpCache<rte_mbuf*> arp_;
+  DpdkIoStats stats_;
+  uint16_t ip_id_ = 0;
+  uint64_t now_ = 0;  // the last Receive's time: ARP timers for packets sent in between
+  std::array<rte_mbuf*, kBurst> tx_{};
+  uint16_t tx_count_ = 0;
+};
+
+template <typename Fn>
+size_t DpdkIo::Receive(uint64_t now, Fn&& fn) {
+  now_ = now;
+  rte_mbuf* rx[kBurst];
+  const uint16_t n = rte_eth_rx_burst(config_.port_id, 0, rx, kBurst);
+  for (uint16_t i = 0; i < n; ++i) {
+    quic::Path path;
+    std::span<const uint8_t> payload;
+    if (HandleFrame(rx[i], now, &path, &payload)) fn(path, payload);
+    rte_pktmbuf_free(rx[i]);
+  }
+  arp_.Expire(
+      now,
+      [&](net::Ipv4 ip) { SendArp(1, net::kBroadcastMac, ip, net::Mac{}); },
+      [&](rte_mbuf*&& m) {
+        ++stats_.tx_dropped_arp;
+        rte_pktmbuf_free(m);
+      });
+  FlushTx();  // ARP replies and packets released by ARP answers
+  return n;
+}
+
+}  // namespace qbridge::dp
