@@ -151,6 +151,14 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   std::span<const uint8_t> l4;
   if (!net::ParseIpv4(l3, &ip, &l4, &drop)) return count(drop);
   if (ip.dst != config_.ip) return count(net::Drop::kNotForUs);
+  if (ip.protocol == net::kIpProtoIcmp) {
+    // Echo requests (ping) are answered; other ICMP is counted and dropped.
+    if (l4.size() < net::kIcmpHeaderLen || net::Checksum(l4) != 0) return count(net::Drop::kBadIcmp);
+    if (l4[0] != 8 || l4[1] != 0) return count(net::Drop::kUnknownProtocol);
+    ++stats_.rx_icmp_echo;
+    ReplyEcho(frame, eth, ip, l4);
+    return false;
+  }
   if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
   net::UdpHeader udp;
   if (!net::ParseUdp(ip, l4, &udp, payload, &drop)) return count(drop);
@@ -158,6 +166,36 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   path->local = ToAddress(ip.dst, udp.dst_port);
   path->remote = ToAddress(ip.src, udp.src_port);
   return true;
+}
+
+void DpdkIo::ReplyEcho(std::span<const uint8_t>, const net::EthHeader& eth,
+                       const net::Ipv4Header& ip, std::span<const uint8_t> icmp) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+  if (!m) {
+    ++stats_.tx_dropped_no_mbuf;
+    return;
+  }
+  const size_t len = net::kEthHeaderLen + net::kIpv4MinHeaderLen + icmp.size();
+  const size_t frame_len = std::max(len, kMinFrame);
+  auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
+  if (!p) {
+    rte_pktmbuf_free(m);
+    ++stats_.tx_dropped_no_mbuf;
+    return;
+  }
+  std::memset(p + len, 0, frame_len - len);
+  const std::span<uint8_t> f(p, frame_len);
+  uint8_t* reply = p + net::kEthHeaderLen + net::kIpv4MinHeaderLen;
+  std::memcpy(reply, icmp.data(), icmp.size());
+  reply[0] = 0;  // echo reply; identifier, sequence and data stay
+  reply[2] = reply[3] = 0;
+  const uint16_t c = net::Checksum(std::span<const uint8_t>(reply, icmp.size()));
+  reply[2] = uint8_t(c >> 8);
+  reply[3] = uint8_t(c);
+  net::WriteIpv4(f.subspan(net::kEthHeaderLen), config_.ip, ip.src, net::kIpProtoIcmp,
+                 uint16_t(icmp.size()), ip_id_++);
+  net::WriteEthernet(f, eth.src, mac_, net::kEtherTypeIpv4);
+  Transmit(&m, 1);
 }
 
 void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
