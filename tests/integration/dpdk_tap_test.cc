@@ -2,7 +2,9 @@
 // answered by our ICMP code, and a QUIC client on kernel UDP sockets completes a verified
 // handshake and a 10 MiB echo with a server endpoint hosted on the DPDK port. Needs root
 // and /dev/net/tun; skipped with a message otherwise. Addresses: 198.18.5.0/24 on an
-// interface this test creates (it goes away with the process).
+// interface this test creates (it goes away with the process). Name and subnet are
+// per process: the kernel tears a tap down after its process exits, and a next test
+// reusing the name or the prefix could route into the dying one.
 #include <gtest/gtest.h>
 #include <rte_ethdev.h>
 #include <unistd.h>
@@ -23,8 +25,11 @@ namespace {
 
 using qbridge::testing::MonotonicNs;
 
-constexpr const char* kIface = "qbtap0";
-constexpr net::Ipv4 kDpdkIp = net::MakeIpv4(198, 18, 5, 2);
+const int kSubnet = 10 + int(getpid() % 200);  // 198.18.<kSubnet>.0/24
+const std::string kIface = "qbtap" + std::to_string(getpid() % 100000);
+const net::Ipv4 kDpdkIp = net::MakeIpv4(198, 18, uint8_t(kSubnet), 2);
+const std::string kKernelIp = "198.18." + std::to_string(kSubnet) + ".1";
+const std::string kDpdkIpText = "198.18." + std::to_string(kSubnet) + ".2";
 bool g_eal_ok = false;
 std::string g_skip;
 
@@ -42,8 +47,8 @@ class TapTest : public ::testing::Test {
     auto io = DpdkIo::Start(c);
     ASSERT_TRUE(io.ok()) << io.status();
     io_ = std::move(*io);
-    ASSERT_EQ(std::system((std::string("ip addr replace 198.18.5.1/24 dev ") + kIface +
-                           " && ip link set " + kIface + " up")
+    ASSERT_EQ(std::system(("ip addr replace " + kKernelIp + "/24 dev " + kIface + " && ip link set " +
+                           kIface + " up")
                               .c_str()),
               0);
   }
@@ -60,12 +65,12 @@ TEST_F(TapTest, KernelPingIsAnswered) {
     while (!stop.load() && MonotonicNs() < end)
       io_->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
   });
-  const int rc = std::system("ping -c 3 -i 0.2 -W 2 -q 198.18.5.2 > /dev/null 2>&1");
+  const int rc = std::system(("ping -c 3 -i 0.2 -W 2 -q " + kDpdkIpText + " > /dev/null 2>&1").c_str());
   stop = true;
   poll.join();
   EXPECT_EQ(rc, 0) << "the kernel's ping got no answer from the DPDK port";
   EXPECT_GE(io_->stats().rx_icmp_echo, 3u);
-  EXPECT_GE(io_->stats().rx_arp, 1u);  // the kernel asked where 198.18.5.2 is
+  EXPECT_GE(io_->stats().rx_arp, 1u);  // the kernel asked where our address is
 }
 
 TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
@@ -79,9 +84,9 @@ TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
     server_events.conn = &c;
     return &server_events;
   });
-  auto sock = UdpSocket::Bind(quic::Address::FromIpPort("198.18.5.1", 0));
+  auto sock = UdpSocket::Bind(quic::Address::FromIpPort(kKernelIp, 0));
   ASSERT_TRUE(sock.ok()) << sock.status();
-  const quic::Path path{(*sock)->local(), quic::Address::FromIpPort("198.18.5.2", 14567)};
+  const quic::Path path{(*sock)->local(), quic::Address::FromIpPort(kDpdkIpText, 14567)};
   auto client = quic::Connection::Connect(*tls.client, quic::TransportConfig{}, path,
                                           &client_events, MonotonicNs());
   ASSERT_TRUE(client.ok());
@@ -141,7 +146,7 @@ int main(int argc, char** argv) {
     g_skip = "/dev/net/tun is missing";
   } else {
     auto args = qbridge::dp::DevEalArgs("qbridge_tap");
-    args.push_back(std::string("--vdev=net_tap0,iface=") + qbridge::dp::kIface);
+    args.push_back("--vdev=net_tap0,iface=" + qbridge::dp::kIface);
     const auto s = qbridge::dp::InitEal(args);
     qbridge::dp::g_eal_ok = s.ok();
     if (!s.ok()) fprintf(stderr, "EAL: %s\n", s.ToString().c_str());
