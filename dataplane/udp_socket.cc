@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <netinet/ip.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -26,10 +27,14 @@ absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(const quic::Address& 
   if (fd < 0) return absl::ErrnoToStatus(errno, "udp: socket");
   std::unique_ptr<UdpSocket> s(new UdpSocket(fd));
   const int one = 1;
+  // QUIC datagrams carry DF (RFC 9000 14): PMTUD probes must fail rather than fragment.
   if (family == AF_INET) {
     ::setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    const int probe = IP_PMTUDISC_PROBE;
+    ::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof(probe));
   } else {
     ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &one, sizeof(one));
   }
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.rcvbuf, sizeof(options.rcvbuf));
   ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.sndbuf, sizeof(options.sndbuf));
@@ -69,10 +74,16 @@ size_t UdpSocket::ReceiveBatch() {
   }
   const int n = ::recvmmsg(fd_, msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
   ++stats_.rx_calls;
-  if (n <= 0) return 0;
+  if (n <= 0) {
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ++stats_.rx_errors;
+    return 0;
+  }
   for (int i = 0; i < n; ++i) {
     stats_.rx_bytes += msgs_[i].msg_len;
-    if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) ++stats_.rx_truncated;
+    if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      ++stats_.rx_truncated;
+      msgs_[i].msg_len = 0;  // a cut datagram is not delivered
+    }
   }
   return size_t(n);
 }
@@ -108,7 +119,7 @@ UdpSocket::RxInfo UdpSocket::Info(size_t i) const {
 
 void UdpSocket::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
   if (datagrams.empty()) return;
-  if (segment == 0) segment = datagrams.size();
+  if (segment == 0 || segment > 65000) segment = std::min<size_t>(datagrams.size(), 65000);
   // GSO sends up to 64 segments in one call; without it, one call per datagram.
   const size_t per_call = gso_ ? std::min<size_t>(64, 65000 / segment) * segment : segment;
   for (size_t off = 0; off < datagrams.size(); off += per_call) {
@@ -153,6 +164,13 @@ void UdpSocket::Send(const quic::Path& path, std::span<const uint8_t> datagrams,
     h.msg_controllen = controllen;
     ++stats_.tx_calls;
     const ssize_t n = ::sendmsg(fd_, &h, MSG_DONTWAIT);
+    if (n < 0 && errno == EIO && gso_ && len > segment) {
+      // The device cannot segment (no checksum offload): fall back to one datagram a call.
+      gso_ = false;
+      ++stats_.gso_disabled;
+      Send(path, datagrams.subspan(off), segment);
+      return;
+    }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         ++stats_.tx_would_block;

@@ -31,11 +31,13 @@ struct UdpOptions {
   X(rx_datagrams)               \
   X(rx_bytes)                   \
   X(rx_truncated)               \
+  X(rx_errors)                  \
   X(tx_calls)                   \
   X(tx_datagrams)               \
   X(tx_bytes)                   \
   X(tx_errors)                  \
-  X(tx_would_block)
+  X(tx_would_block)             \
+  X(gso_disabled)
 
 struct UdpStats {
 #define QBRIDGE_X(name) uint64_t name = 0;

@@ -193,6 +193,10 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   RandomBytes(scid.data, scid.datalen);
   ngtcp2_settings settings;
   FillSettings(config, now, &settings);
+  if (!config.token.empty()) {
+    settings.token = config.token.data();
+    settings.tokenlen = config.token.size();
+  }
   ngtcp2_transport_params params;
   FillParams(config, false, &params);
   const ngtcp2_callbacks cb = Callbacks(false);
@@ -252,8 +256,13 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
   MakeServerCid(cids.owner_id, &scid);
   ngtcp2_settings settings;
   FillSettings(config, now, &settings);
-  settings.token = hd.token;
-  settings.tokenlen = hd.tokenlen;
+  // A token lifts the 3x anti-amplification limit (ngtcp2 takes it as proof of the
+  // address), so only a Retry token the endpoint verified is passed on.
+  if (retry_scid) {
+    settings.token = hd.token;
+    settings.tokenlen = hd.tokenlen;
+    settings.token_type = NGTCP2_TOKEN_TYPE_RETRY;
+  }
   ngtcp2_transport_params params;
   FillParams(config, true, &params);
   // Without original_dcid ngtcp2 asserts and aborts the process (stack-notes gotcha 5).
@@ -296,6 +305,7 @@ bool Connection::Fail(int liberr) {
 
 bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Timestamp now) {
   if (state_ == State::kClosed || state_ == State::kDraining) return false;
+  if (close_requested_ && state_ != State::kClosing) return false;  // failed: only the close goes out
   if (state_ == State::kClosing) {
     // RFC 9000 10.2.1: answer packets in the closing period with the close again.
     close_written_ = false;
@@ -306,13 +316,16 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   ngtcp2_pkt_info pi{};
   const int rv = ngtcp2_conn_read_pkt(conn_, &np, &pi, datagram.data(), datagram.size(), now);
   if (rv == 0) {
-    path_ = path;  // the path the peer is on now (migration is validated by ngtcp2)
+    // The path ngtcp2 uses now: a probe on an unvalidated path does not move it.
+    path_ = FromNgPath(*ngtcp2_conn_get_path(conn_));
+    (void)path;
     TrackAckProgress(now);
     return true;
   }
   switch (rv) {
     case NGTCP2_ERR_DRAINING: {
       state_ = State::kDraining;
+      close_deadline_ = now + 3 * ngtcp2_conn_get_pto(conn_);  // RFC 9000 10.2
       peer_closed_ = true;
       const ngtcp2_ccerr* e = ngtcp2_conn_get_ccerr(conn_);
       peer_app_error_ = e->type == NGTCP2_CCERR_TYPE_APPLICATION ? e->error_code : 0;
@@ -342,6 +355,7 @@ void Connection::TrackAckProgress(Timestamp now) {
 Timestamp Connection::Expiry() const {
   if (state_ == State::kClosed) return kNever;
   if (close_requested_ && !close_written_) return 0;  // write the close now
+  if (state_ == State::kClosing || state_ == State::kDraining) return close_deadline_;
   Timestamp t = ngtcp2_conn_get_expiry(conn_);
   if (config_.disconnect_timeout_ns && bytes_in_flight_ > 0 && state_ != State::kClosing &&
       state_ != State::kDraining)
@@ -352,8 +366,8 @@ Timestamp Connection::Expiry() const {
 bool Connection::HandleExpiry(Timestamp now) {
   if (state_ == State::kClosed) return false;
   if (state_ == State::kClosing || state_ == State::kDraining) {
-    // The closing/draining period (3 PTO) has run out.
-    if (ngtcp2_conn_get_expiry(conn_) <= now) state_ = State::kClosed;
+    // ngtcp2 leaves the closing and draining periods (3 PTO) to the application.
+    if (now >= close_deadline_) state_ = State::kClosed;
     return state_ != State::kClosed;
   }
   if (config_.disconnect_timeout_ns && bytes_in_flight_ > 0 &&
@@ -389,8 +403,11 @@ absl::StatusOr<int64_t> Connection::OpenStream(int priority) {
 absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) {
-    // A peer-opened stream we have not written to yet (server side).
-    if (!server_ || (stream_id & 0x3) != 0) return absl::NotFoundError("quic: no such stream");
+    // A peer-opened stream we have not written to yet (server side); not one that is
+    // closed, or that the client never opened.
+    if (!server_ || (stream_id & 0x3) != 0 ||
+        ngtcp2_conn_set_stream_user_data(conn_, stream_id, nullptr) != 0)
+      return absl::NotFoundError("quic: no such stream");
     it = streams_.emplace(stream_id, SendStream{}).first;
     it->second.id = stream_id;
   }
@@ -528,9 +545,11 @@ bool Connection::WriteClose(Timestamp now, std::span<uint8_t> scratch, Emit emit
       return false;
     }
     close_packet_.assign(scratch.data(), scratch.data() + n);
+    close_path_ = FromNgPath(ps.path);
+    close_deadline_ = now + 3 * ngtcp2_conn_get_pto(conn_);  // RFC 9000 10.2
   }
   if (!close_written_ && !close_packet_.empty()) {
-    emit(path_, close_packet_, close_packet_.size());
+    emit(close_path_, close_packet_, close_packet_.size());
     close_written_ = true;
     return true;
   }
@@ -555,10 +574,15 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
   if (max_pkts == 0) return 0;
   for (auto& [id, s] : streams_) s.blocked = false;
 
+  // Packets accumulate in [start, start + batch) and go out as one GSO batch; a batch is
+  // one path (during validation ngtcp2 writes probes on another one).
   uint8_t* const buf = scratch.data();
-  size_t batch = 0, batch_pkts = 0, total = 0;
+  size_t start = 0, batch = 0, batch_pkts = 0, total = 0;
+  ngtcp2_path_storage batch_ps;
+  ngtcp2_path_storage_zero(&batch_ps);
   auto flush = [&] {
-    if (batch) emit(FromNgPath(ps.path), std::span<const uint8_t>(buf, batch), seg);
+    if (batch) emit(FromNgPath(batch_ps.path), std::span<const uint8_t>(buf + start, batch), seg);
+    start += batch;
     batch = batch_pkts = 0;
   };
   ngtcp2_vec vecs[kMaxVecs];
@@ -574,16 +598,19 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
       if (s->fin_queued && s->sent + avail == s->end) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
     }
     ngtcp2_ssize accepted = -1;
-    const ngtcp2_ssize n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, buf + batch, room,
-                                                     &accepted, flags, sid, vecs, nvec, now);
+    const ngtcp2_ssize n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, buf + start + batch,
+                                                     room, &accepted, flags, sid, vecs, nvec, now);
     if (s && accepted >= 0) {
       Advance(*s, uint64_t(accepted));
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && uint64_t(accepted) == avail) s->fin_sent = true;
     }
     if (n < 0) {
       if (n == NGTCP2_ERR_WRITE_MORE) continue;
-      if (s && (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
-                n == NGTCP2_ERR_STREAM_NOT_FOUND)) {
+      if (s && n == NGTCP2_ERR_STREAM_NOT_FOUND) {
+        streams_.erase(s->id);  // gone (reset, closed): nothing of it will ever be sent
+        continue;
+      }
+      if (s && (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR)) {
         s->blocked = true;
         continue;
       }
@@ -593,21 +620,20 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
     }
     if (n == 0) break;
     ++total;
+    if (batch && !ngtcp2_path_eq(&batch_ps.path, &ps.path)) flush();  // new packet stays put
+    if (batch == 0) ngtcp2_path_copy(&batch_ps.path, &ps.path);
     if (size_t(n) > seg) {
       // A PMTUD probe: larger than the segment, so it goes out on its own.
-      const size_t probe_at = batch;
-      if (batch_pkts) {
-        emit(FromNgPath(ps.path), std::span<const uint8_t>(buf, batch), seg);
-      }
-      emit(FromNgPath(ps.path), std::span<const uint8_t>(buf + probe_at, size_t(n)), size_t(n));
-      batch = batch_pkts = 0;
+      flush();
+      emit(FromNgPath(ps.path), std::span<const uint8_t>(buf + start, size_t(n)), size_t(n));
+      start += size_t(n);
     } else {
       batch += size_t(n);
       ++batch_pkts;
       if (size_t(n) < seg) flush();  // a short datagram ends a GSO batch
     }
     if (total >= max_pkts) break;
-    if (batch + room > scratch.size()) flush();
+    if (start + batch + room > scratch.size()) break;
   }
   flush();
   ngtcp2_conn_update_pkt_tx_time(conn_, now);
@@ -666,8 +692,9 @@ int Connection::OnHandshakeCompleted(ngtcp2_conn* conn, void* user) {
   auto* c = static_cast<Connection*>(user);
   // The TLS layer decides whether the server took our 0-RTT; ngtcp2 must be told when it
   // did not, so it drops the early streams (and calls tls_early_data_rejected).
-  if (!c->server_ && c->early_data_possible_ && !c->early_data_accepted())
-    ngtcp2_conn_tls_early_data_rejected(conn);
+  if (!c->server_ && c->early_data_possible_ && !c->early_data_accepted() &&
+      ngtcp2_conn_tls_early_data_rejected(conn) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
   if (c->server_) return OnHandshakeConfirmed(conn, user);
   return 0;
 }

@@ -80,6 +80,8 @@ struct TransportConfig {
   size_t max_udp_payload = 1452;           // largest datagram we send (PMTUD probes up to it)
   // When set, receive credit is returned only by Consume(); otherwise as data is delivered.
   bool manual_flow_control = false;
+  // Client: an address-validation token to present in the Initial (from NEW_TOKEN).
+  std::vector<uint8_t> token;
 };
 
 // What the connection tells its owner. Called synchronously from Read/HandleExpiry.
@@ -303,6 +305,8 @@ class Connection {
   bool peer_closed_ = false;
   uint64_t peer_app_error_ = 0;
   std::vector<uint8_t> close_packet_;  // kept to resend while closing
+  Path close_path_;
+  Timestamp close_deadline_ = 0;  // end of the closing or draining period
   std::optional<ResumptionTicket> ticket_;
   uint64_t bytes_in_flight_ = 0;
   Timestamp last_ack_progress_ = 0;  // when bytes in flight last fell (or were none)

@@ -15,9 +15,13 @@ ServerEndpoint::ServerEndpoint(const TlsContext& tls, EndpointConfig config)
     : tls_(tls), config_(std::move(config)) {}
 
 ServerEndpoint::~ServerEndpoint() {
-  // Connections unregister their CIDs as they go; drop the map first.
+  // The connections go with the endpoint. on_close is not called here: the objects the
+  // callback would touch may already be gone (they often are declared after it).
   by_cid_.clear();
-  for (auto& [c, e] : conns_) e.conn->set_events(nullptr);
+  for (auto& [c, e] : conns_) {
+    e.conn->set_events(nullptr);
+    e.conn->SetRegistry(nullptr);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<ServerEndpoint>> ServerEndpoint::Create(const TlsContext& tls,
@@ -37,11 +41,15 @@ void ServerEndpoint::AddCid(const ngtcp2_cid& cid, Connection* conn) {
   const std::string k = Key(cid.data, cid.datalen);
   by_cid_[k] = conn;
   auto it = conns_.find(conn);
-  if (it != conns_.end()) it->second.cids.push_back(k);
+  if (it != conns_.end()) it->second.cids.insert(k);
 }
 
 void ServerEndpoint::RemoveCid(const ngtcp2_cid& cid) {
-  by_cid_.erase(Key(cid.data, cid.datalen));
+  auto it = by_cid_.find(Key(cid.data, cid.datalen));
+  if (it == by_cid_.end()) return;
+  auto e = conns_.find(it->second);
+  if (e != conns_.end()) e->second.cids.erase(it->first);  // retired CIDs do not pile up
+  by_cid_.erase(it);
 }
 
 Connection* ServerEndpoint::Find(const uint8_t* cid, size_t len) const {
@@ -148,7 +156,13 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
       return;
     }
   } else {
-    // A short-header packet for a connection we do not know (restart, lost state).
+    // A short-header packet for a connection we do not know. Reset it only when the CID
+    // is one this endpoint would have issued (we restarted and lost it); a CID of another
+    // owner (a worker or box sharing the secret) belongs to a live connection elsewhere.
+    if (vc.dcidlen != kServerCidLen || CidOwner(vc.dcid, vc.dcidlen) != config_.owner_id) {
+      ++stats_.drop_short_foreign;
+      return;
+    }
     ++stats_.drop_short_unknown;
     SendStatelessReset(path, vc.dcid, vc.dcidlen, data.size(), emit);
     return;
@@ -220,7 +234,10 @@ size_t ServerEndpoint::WriteAll(Timestamp now, std::span<uint8_t> scratch, size_
 
 Timestamp ServerEndpoint::Expiry() const {
   Timestamp t = kNever;
-  for (const auto& [c, e] : conns_) t = std::min(t, c->Expiry());
+  for (const auto& [c, e] : conns_) {
+    if (c->state() == Connection::State::kClosed) return 0;  // reap it now
+    t = std::min(t, c->Expiry());
+  }
   return t;
 }
 

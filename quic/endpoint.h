@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "quic/connection.h"
 #include "quic/tls.h"
@@ -53,7 +54,8 @@ struct EndpointConfig {
   X(drop_handshake_limit)                 \
   X(drop_bad_token)                       \
   X(drop_accept_failed)                   \
-  X(drop_short_unknown)
+  X(drop_short_unknown)                   \
+  X(drop_short_foreign)
 
 struct EndpointStats {
 #define QBRIDGE_X(name) uint64_t name = 0;
@@ -71,7 +73,8 @@ class ServerEndpoint : public CidRegistry {
   // connection's event sink (may be null).
   using AcceptFn = std::function<ConnectionEvents*(Connection&)>;
   void set_on_accept(AcceptFn fn) { on_accept_ = std::move(fn); }
-  // Called when a connection is reaped (closed, drained, timed out).
+  // Called when a connection is reaped (closed, drained, timed out). Destroying the
+  // endpoint destroys its connections without calling it.
   using CloseFn = std::function<void(Connection&)>;
   void set_on_close(CloseFn fn) { on_close_ = std::move(fn); }
 
@@ -111,7 +114,7 @@ class ServerEndpoint : public CidRegistry {
 
   struct Entry {
     std::unique_ptr<Connection> conn;
-    std::vector<std::string> cids;
+    absl::flat_hash_set<std::string> cids;  // those still routed to it
   };
 
   const TlsContext& tls_;

@@ -44,10 +44,15 @@ absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config
   if (!rte_eth_dev_is_valid_port(port))
     return absl::NotFoundError(absl::StrCat("dpdk: no port ", port));
   const int socket = rte_eth_dev_socket_id(port) < 0 ? 0 : rte_eth_dev_socket_id(port);
-  io->pool_ = rte_pktmbuf_pool_create(config.pool_name.c_str(), config.mbufs, 256, 0,
+  const std::string pool_name =
+      config.pool_name.empty() ? absl::StrCat("qb_pool_", port) : config.pool_name;
+  if (pool_name.size() >= RTE_MEMPOOL_NAMESIZE)
+    return absl::InvalidArgumentError(absl::StrCat("dpdk: pool name too long: ", pool_name));
+  io->pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), config.mbufs, 256, 0,
                                       RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (!io->pool_) return DpdkError("dpdk: mbuf pool", rte_errno);
   rte_eth_conf conf{};
+  io->port_configured_ = true;  // from here on the destructor must close the port
   int rc = rte_eth_dev_configure(port, 1, 1, &conf);
   if (rc < 0) return DpdkError("dpdk: configure", rc);
   uint16_t nrx = config.rx_desc, ntx = config.tx_desc;
@@ -75,9 +80,13 @@ absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config
 }
 
 DpdkIo::~DpdkIo() {
+  // The port's descriptors hold mbufs of our pool: release the port before the pool.
   FlushTx();
-  rte_eth_dev_stop(config_.port_id);
-  arp_.Expire(~uint64_t(0) / 2, [](net::Ipv4) {}, [](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
+  if (port_configured_) {
+    rte_eth_dev_stop(config_.port_id);
+    rte_eth_dev_close(config_.port_id);
+  }
+  arp_.Clear([](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
   if (pool_) rte_mempool_free(pool_);
 }
 
@@ -134,6 +143,7 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   std::span<const uint8_t> l3;
   if (!net::ParseEthernet(frame, &eth, &l3, &drop)) return count(drop);
   if (eth.dst != mac_ && eth.dst != net::kBroadcastMac) return count(net::Drop::kNotForUs);
+  if (eth.vlan != 0) return count(net::Drop::kNotForUs);  // no VLAN is configured
   if (eth.ether_type == net::kEtherTypeArp) {
     net::ArpPacket arp;
     if (!net::ParseArp(l3, &arp, &drop)) return count(drop);
@@ -151,6 +161,9 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   std::span<const uint8_t> l4;
   if (!net::ParseIpv4(l3, &ip, &l4, &drop)) return count(drop);
   if (ip.dst != config_.ip) return count(net::Drop::kNotForUs);
+  const uint8_t first = uint8_t(ip.src >> 24);
+  if (first == 0 || first == 127 || first >= 224 || ip.src == config_.ip)
+    return count(net::Drop::kMartianSource);  // answering it would ARP for nonsense
   if (ip.protocol == net::kIpProtoIcmp) {
     // Echo requests (ping) are answered; other ICMP is counted and dropped.
     if (l4.size() < net::kIcmpHeaderLen || net::Checksum(l4) != 0) return count(net::Drop::kBadIcmp);
@@ -162,6 +175,7 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
   net::UdpHeader udp;
   if (!net::ParseUdp(ip, l4, &udp, payload, &drop)) return count(drop);
+  if (udp.src_port == 0) return count(net::Drop::kMartianSource);
   ++stats_.rx_udp;
   path->local = ToAddress(ip.dst, udp.dst_port);
   path->remote = ToAddress(ip.src, udp.src_port);

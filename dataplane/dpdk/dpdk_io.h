@@ -28,7 +28,7 @@ struct DpdkIoConfig {
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
   unsigned mbufs = 8191;
-  std::string pool_name = "qbridge_pool";
+  std::string pool_name;  // default "qb_pool_<port>"
   std::optional<net::Mac> mac;  // override the port's MAC (virtual devices)
 };
 
@@ -89,12 +89,15 @@ class DpdkIo {
 
   DpdkIoConfig config_;
   rte_mempool* pool_ = nullptr;
+  bool port_configured_ = false;
   net::Mac mac_{};
   net::RouteTable routes_;
   net::ArpCache<rte_mbuf*> arp_;
   DpdkIoStats stats_;
   uint16_t ip_id_ = 0;
   uint64_t now_ = 0;  // the last Receive's time: ARP timers for packets sent in between
+  uint64_t next_arp_expiry_ = 0;
+  static constexpr uint64_t kArpTick = 100'000'000;  // ARP timers every 100 ms, not per burst
   std::array<rte_mbuf*, kBurst> tx_{};
   uint16_t tx_count_ = 0;
 };
@@ -110,13 +113,15 @@ size_t DpdkIo::Receive(uint64_t now, Fn&& fn) {
     if (HandleFrame(rx[i], now, &path, &payload)) fn(path, payload);
     rte_pktmbuf_free(rx[i]);
   }
-  arp_.Expire(
-      now,
-      [&](net::Ipv4 ip) { SendArp(1, net::kBroadcastMac, ip, net::Mac{}); },
-      [&](rte_mbuf*&& m) {
-        ++stats_.tx_dropped_arp;
-        rte_pktmbuf_free(m);
-      });
+  if (now >= next_arp_expiry_) {
+    next_arp_expiry_ = now + kArpTick;
+    arp_.Expire(
+        now, [&](net::Ipv4 ip) { SendArp(1, net::kBroadcastMac, ip, net::Mac{}); },
+        [&](rte_mbuf*&& m) {
+          ++stats_.tx_dropped_arp;
+          rte_pktmbuf_free(m);
+        });
+  }
   FlushTx();  // ARP replies and packets released by ARP answers
   return n;
 }

@@ -20,9 +20,12 @@ struct ArpConfig {
   int max_requests = 3;                    // then the address is unreachable
   uint64_t reachable_ns = 30'000'000'000;  // a learned MAC is trusted this long...
   uint64_t stale_ns = 300'000'000'000;     // ...then used while re-asked, dropped after this
+  // Packets held for unresolved neighbours across the whole table: spoofed sources must
+  // not drain the mbuf pool that RX needs.
+  size_t max_queued_total = 256;
 };
 
-template <typename P, size_t kMaxPending = 8>
+template <typename P, size_t kMaxPending = 4>
 class ArpCache {
  public:
   enum class Result : uint8_t { kResolved, kQueued, kDropped };
@@ -57,8 +60,9 @@ class ArpCache {
       }
       return Result::kResolved;
     }
-    if (e.pending_count == kMaxPending) return Result::kDropped;
+    if (e.pending_count == kMaxPending || queued_ >= config_.max_queued_total) return Result::kDropped;
     e.pending[e.pending_count++] = std::move(pkt);
+    ++queued_;
     return Result::kQueued;
   }
 
@@ -78,6 +82,7 @@ class ArpCache {
     e.mac = mac;
     e.learned_at = now;
     for (size_t i = 0; i < e.pending_count; ++i) release(std::move(e.pending[i]), mac);
+    queued_ -= e.pending_count;
     e.pending_count = 0;
   }
 
@@ -103,6 +108,7 @@ class ArpCache {
       }
       if (erase) {
         for (size_t i = 0; i < e.pending_count; ++i) drop(std::move(e.pending[i]));
+        queued_ -= e.pending_count;
         table_.erase(it++);
       } else {
         ++it;
@@ -110,7 +116,17 @@ class ArpCache {
     }
   }
 
+  // Forgets everything, handing every held packet to drop(P&&) (shutdown).
+  template <typename DropFn>
+  void Clear(DropFn&& drop) {
+    for (auto& [ip, e] : table_)
+      for (size_t i = 0; i < e.pending_count; ++i) drop(std::move(e.pending[i]));
+    table_.clear();
+    queued_ = 0;
+  }
+
   size_t size() const { return table_.size(); }
+  size_t queued() const { return queued_; }
   bool Has(Ipv4 ip) const { return table_.contains(ip); }
 
  private:
@@ -126,6 +142,7 @@ class ArpCache {
 
   ArpConfig config_;
   absl::flat_hash_map<Ipv4, Entry> table_;
+  size_t queued_ = 0;
 };
 
 // Static IPv4 routes with a default gateway: longest prefix wins.

@@ -43,6 +43,7 @@ const char* DropName(Drop d) {
     case Drop::kBadUdpChecksum: return "bad_udp_checksum";
     case Drop::kBadArp: return "bad_arp";
     case Drop::kBadIcmp: return "bad_icmp";
+    case Drop::kMartianSource: return "martian_source";
     case Drop::kCount: break;
   }
   return "unknown";

@@ -44,6 +44,7 @@ enum class Drop : uint8_t {
   kBadUdpChecksum,
   kBadArp,
   kBadIcmp,
+  kMartianSource,    // a source no peer can have: 0/8, 127/8, multicast, broadcast, ours, port 0
   kCount,
 };
 const char* DropName(Drop d);

@@ -241,6 +241,31 @@ TEST(ArpCache, BoundedQueueAndTable) {
   EXPECT_EQ(cache.size(), 2u);
 }
 
+TEST(ArpCache, TotalQueuedIsBoundedAcrossNeighbours) {
+  // Spoofed sources each make an entry; together they may hold only so many packets,
+  // or they would drain the mbuf pool the RX queue refills from.
+  ArpConfig cfg;
+  cfg.max_queued_total = 10;
+  ArpCache<int, 4> cache(cfg);
+  Mac mac;
+  bool ask;
+  int queued = 0, dropped = 0;
+  for (int i = 0; i < 20; ++i) {
+    int p = i;
+    const auto r = cache.Resolve(kPeerIp + Ipv4(i), 0, p, &mac, &ask);
+    (r == ArpCache<int, 4>::Result::kQueued ? queued : dropped)++;
+  }
+  EXPECT_EQ(queued, 10);
+  EXPECT_EQ(dropped, 10);
+  EXPECT_EQ(cache.queued(), 10u);
+  cache.Learn(kPeerIp, kPeerMac, 1, false, [](int&&, const Mac&) {});
+  EXPECT_EQ(cache.queued(), 9u);
+  std::vector<int> freed;
+  cache.Clear([&](int&& p) { freed.push_back(p); });
+  EXPECT_EQ(freed.size(), 9u);
+  EXPECT_EQ(cache.queued(), 0u);
+}
+
 TEST(ArpCache, RetriesThenGivesUpAndHandsPacketsBack) {
   ArpCache<int, 4> cache;  // 1 s between requests, 3 requests
   Mac mac;
