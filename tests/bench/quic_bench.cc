@@ -72,64 +72,56 @@ std::unique_ptr<Bulk> StartBulk(Net& net, const Path& client_path, Timestamp now
   return b;
 }
 
+// Times one bulk transfer per iteration over a network made by make_net(): a function
+// returning the network (QuicSim, UdpQuicPair, DpdkRingPair) or nullptr when it could not
+// be built. Set-up and the handshake are outside the timed part.
+template <typename MakeNet>
+void GoodputOver(benchmark::State& state, MakeNet&& make_net) {
+  const size_t total = size_t(state.range(0)) << 20;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto net = make_net();
+    if (!net) {
+      state.SkipWithError("network set-up failed");
+      break;
+    }
+    auto bulk = StartBulk(*net, net->ClientPath(), net->now(), total);
+    state.ResumeTiming();
+    net->RunUntil([&] { return bulk->server_events.fin; }, 600 * kSecond);
+    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
+}
+
 // Goodput of one stream through the in-process link (no kernel; the CPU cost of ngtcp2,
 // GnuTLS and our code only).
 void BM_GoodputInProcess(benchmark::State& state) {
-  const size_t total = size_t(state.range(0)) << 20;
   qbridge::testing::LinkConfig link;
   link.delay_ns = 100'000;              // 100 us one way
   link.bandwidth_bps = 40'000'000'000;  // a 40 Gbit/s bottleneck with a 1 MiB queue
   link.min_step_ns = 20'000;            // wake every 20 us: bursts, as a poll loop sees them
-  for (auto _ : state) {
-    state.PauseTiming();
-    qbridge::testing::QuicSim sim(link);
-    auto bulk = StartBulk(sim, sim.ClientPath(), sim.now(), total);
-    state.ResumeTiming();
-    sim.RunUntil([&] { return bulk->server_events.fin; }, 600 * kSecond);
-    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
+  GoodputOver(state, [&] { return std::make_unique<qbridge::testing::QuicSim>(link); });
 }
 BENCHMARK(BM_GoodputInProcess)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The same transfer over two loopback UDP sockets, with GSO/GRO (range 1) or without.
 void BM_GoodputLoopback(benchmark::State& state) {
-  const size_t total = size_t(state.range(0)) << 20;
   dp::UdpOptions opts;
   opts.gso = opts.gro = state.range(1) != 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    qbridge::testing::UdpQuicPair pair;
-    if (!pair.Bind(opts).ok()) {
-      state.SkipWithError("bind failed");
-      break;
-    }
-    auto bulk = StartBulk(pair, pair.ClientPath(), qbridge::testing::MonotonicNs(), total);
-    state.ResumeTiming();
-    pair.RunUntil([&] { return bulk->server_events.fin; }, 120 * kSecond);
-    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
+  GoodputOver(state, [&] {
+    auto pair = std::make_unique<qbridge::testing::UdpQuicPair>();
+    return pair->Bind(opts).ok() ? std::move(pair) : nullptr;
+  });
 }
 BENCHMARK(BM_GoodputLoopback)->Args({64, 1})->Args({64, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The same transfer over two DPDK ring-PMD ports with our Ethernet/ARP/IPv4/UDP stack:
 // the DPDK backend against the kernel one, same QUIC workload, same run.
 void BM_GoodputDpdkRing(benchmark::State& state) {
-  const size_t total = size_t(state.range(0)) << 20;
-  for (auto _ : state) {
-    state.PauseTiming();
-    qbridge::testing::DpdkRingPair pair;
-    if (!pair.Create().ok()) {
-      state.SkipWithError("dpdk ports failed");
-      break;
-    }
-    auto bulk = StartBulk(pair, pair.ClientPath(), qbridge::testing::MonotonicNs(), total);
-    state.ResumeTiming();
-    pair.RunUntil([&] { return bulk->server_events.fin; }, 120 * kSecond);
-    if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
+  GoodputOver(state, [&] {
+    auto pair = std::make_unique<qbridge::testing::DpdkRingPair>();
+    return pair->Create().ok() ? std::move(pair) : nullptr;
+  });
 }
 BENCHMARK(BM_GoodputDpdkRing)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -64,6 +64,7 @@ class DpdkRingPair {
     return quic::Address::FromIpPort(s, port);
   }
   quic::Path ClientPath() const { return {Addr(kIpA, 50000), Addr(kIpB, 14567)}; }
+  quic::Timestamp now() const { return MonotonicNs(); }
 
   // A poll loop over both ports until done() or `limit_ns` of wall time.
   bool RunUntil(const std::function<bool()>& done, uint64_t limit_ns) {

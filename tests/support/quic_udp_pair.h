@@ -38,6 +38,7 @@ class UdpQuicPair {
     return absl::OkStatus();
   }
   quic::Path ClientPath() const { return {client_sock->local(), server_sock->local()}; }
+  quic::Timestamp now() const { return MonotonicNs(); }
 
   // Runs until done() or `limit_ns` of wall time; returns done().
   bool RunUntil(const std::function<bool()>& done, uint64_t limit_ns) {
