@@ -316,9 +316,11 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   ngtcp2_pkt_info pi{};
   const int rv = ngtcp2_conn_read_pkt(conn_, &np, &pi, datagram.data(), datagram.size(), now);
   if (rv == 0) {
-    // The path ngtcp2 uses now: a probe on an unvalidated path does not move it.
-    path_ = FromNgPath(*ngtcp2_conn_get_path(conn_));
-    (void)path;
+    // The path ngtcp2 uses now: a probe on an unvalidated path does not move it. Copied
+    // only when it changed (two sockaddr_storage per packet otherwise).
+    const ngtcp2_path* current = ngtcp2_conn_get_path(conn_);
+    const ngtcp2_path mine = ToNgPath(path_);
+    if (!ngtcp2_path_eq(current, &mine)) path_ = FromNgPath(*current);
     TrackAckProgress(now);
     return true;
   }

@@ -169,7 +169,7 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
     if (l4.size() < net::kIcmpHeaderLen || net::Checksum(l4) != 0) return count(net::Drop::kBadIcmp);
     if (l4[0] != 8 || l4[1] != 0) return count(net::Drop::kUnknownProtocol);
     ++stats_.rx_icmp_echo;
-    ReplyEcho(frame, eth, ip, l4);
+    ReplyEcho(eth, ip, l4);
     return false;
   }
   if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
@@ -182,8 +182,8 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   return true;
 }
 
-void DpdkIo::ReplyEcho(std::span<const uint8_t>, const net::EthHeader& eth,
-                       const net::Ipv4Header& ip, std::span<const uint8_t> icmp) {
+void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
+                       std::span<const uint8_t> icmp) {
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   if (!m) {
     ++stats_.tx_dropped_no_mbuf;

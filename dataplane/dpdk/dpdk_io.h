@@ -82,8 +82,7 @@ class DpdkIo {
   explicit DpdkIo(const DpdkIoConfig& c) : config_(c) {}
   bool HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path, std::span<const uint8_t>* payload);
   void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
-  void ReplyEcho(std::span<const uint8_t> frame, const net::EthHeader& eth, const net::Ipv4Header& ip,
-                 std::span<const uint8_t> icmp);
+  void ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip, std::span<const uint8_t> icmp);
   void Transmit(rte_mbuf** pkts, uint16_t n);
   void FlushTx();
 

@@ -54,9 +54,8 @@ bool Drive(dp::UdpSocket& sock, Step&& step, const std::function<bool()>& done, 
     const Timestamp now = MonotonicNs();
     if (now >= end) return false;
     const Timestamp next = step(now, scratch);
-    const uint64_t wait = std::min({next, end, now + 50 * kMillisecond}) > now
-                              ? std::min({next, end, now + 50 * kMillisecond}) - now
-                              : 0;
+    const Timestamp wake = std::min({next, end, now + 50 * kMillisecond});
+    const uint64_t wait = wake > now ? wake - now : 0;
     pollfd p{sock.fd(), POLLIN, 0};
     const timespec ts{time_t(wait / kSecond), long(wait % kSecond)};
     ::ppoll(&p, 1, &ts, nullptr);
