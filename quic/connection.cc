@@ -447,6 +447,11 @@ uint64_t Connection::SentBytes(int64_t stream_id) const {
   return it == streams_.end() ? 0 : it->second.sent;
 }
 
+uint64_t Connection::UnsentBytes(int64_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? 0 : it->second.end - it->second.sent;
+}
+
 uint64_t Connection::StreamCredit() const {
   return ngtcp2_conn_get_streams_bidi_left(conn_);
 }
@@ -489,6 +494,14 @@ Connection::SendStream* Connection::PickStream() {
     if (!best || s.priority < best->priority ||
         (s.priority == best->priority && s.served < best->served))
       best = &s;
+  }
+  // Data never takes the congestion window's last packet while bytes are in flight, so a
+  // control packet queued next (a PINGREQ) always finds room in the very next write.
+  if (best && state_ == State::kEstablished &&
+      ngtcp2_conn_get_cwnd_left(conn_) < 2 * config_.max_udp_payload) {
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(conn_, &ci);
+    if (ci.bytes_in_flight > 0) return nullptr;
   }
   return best;
 }

@@ -194,6 +194,7 @@ class Connection {
   // Unsent plus unacknowledged bytes held for a stream, and bytes handed to the wire.
   uint64_t BufferedBytes(int64_t stream_id) const;
   uint64_t SentBytes(int64_t stream_id) const;
+  uint64_t UnsentBytes(int64_t stream_id) const;  // queued, not yet handed to the wire
   uint64_t StreamCredit() const;  // bidirectional streams we may still open
 
   // Client: moves to a new local address at once (RFC 9000 9.2); the server validates
