@@ -1,0 +1,594 @@
+#include "controlplane/controlplane.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "mqtt/framer.h"
+#include "mqtt/topic.h"
+
+namespace qbridge::cp {
+namespace {
+
+using dp::Msg;
+using dp::MsgType;
+using mqtt::PacketType;
+using mqtt::ReasonCode;
+
+constexpr uint64_t kAppNoError = 0;
+constexpr uint64_t kAppCtrlStreamDown = 1;
+constexpr size_t kMaxMsgsPerRing = 512;  // per worker ring per iteration
+
+// Splits one whole packet (as a worker forwards it) into header and body.
+bool Unframe(std::span<const uint8_t> whole, uint8_t* header, mqtt::Bytes* body) {
+  mqtt::Framer f(mqtt::kMaxPacketSize);
+  bool got = false;
+  const auto s = f.Feed(whole, [&](const mqtt::Frame& fr) {
+    *header = fr.header;
+    *body = fr.body;  // points into `whole`: the packet lies whole in the fragment
+    got = true;
+    return false;
+  });
+  return s.ok() && got;
+}
+
+std::string_view AsStd(std::string_view s) { return s; }
+
+}  // namespace
+
+absl::Status ValidateBridgeTimers(std::string_view bridge, uint64_t keepalive_ns,
+                                  uint64_t quic_keepalive_ns, uint64_t quic_idle_timeout_ns) {
+  const std::string where = absl::StrCat("bridges.mqtt.", std::string(bridge));
+  if (quic_idle_timeout_ns == 0) return absl::OkStatus();  // idle timeout off: nothing to race
+  if (quic_keepalive_ns != 0 && quic_keepalive_ns >= quic_idle_timeout_ns) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ".quic_keepalive (", quic_keepalive_ns / dp::kMsNs, " ms) must be below ", where,
+        ".quic_idle_timeout (", quic_idle_timeout_ns / dp::kMsNs,
+        " ms): QUIC PINGs that come no sooner than the idle timeout let an idle connection "
+        "die; set quic_keepalive to at most half of quic_idle_timeout"));
+  }
+  if (keepalive_ns != 0 && keepalive_ns * 3 / 2 >= quic_idle_timeout_ns) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ".keepalive x 1.5 (", keepalive_ns * 3 / 2 / dp::kMsNs, " ms) must be below ",
+        where, ".quic_idle_timeout (", quic_idle_timeout_ns / dp::kMsNs,
+        " ms): the QUIC connection would time out before the broker's MQTT keepalive "
+        "deadline; raise quic_idle_timeout above 1.5 x keepalive or lower keepalive"));
+  }
+  return absl::OkStatus();
+}
+
+const char* BridgeStateName(BridgeState s) {
+  switch (s) {
+    case BridgeState::kIdle: return "idle";
+    case BridgeState::kDialing: return "dialing";
+    case BridgeState::kConnecting: return "connecting";
+    case BridgeState::kUp: return "connected";
+    case BridgeState::kClosing: return "closing";
+    case BridgeState::kBackoff: return "backoff";
+  }
+  return "?";
+}
+
+Controlplane::Controlplane(ControlplaneConfig config, dp::RingMesh* rings,
+                           std::vector<dp::ActivityTable*> activity)
+    : config_(std::move(config)),
+      rings_(rings),
+      activity_(std::move(activity)),
+      wheel_(config_.tick_ns, 0),
+      rng_(config_.seed ? config_.seed : dp::SystemClock().Now()) {
+  outbox_.resize(rings_->workers());
+  for (const BridgeConfig& c : config_.bridges) {
+    Bridge b;
+    b.cfg = c;
+    b.pingresp_timeout_ns =
+        c.pingresp_timeout_ns ? c.pingresp_timeout_ns
+                              : std::min<uint64_t>(uint64_t(c.keepalive_s) * dp::kSecNs / 2,
+                                                   30 * dp::kSecNs);
+    bridges_.push_back(std::move(b));
+  }
+}
+
+Controlplane::~Controlplane() {
+  for (auto& box : outbox_)
+    for (Msg& m : box) dp::ReleaseMsg(m);
+}
+
+void Controlplane::Start(MonoNs now) {
+  wheel_.Advance(now, [](TimerId, uint64_t) {});  // the wheel starts at the first time we see
+  for (Bridge& b : bridges_) Dial(b, now);
+  Flush();
+}
+
+bool Controlplane::PollOnce(MonoNs now) {
+  bool any = false;
+  Msg batch[32];
+  for (size_t w = 0; w < rings_->workers(); ++w) {
+    dp::MsgRing& r = rings_->ring(w, rings_->cp());
+    size_t taken = 0;
+    while (taken < kMaxMsgsPerRing) {
+      const size_t n = r.DequeueBurst(batch);
+      if (n == 0) break;
+      any = true;
+      taken += n;
+      for (size_t i = 0; i < n; ++i) {
+        OnMsg(batch[i], now);
+        dp::ReleaseMsg(batch[i]);
+      }
+    }
+  }
+  if (wheel_.Advance(now, [&](TimerId, uint64_t cookie) { OnTimer(cookie, now); }) > 0) any = true;
+  Flush();
+  return any;
+}
+
+void Controlplane::OnMsg(Msg& m, MonoNs now) {
+  switch (m.type) {
+    case MsgType::kControlPacket:
+      if (Bridge* b = BridgeOf(m.conn)) return OnBridgePacket(*b, m, now);
+      return OnSouthPacket(m, now);
+    case MsgType::kBridgeUp:
+      if (m.aux < bridges_.size()) OnBridgeUp(bridges_[m.aux], m, now);
+      return;
+    case MsgType::kConnClosed: {
+      if (m.aux != 0) {  // a bridge connection
+        const size_t i = m.aux - 1;
+        if (i < bridges_.size() && (bridges_[i].conn == m.conn || !m.conn.valid() ||
+                                    !bridges_[i].conn.valid())) {
+          OnBridgeClosed(bridges_[i], m.arg, now);
+        }
+        return;
+      }
+      auto it = sessions_.find(m.conn);
+      if (it == sessions_.end()) return;
+      ++south_.closes;
+      wheel_.Cancel(it->second.timer);
+      auto id = by_client_id_.find(it->second.client_id);
+      if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
+      sessions_.erase(it);
+      return;
+    }
+    case MsgType::kStreamClosed: {
+      auto it = sessions_.find(m.conn);
+      if (it == sessions_.end()) return;
+      auto& subs = it->second.subs;
+      subs.erase(std::remove_if(subs.begin(), subs.end(),
+                                [&](const Sub& s) { return s.stream == m.stream; }),
+                 subs.end());
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Controlplane::OnTimer(uint64_t cookie, MonoNs now) {
+  if (cookie & kBridgeCookie) {
+    const size_t i = cookie & ~kBridgeCookie;
+    if (i < bridges_.size()) {
+      bridges_[i].timer = TimerId{};
+      OnBridgeTimer(bridges_[i], now);
+    }
+    return;
+  }
+  auto it = sessions_.find(RefOf(cookie));
+  if (it == sessions_.end()) return;
+  it->second.timer = TimerId{};
+  OnSouthKeepalive(it->second, now);
+}
+
+// --- south -------------------------------------------------------------------------------------
+
+void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
+  uint8_t header;
+  mqtt::Bytes body;
+  if (!Unframe(m.bytes(), &header, &body)) return;
+  const auto type = static_cast<PacketType>(header >> 4);
+  if (type == PacketType::kConnect) {
+    mqtt::Packet p;
+    const mqtt::CodecStatus st = mqtt::Decode(header, body, mqtt::Version::k5, &p);
+    if (!st.ok()) {
+      ++south_.malformed;
+      const auto v = mqtt::PeekConnectVersion(body);
+      if (st.code == ReasonCode::kUnsupportedProtocolVersion || !v) {
+        // Answer in a form any client parses (3.1.1's return code 1), then close.
+        mqtt::Connack ack;
+        ack.reason = ReasonCode::kUnsupportedProtocolVersion;
+        Send(m.conn, 0, ack, mqtt::Version::k311);
+      }
+      Msg close = dp::MakeMsg(MsgType::kClose, m.conn);
+      close.arg = kAppCtrlStreamDown;
+      Post(m.conn.core, close);
+      ++south_.connack_refused;
+      return;
+    }
+    return OnConnect(m, std::get<mqtt::Connect>(p), now);
+  }
+  auto it = sessions_.find(m.conn);
+  if (it == sessions_.end()) return;  // CONNECT refused or connection going
+  SouthSession& s = it->second;
+  if (m.stream == 0) {
+    if (s.last_control_rx) s.max_control_gap_ns = std::max(s.max_control_gap_ns, now - s.last_control_rx);
+    s.last_control_rx = now;
+  }
+  mqtt::Packet p;
+  if (!mqtt::Decode(header, body, s.version, &p).ok()) {
+    ++south_.malformed;
+    return EndSouth(s, ReasonCode::kMalformedPacket, kAppCtrlStreamDown);
+  }
+  switch (type) {
+    case PacketType::kPingreq:
+      ++south_.pingreqs;
+      ++s.pingreqs;
+      // PINGRESP only on the control stream: EMQX drops one asked for on a data stream.
+      if (m.stream == 0) Send(s.conn, 0, mqtt::Pingresp{}, s.version);
+      return;
+    case PacketType::kSubscribe: {
+      ++south_.subscribes;
+      const auto& sub = std::get<mqtt::Subscribe>(p);
+      mqtt::Suback ack;
+      ack.packet_id = sub.packet_id;
+      for (const mqtt::Subscription& e : sub.subscriptions) {
+        if (mqtt::ValidateTopicFilter(e.filter) != ReasonCode::kSuccess) {
+          ack.reasons.push_back(s.version == mqtt::Version::k5 ? ReasonCode::kTopicFilterInvalid
+                                                               : ReasonCode::kUnspecifiedError);
+          continue;
+        }
+        auto same = std::find_if(s.subs.begin(), s.subs.end(), [&](const Sub& x) {
+          return x.stream == m.stream && x.filter == AsStd(e.filter);
+        });
+        if (same != s.subs.end()) {
+          same->qos = e.max_qos;
+        } else {
+          s.subs.push_back(Sub{std::string(e.filter), m.stream, e.max_qos});
+        }
+        ack.reasons.push_back(static_cast<ReasonCode>(e.max_qos));
+      }
+      return Send(s.conn, m.stream, ack, s.version);
+    }
+    case PacketType::kUnsubscribe: {
+      ++south_.unsubscribes;
+      const auto& un = std::get<mqtt::Unsubscribe>(p);
+      mqtt::Unsuback ack;
+      ack.packet_id = un.packet_id;
+      for (std::string_view f : un.filters) {
+        // A subscription belongs to the stream that made it (EMQX): elsewhere, 0x11.
+        auto it2 = std::find_if(s.subs.begin(), s.subs.end(), [&](const Sub& x) {
+          return x.stream == m.stream && x.filter == f;
+        });
+        if (it2 != s.subs.end()) {
+          s.subs.erase(it2);
+          ack.reasons.push_back(ReasonCode::kSuccess);
+        } else {
+          ack.reasons.push_back(ReasonCode::kNoSubscriptionExisted);
+        }
+      }
+      if (s.version != mqtt::Version::k5) ack.reasons.clear();
+      return Send(s.conn, m.stream, ack, s.version);
+    }
+    case PacketType::kDisconnect:
+      if (m.stream != 0) return;  // a data stream's DISCONNECT ends only that stream (EMQX)
+      s.closing = true;
+      wheel_.Cancel(s.timer);
+      Post(s.conn.core, dp::MakeMsg(MsgType::kClose, s.conn));  // app error 0
+      return;
+    case PacketType::kAuth:
+      // Enhanced authentication is not offered (CONNACK never names a method).
+      return EndSouth(s, ReasonCode::kBadAuthenticationMethod, kAppCtrlStreamDown);
+    default:
+      return;
+  }
+}
+
+void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
+  const mqtt::Version v = c.version;
+  mqtt::Connack ack;
+  std::string client_id(c.client_id);
+  if (client_id.empty()) {
+    if (!c.clean_start && v != mqtt::Version::k5) {
+      // 3.1.1: a client without an id must ask for a clean session (spec 3.1.3-8).
+      ack.reason = ReasonCode::kClientIdentifierNotValid;
+    } else {
+      client_id = absl::StrCat(config_.south.assigned_id_prefix, ++assigned_ids_);
+    }
+  }
+  if (ack.reason != ReasonCode::kSuccess) {
+    ++south_.connack_refused;
+    Send(m.conn, 0, ack, v);
+    Msg close = dp::MakeMsg(MsgType::kClose, m.conn);
+    close.arg = kAppCtrlStreamDown;
+    Post(m.conn.core, close);
+    return;
+  }
+  // Takeover: the newest connection with a client id wins; the old one hears 0x8E.
+  if (auto old = by_client_id_.find(client_id); old != by_client_id_.end() && old->second != m.conn) {
+    auto it = sessions_.find(old->second);
+    if (it != sessions_.end()) {
+      ++south_.takeovers;
+      EndSouth(it->second, ReasonCode::kSessionTakenOver, kAppCtrlStreamDown);
+    }
+  }
+  SouthSession& s = sessions_[m.conn];
+  wheel_.Cancel(s.timer);
+  s = SouthSession{};
+  s.conn = m.conn;
+  s.client_id = client_id;
+  s.version = v;
+  s.keepalive_s = c.keep_alive;
+  s.last_control_rx = now;
+  if (config_.south.server_keepalive_s && v == mqtt::Version::k5) {
+    s.keepalive_s = config_.south.server_keepalive_s;
+    ack.properties.server_keep_alive = s.keepalive_s;
+  }
+  s.limit_ns = uint64_t(s.keepalive_s) * dp::kSecNs * 3 / 2;
+  by_client_id_[client_id] = m.conn;
+  if (c.client_id.empty() && v == mqtt::Version::k5) {
+    ack.properties.assigned_client_identifier = s.client_id;
+  }
+  ++south_.connects;
+  Send(m.conn, 0, ack, v);
+  Msg act = dp::MakeMsg(MsgType::kActivate, m.conn);
+  act.arg = uint64_t(v);
+  Post(m.conn.core, act);
+  if (s.limit_ns) s.timer = wheel_.Schedule(now + s.limit_ns, CookieOf(m.conn));
+}
+
+void Controlplane::OnSouthKeepalive(SouthSession& s, MonoNs now) {
+  if (s.closing || s.limit_ns == 0) return;
+  const dp::ConnActivity& a = Activity(s.conn);
+  const MonoNs last = dp::ConnActivity::Read(config_.south.strict_control_stream_keepalive
+                                                 ? a.last_rx_control
+                                                 : a.last_rx);
+  const MonoNs deadline = last + s.limit_ns;
+  if (now < deadline) {  // the stamp moved: re-arm lazily
+    s.timer = wheel_.Schedule(deadline, CookieOf(s.conn));
+    return;
+  }
+  ++south_.keepalive_timeouts;
+  EndSouth(s, ReasonCode::kKeepAliveTimeout, kAppCtrlStreamDown);
+}
+
+void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error) {
+  if (s.closing) return;
+  s.closing = true;
+  wheel_.Cancel(s.timer);
+  if (s.version == mqtt::Version::k5) {
+    mqtt::Disconnect d;
+    d.reason = why;
+    Send(s.conn, 0, d, s.version);
+  }
+  Msg close = dp::MakeMsg(MsgType::kClose, s.conn);
+  close.arg = app_error;
+  Post(s.conn.core, close);
+  auto id = by_client_id_.find(s.client_id);
+  if (id != by_client_id_.end() && id->second == s.conn) by_client_id_.erase(id);
+}
+
+std::optional<Controlplane::SessionView> Controlplane::Session(std::string_view client_id) const {
+  auto id = by_client_id_.find(std::string(client_id));
+  if (id == by_client_id_.end()) return std::nullopt;
+  auto it = sessions_.find(id->second);
+  if (it == sessions_.end()) return std::nullopt;
+  const SouthSession& s = it->second;
+  return SessionView{s.conn, s.keepalive_s, s.pingreqs, s.max_control_gap_ns, s.subs.size()};
+}
+
+// --- north -------------------------------------------------------------------------------------
+
+Controlplane::Bridge* Controlplane::BridgeOf(ConnRef r) {
+  for (Bridge& b : bridges_)
+    if (b.conn.valid() && b.conn == r) return &b;
+  return nullptr;
+}
+
+void Controlplane::Dial(Bridge& b, MonoNs now) {
+  const size_t i = size_t(&b - bridges_.data());
+  b.status.state = BridgeState::kDialing;
+  ++b.status.dials;
+  b.conn = ConnRef{};
+  b.ping_sent_at = 0;
+  Msg m = dp::MakeMsg(MsgType::kBridgeConnect, ConnRef{});
+  m.aux = uint32_t(i);
+  Post(b.cfg.worker, m);
+  wheel_.Cancel(b.timer);
+  b.timer = wheel_.Schedule(now + b.cfg.connect_timeout_ns, kBridgeCookie | i);
+}
+
+void Controlplane::OnBridgeUp(Bridge& b, const Msg& m, MonoNs now) {
+  if (b.status.state != BridgeState::kDialing && b.status.state != BridgeState::kConnecting) return;
+  b.conn = m.conn;
+  mqtt::Connect c;
+  c.version = b.cfg.version;
+  c.bridge = b.cfg.bridge_bit && b.cfg.version != mqtt::Version::k5;
+  c.clean_start = b.cfg.clean_start;
+  c.keep_alive = b.cfg.keepalive_s;
+  c.client_id = b.cfg.client_id;
+  if (b.cfg.username) c.username = *b.cfg.username;
+  if (b.cfg.password) {
+    c.password = mqtt::Bytes(reinterpret_cast<const uint8_t*>(b.cfg.password->data()),
+                             b.cfg.password->size());
+  }
+  Send(b.conn, 0, c, b.cfg.version);
+  b.ping_requested_at = now;
+  b.status.state = BridgeState::kConnecting;
+}
+
+void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
+  uint8_t header;
+  mqtt::Bytes body;
+  if (!Unframe(m.bytes(), &header, &body)) return;
+  mqtt::Packet p;
+  if (!mqtt::Decode(header, body, b.cfg.version, &p).ok()) {
+    return CloseBridge(b, kAppCtrlStreamDown, now);
+  }
+  switch (static_cast<PacketType>(header >> 4)) {
+    case PacketType::kConnack: {
+      if (b.status.state != BridgeState::kConnecting) return;
+      const auto& ack = std::get<mqtt::Connack>(p);
+      if (ack.reason != ReasonCode::kSuccess) {
+        ++b.status.connack_refused;
+        return CloseBridge(b, kAppNoError, now);
+      }
+      b.status.state = BridgeState::kUp;
+      if (b.status.connects++ > 0) ++b.status.reconnects;
+      b.attempt = 0;
+      b.ping_sent_at = 0;
+      b.last_pingreq_at = 0;
+      if (ack.properties.server_keep_alive) b.cfg.keepalive_s = *ack.properties.server_keep_alive;
+      // Subscriptions on data streams died with the last connection (EMQX keeps only the
+      // control stream's): make every one again, whatever session-present says.
+      for (const BridgeSubscription& s : b.cfg.subscriptions) {
+        mqtt::Subscribe sub;
+        sub.packet_id = b.next_packet_id++;
+        if (b.next_packet_id == 0) b.next_packet_id = 1;
+        sub.subscriptions.push_back(mqtt::Subscription{s.topic, s.qos});
+        const int64_t stream = s.slot < 0 ? 0 : dp::BridgeDataSlot(s.slot);
+        Send(b.conn, stream, sub, b.cfg.version);
+        if (stream == 0) b.ping_requested_at = now;
+      }
+      return ArmBridgeKeepalive(b, now);
+    }
+    case PacketType::kPingresp:
+      if (b.ping_sent_at) {
+        const uint64_t rtt = now - b.ping_sent_at;
+        b.status.rtt_last_ns = rtt;
+        b.status.rtt_max_ns = std::max(b.status.rtt_max_ns, rtt);
+        size_t bucket = 0;
+        for (uint64_t lim = dp::kMsNs; bucket < 5 && rtt >= lim; lim *= 10) ++bucket;
+        ++b.status.rtt_hist[bucket];
+        ++b.status.pingresps;
+        b.ping_sent_at = 0;
+      }
+      return;
+    case PacketType::kSuback:
+      ++b.status.subacks;
+      for (ReasonCode r : std::get<mqtt::Suback>(p).reasons)
+        if (uint8_t(r) >= 0x80) ++b.status.suback_failures;
+      return;
+    case PacketType::kDisconnect: {
+      const auto r = std::get<mqtt::Disconnect>(p).reason;
+      b.last_disconnect_reason = uint8_t(r);
+      ++b.status.disconnects_by_reason[uint8_t(r)];
+      return;  // the broker closes the connection next
+    }
+    default:
+      return;
+  }
+}
+
+MonoNs Controlplane::NextPingDue(const Bridge& b) const {
+  const MonoNs last_tx =
+      std::max(dp::ConnActivity::Read(Activity(b.conn).last_tx_control), b.ping_requested_at);
+  return last_tx + uint64_t(b.cfg.keepalive_s) * dp::kSecNs;
+}
+
+void Controlplane::ArmBridgeKeepalive(Bridge& b, MonoNs now) {
+  const size_t i = size_t(&b - bridges_.data());
+  wheel_.Cancel(b.timer);
+  if (b.cfg.keepalive_s == 0) return;
+  MonoNs at = NextPingDue(b);
+  if (b.ping_sent_at) at = std::min(at, b.ping_sent_at + b.pingresp_timeout_ns);
+  b.timer = wheel_.Schedule(std::max(at, now), kBridgeCookie | i);
+}
+
+void Controlplane::OnBridgeTimer(Bridge& b, MonoNs now) {
+  switch (b.status.state) {
+    case BridgeState::kDialing:
+    case BridgeState::kConnecting:  // no QUIC or no CONNACK in time
+      return CloseBridge(b, kAppNoError, now);
+    case BridgeState::kBackoff:
+      return Dial(b, now);
+    case BridgeState::kClosing: {
+      // The worker never reported the close: dial anyway.
+      return Dial(b, now);
+    }
+    case BridgeState::kUp: {
+      if (b.ping_sent_at && now >= b.ping_sent_at + b.pingresp_timeout_ns) {
+        ++b.status.pingresp_timeouts;  // the link is dead, whatever QUIC thinks
+        return CloseBridge(b, kAppNoError, now);
+      }
+      if (!b.ping_sent_at && now >= NextPingDue(b)) {
+        Send(b.conn, 0, mqtt::Pingreq{}, b.cfg.version);
+        ++b.status.pingreqs_sent;
+        if (b.last_pingreq_at) {
+          b.status.max_pingreq_gap_ns = std::max(b.status.max_pingreq_gap_ns, now - b.last_pingreq_at);
+        }
+        b.last_pingreq_at = now;
+        b.ping_sent_at = now;
+        b.ping_requested_at = now;
+      }
+      return ArmBridgeKeepalive(b, now);
+    }
+    case BridgeState::kIdle:
+      return;
+  }
+}
+
+void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now) {
+  const size_t i = size_t(&b - bridges_.data());
+  if (b.conn.valid()) {
+    Msg m = dp::MakeMsg(MsgType::kClose, b.conn);
+    m.arg = app_error;
+    Post(b.cfg.worker, m);
+  }
+  b.status.state = BridgeState::kClosing;
+  wheel_.Cancel(b.timer);
+  // If the worker's report never comes, dial again after the longest backoff.
+  b.timer = wheel_.Schedule(now + b.cfg.backoff_max_ns + b.cfg.connect_timeout_ns,
+                            kBridgeCookie | i);
+}
+
+void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
+  const size_t i = size_t(&b - bridges_.data());
+  ++b.status.closes_by_app_error[app_error];
+  if (app_error == kAppCtrlStreamDown && b.last_disconnect_reason == uint8_t(ReasonCode::kKeepAliveTimeout)) {
+    ++b.status.keepalive_kicks;  // the NanoMQ incident's fingerprint (mqtt-over-quic.md 3.4)
+  }
+  b.last_disconnect_reason = 0;
+  b.conn = ConnRef{};
+  b.ping_sent_at = 0;
+  b.status.state = BridgeState::kBackoff;
+  // Exponential backoff with jitter in [delay/2, delay]; longer after "overloaded" (2).
+  const uint32_t shift = std::min<uint32_t>(b.attempt++, 20);
+  uint64_t delay = std::min(b.cfg.backoff_max_ns, b.cfg.backoff_base_ns << shift);
+  if (app_error == 2) delay = b.cfg.backoff_max_ns;
+  delay = delay / 2 + (delay > 1 ? rng_() % (delay / 2 + 1) : 0);
+  b.status.last_backoff_ns = delay;
+  wheel_.Cancel(b.timer);
+  b.timer = wheel_.Schedule(now + delay, kBridgeCookie | i);
+}
+
+uint64_t Controlplane::ControlIdleNs(size_t i, MonoNs now) const {
+  const Bridge& b = bridges_[i];
+  if (!b.conn.valid()) return 0;
+  const MonoNs last = dp::ConnActivity::Read(Activity(b.conn).last_control_wire);
+  return now > last ? now - last : 0;
+}
+
+// --- output ------------------------------------------------------------------------------------
+
+void Controlplane::Send(ConnRef to, int64_t stream, const mqtt::Packet& p, mqtt::Version v) {
+  buf_.clear();
+  if (!mqtt::EncodeTo(p, v, buf_)) return;
+  Post(to.core, dp::MakeMsg(MsgType::kWrite, to, stream, buf_));
+}
+
+void Controlplane::Post(uint16_t core, Msg m) {
+  if (core >= outbox_.size()) {
+    dp::ReleaseMsg(m);
+    return;
+  }
+  m.src_core = uint16_t(rings_->cp());
+  outbox_[core].push_back(m);
+}
+
+void Controlplane::Flush() {
+  for (size_t w = 0; w < outbox_.size(); ++w) {
+    auto& box = outbox_[w];
+    if (box.empty()) continue;
+    const size_t n = rings_->ring(rings_->cp(), w).EnqueueBurst(box);
+    // Control messages are never dropped: what the ring cannot take waits for the next
+    // iteration, in order.
+    box.erase(box.begin(), box.begin() + long(n));
+  }
+}
+
+}  // namespace qbridge::cp

@@ -1,0 +1,224 @@
+// The controlplane core: decides on every MQTT control packet the workers hand it
+// (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT from south clients; CONNACK,
+// SUBACK, PINGRESP from upstreams), runs every keepalive deadline on one timer wheel, and
+// drives the north bridges' lifecycle (dial, CONNECT, resubscribe, PINGREQ, dead-link
+// detection, reconnect with backoff and jitter).
+//
+// Keepalive (architecture.md, "Keepalive, the heart of the product"):
+//  * North: the PINGREQ timer runs off the time a packet was last queued on the control
+//    stream (the worker's stamp) and nothing else: data-stream traffic and anything received
+//    never defer it. A PINGREQ goes to the worker as a ring message, which it drains before
+//    writing and writes on the control stream, which is served before data. No PINGRESP
+//    within pingresp_timeout declares the link dead: close, back off, reconnect, resubscribe.
+//  * South: any MQTT packet on any stream keeps a connection alive (EMQX >= 5.8.2); workers
+//    only stamp the time, and the wheel re-arms lazily when a deadline fires and the stamp
+//    moved. strict_control_stream_keepalive counts the control stream only (EMQX <= 5.8.1).
+//    Expiry sends DISCONNECT 0x8D on the control stream, then closes with app error 1.
+//
+// Single-threaded and clock-free: PollOnce(now) is the loop body.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "controlplane/timer_wheel.h"
+#include "dataplane/api/activity.h"
+#include "dataplane/api/msg.h"
+#include "dataplane/api/ring_mesh.h"
+#include "dataplane/api/time.h"
+#include "mqtt/codec.h"
+
+namespace qbridge::cp {
+
+using dp::ConnRef;
+
+struct SouthConfig {
+  // Reproduce EMQX <= 5.8.1: only control-stream packets count as keepalive activity.
+  bool strict_control_stream_keepalive = false;
+  uint16_t server_keepalive_s = 0;  // assign this Keep Alive in CONNACK (5.0); 0: the client's
+  std::string assigned_id_prefix = "qbridge-";
+};
+
+struct BridgeSubscription {
+  std::string topic;
+  mqtt::QoS qos = mqtt::QoS::k1;
+  int slot = -1;  // data-stream slot; -1: the control stream (survives like TCP's)
+};
+
+struct BridgeConfig {
+  std::string name;
+  uint16_t worker = 0;  // the core the bridge connection is pinned to
+  mqtt::Version version = mqtt::Version::k311;  // proto_ver (NanoMQ's default 4)
+  bool bridge_bit = true;                        // no_local_v4 (3.1.1's 0x80 level bit)
+  std::string client_id;
+  std::optional<std::string> username, password;
+  uint16_t keepalive_s = 60;
+  bool clean_start = true;
+  uint64_t pingresp_timeout_ns = 0;  // 0: min(keepalive / 2, 30 s)
+  uint64_t backoff_base_ns = 500 * dp::kMsNs;
+  uint64_t backoff_max_ns = 5 * dp::kSecNs;  // backoff_max
+  uint64_t connect_timeout_ns = 10 * dp::kSecNs;  // dial to CONNACK
+  std::vector<BridgeSubscription> subscriptions;
+};
+
+struct ControlplaneConfig {
+  uint64_t tick_ns = dp::kMsNs;
+  SouthConfig south;
+  std::vector<BridgeConfig> bridges;
+  uint64_t seed = 0;  // reconnect jitter; 0: from the clock
+};
+
+// Checks the relations between a bridge's timers that NanoMQ users get wrong
+// (mqtt-over-quic.md 3.3): QUIC PINGs must come well inside the idle timeout, and the
+// broker's MQTT keepalive deadline (1.5 x keepalive) must expire before QUIC's does.
+absl::Status ValidateBridgeTimers(std::string_view bridge, uint64_t keepalive_ns,
+                                  uint64_t quic_keepalive_ns, uint64_t quic_idle_timeout_ns);
+
+enum class BridgeState : uint8_t { kIdle, kDialing, kConnecting, kUp, kClosing, kBackoff };
+const char* BridgeStateName(BridgeState s);
+
+struct BridgeStatus {
+  BridgeState state = BridgeState::kIdle;
+  uint64_t dials = 0;
+  uint64_t connects = 0;          // CONNACK success
+  uint64_t reconnects = 0;        // connects after the first
+  uint64_t connack_refused = 0;
+  uint64_t pingreqs_sent = 0;
+  uint64_t pingresps = 0;
+  uint64_t pingresp_timeouts = 0;  // links declared dead
+  uint64_t rtt_last_ns = 0, rtt_max_ns = 0;
+  // PINGRESP round trips: < 1 ms, 10 ms, 100 ms, 1 s, 10 s, more.
+  std::array<uint64_t, 6> rtt_hist{};
+  uint64_t max_pingreq_gap_ns = 0;  // longest time between two PINGREQs on one connection
+  uint64_t subacks = 0, suback_failures = 0;
+  uint64_t keepalive_kicks = 0;     // closed with app error 1 after DISCONNECT 0x8D
+  std::map<uint64_t, uint64_t> closes_by_app_error;
+  std::map<uint8_t, uint64_t> disconnects_by_reason;  // DISCONNECT packets from upstream
+  MonoNs last_backoff_ns = 0;
+};
+
+struct SouthStats {
+  uint64_t connects = 0, connack_refused = 0, takeovers = 0;
+  uint64_t keepalive_timeouts = 0;
+  uint64_t pingreqs = 0;
+  uint64_t subscribes = 0, unsubscribes = 0;
+  uint64_t malformed = 0;
+  uint64_t closes = 0;
+};
+
+class Controlplane {
+ public:
+  Controlplane(ControlplaneConfig config, dp::RingMesh* rings,
+               std::vector<dp::ActivityTable*> activity);
+  ~Controlplane();
+
+  // Dials every bridge.
+  void Start(MonoNs now);
+  // One loop iteration: drain the workers' rings, run due timers, flush. True if it did work.
+  bool PollOnce(MonoNs now);
+  MonoNs NextDeadline() const { return wheel_.NextExpiry(); }
+
+  const BridgeStatus& bridge(size_t i) const { return bridges_[i].status; }
+  size_t bridge_count() const { return bridges_.size(); }
+  // How long the bridge's control stream has been without a queued packet.
+  uint64_t ControlIdleNs(size_t i, MonoNs now) const;
+  const SouthStats& south() const { return south_; }
+  size_t sessions() const { return sessions_.size(); }
+  // A south session's keepalive figures, by client id (tests, REST).
+  struct SessionView {
+    ConnRef conn;
+    uint16_t keepalive_s;
+    uint64_t pingreqs;
+    uint64_t max_control_gap_ns;  // longest gap between control-stream packets received
+    size_t subscriptions;
+  };
+  std::optional<SessionView> Session(std::string_view client_id) const;
+
+ private:
+  struct Sub {
+    std::string filter;
+    int64_t stream;
+    mqtt::QoS qos;
+  };
+  struct SouthSession {
+    ConnRef conn;
+    std::string client_id;
+    mqtt::Version version = mqtt::Version::k5;
+    uint16_t keepalive_s = 0;
+    uint64_t limit_ns = 0;  // 1.5 x keepalive; 0: no keepalive
+    TimerId timer;
+    bool closing = false;
+    std::vector<Sub> subs;
+    uint64_t pingreqs = 0;
+    MonoNs last_control_rx = 0;
+    uint64_t max_control_gap_ns = 0;
+  };
+  struct Bridge {
+    BridgeConfig cfg;
+    BridgeStatus status;
+    ConnRef conn;
+    TimerId timer;
+    uint32_t attempt = 0;
+    uint64_t pingresp_timeout_ns = 0;
+    MonoNs ping_sent_at = 0;       // 0: no PINGREQ outstanding
+    MonoNs ping_requested_at = 0;  // our last control-stream write request
+    MonoNs last_pingreq_at = 0;
+    uint8_t last_disconnect_reason = 0;
+    uint16_t next_packet_id = 1;
+  };
+
+  static uint64_t CookieOf(ConnRef r) {
+    return uint64_t(r.core) << 48 | uint64_t(r.gen) << 32 | r.slot;
+  }
+  static ConnRef RefOf(uint64_t c) {
+    return ConnRef{uint16_t((c >> 48) & 0x7fff), uint16_t(c >> 32), uint32_t(c)};
+  }
+  static constexpr uint64_t kBridgeCookie = uint64_t(1) << 63;
+
+  void OnMsg(dp::Msg& m, MonoNs now);
+  void OnTimer(uint64_t cookie, MonoNs now);
+  // South.
+  void OnSouthPacket(const dp::Msg& m, MonoNs now);
+  void OnConnect(const dp::Msg& m, const mqtt::Connect& c, MonoNs now);
+  void OnSouthKeepalive(SouthSession& s, MonoNs now);
+  void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error);
+  // North.
+  Bridge* BridgeOf(ConnRef r);
+  void Dial(Bridge& b, MonoNs now);
+  void OnBridgeUp(Bridge& b, const dp::Msg& m, MonoNs now);
+  void OnBridgePacket(Bridge& b, const dp::Msg& m, MonoNs now);
+  void OnBridgeTimer(Bridge& b, MonoNs now);
+  void OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now);
+  void ArmBridgeKeepalive(Bridge& b, MonoNs now);
+  MonoNs NextPingDue(const Bridge& b) const;
+  void CloseBridge(Bridge& b, uint64_t app_error, MonoNs now);
+  // Output.
+  void Send(ConnRef to, int64_t stream, const mqtt::Packet& p, mqtt::Version v);
+  void Post(uint16_t core, dp::Msg m);
+  void Flush();
+  const dp::ConnActivity& Activity(ConnRef r) const {
+    return activity_[r.core]->at(r.slot);
+  }
+
+  ControlplaneConfig config_;
+  dp::RingMesh* rings_;
+  std::vector<dp::ActivityTable*> activity_;
+  TimerWheel wheel_;
+  std::mt19937_64 rng_;
+  absl::flat_hash_map<ConnRef, SouthSession> sessions_;
+  absl::flat_hash_map<std::string, ConnRef> by_client_id_;
+  std::vector<Bridge> bridges_;
+  std::vector<std::vector<dp::Msg>> outbox_;  // per worker, flushed once per iteration
+  uint64_t assigned_ids_ = 0;
+  SouthStats south_;
+  std::vector<uint8_t> buf_;
+};
+
+}  // namespace qbridge::cp

@@ -1,0 +1,59 @@
+// Per-core counters: each block has exactly one writer (its core), so an increment is a
+// relaxed load and store with no locked instruction; other cores (the controlplane, REST)
+// read with relaxed loads and may see a value a few increments old, never a torn one.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace qbridge::dp {
+
+class Counter {
+ public:
+  void Inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void Set(uint64_t n) { v_.store(n, std::memory_order_relaxed); }
+  void Max(uint64_t n) {
+    if (n > v_.load(std::memory_order_relaxed)) v_.store(n, std::memory_order_relaxed);
+  }
+  uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// What every worker core counts. One list generates the fields, the names REST and
+// Prometheus publish, and the accessors tests use.
+#define QBRIDGE_WORKER_COUNTERS(X)                                                      \
+  X(loops)               /* poll-loop iterations */                                     \
+  X(busy_loops)          /* iterations that received, drained or wrote something */     \
+  X(max_loop_ns)         /* longest busy iteration */                                   \
+  X(rx_datagrams) X(rx_bytes) X(tx_datagrams) X(tx_bytes)                              \
+  X(cid_forwarded)       /* datagrams for another core's CID, sent over its ring */     \
+  X(cid_received)        /* datagrams other cores forwarded here */                     \
+  X(drop_ring_full)      /* a message or datagram refused by a full ring */             \
+  X(drop_no_conn)        /* a forwarded datagram whose connection is gone */            \
+  X(conns_opened) X(conns_closed)                                                       \
+  X(mqtt_packets_in) X(mqtt_packets_out)                                                \
+  X(control_to_cp)       /* control packets handed to the controlplane */               \
+  X(control_from_cp)     /* control packets the controlplane asked us to write */       \
+  X(publish_in) X(publish_out) X(publish_bytes_in) X(publish_bytes_out)                  \
+  X(drop_mqtt_malformed) /* streams closed for a framing or decode error */             \
+  X(drop_mqtt_oversize)  /* packets over the maximum packet size */                     \
+  X(drop_not_activated)  /* data-stream bytes beyond the pre-CONNACK buffer */          \
+  X(drop_bad_stream)     /* packets not allowed on the stream they came on */           \
+  X(drop_stale_conn)     /* controlplane messages for a connection already gone */
+
+struct alignas(64) WorkerStats {
+#define QBRIDGE_X(name) Counter name;
+  QBRIDGE_WORKER_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+
+  template <typename Fn>  // fn(const char* name, uint64_t value)
+  void ForEach(Fn&& fn) const {
+#define QBRIDGE_X(name) fn(#name, name.Get());
+    QBRIDGE_WORKER_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+  }
+};
+
+}  // namespace qbridge::dp

@@ -1,0 +1,89 @@
+// The messages cores exchange over SPSC rings: fixed 64 bytes, trivially copyable. Up to
+// 16 bytes travel inline (PINGREQ, PINGRESP, acks); longer payloads ride in a heap block
+// whose ownership moves with the message: whoever dequeues it releases it (ReleaseMsg).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+
+namespace qbridge::dp {
+
+// A connection as other cores name it: the owning core, a slot in its table and the
+// slot's generation (a message for a connection that has since gone is recognised and
+// dropped, never delivered to the slot's next tenant).
+struct ConnRef {
+  uint16_t core = 0;
+  uint16_t gen = 0;
+  uint32_t slot = UINT32_MAX;
+  bool valid() const { return slot != UINT32_MAX; }
+  bool operator==(const ConnRef&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const ConnRef& r) {
+    return H::combine(std::move(h), r.core, r.gen, r.slot);
+  }
+};
+
+enum class MsgType : uint8_t {
+  kNone,
+  // worker -> controlplane
+  kControlPacket,  // conn, stream, bytes: one whole MQTT packet the controlplane decides on
+  kConnClosed,     // conn, arg: the QUIC application error (ours or the peer's); aux: bridge + 1
+  kBridgeUp,       // conn, aux: bridge index: QUIC is up, control and data streams are open
+  kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
+  // controlplane -> worker
+  kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
+  kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
+  kClose,          // conn, arg: QUIC application error; after what is already queued
+  kBridgeConnect,  // aux: bridge index: open (or reopen) the bridge's connection
+  // worker -> worker
+  kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns
+};
+
+struct alignas(64) Msg {
+  MsgType type = MsgType::kNone;
+  uint8_t flags = 0;
+  uint16_t src_core = 0;
+  ConnRef conn;
+  int64_t stream = 0;
+  uint64_t arg = 0;
+  uint32_t len = 0;
+  uint32_t aux = 0;
+  uint8_t* heap = nullptr;  // owned when len > kInline
+  uint8_t inline_bytes[16] = {};
+
+  static constexpr uint32_t kInline = sizeof(inline_bytes);
+  std::span<const uint8_t> bytes() const {
+    return {len > kInline ? heap : inline_bytes, len};
+  }
+};
+static_assert(sizeof(Msg) == 64 && std::is_trivially_copyable_v<Msg>);
+
+// A bridge's data streams are named by slot in messages; the worker maps them to stream ids.
+inline constexpr int64_t BridgeDataSlot(int k) { return -2 - k; }
+inline constexpr int BridgeDataSlotIndex(int64_t stream) { return int(-2 - stream); }
+
+inline Msg MakeMsg(MsgType type, ConnRef conn, int64_t stream = 0,
+                   std::span<const uint8_t> bytes = {}) {
+  Msg m;
+  m.type = type;
+  m.conn = conn;
+  m.stream = stream;
+  m.len = uint32_t(bytes.size());
+  if (bytes.size() > Msg::kInline) {
+    m.heap = new uint8_t[bytes.size()];
+    std::memcpy(m.heap, bytes.data(), bytes.size());
+  } else if (!bytes.empty()) {
+    std::memcpy(m.inline_bytes, bytes.data(), bytes.size());
+  }
+  return m;
+}
+
+inline void ReleaseMsg(Msg& m) {
+  if (m.len > Msg::kInline) delete[] m.heap;
+  m.heap = nullptr;
+  m.len = 0;
+}
+
+}  // namespace qbridge::dp

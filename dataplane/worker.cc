@@ -1,0 +1,706 @@
+#include "dataplane/worker.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qbridge::dp {
+namespace {
+
+// Bounds per loop iteration, so one busy source cannot starve the others.
+constexpr size_t kMaxMsgsPerRing = 256;  // messages taken from each ring per iteration
+constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection writes per iteration
+
+// QUIC application errors of the EMQX wire model (mqtt-over-quic.md 1.6).
+constexpr uint64_t kAppNoError = 0;
+constexpr uint64_t kAppCtrlStreamDown = 1;
+// A close asked for by the controlplane waits this long at most for the control stream's
+// last packets (DISCONNECT with its reason) to be acknowledged (EMQX waits 1-3 s).
+constexpr uint64_t kCloseLingerNs = 1'000'000'000;
+
+bool IsControlType(mqtt::PacketType t) {
+  using T = mqtt::PacketType;
+  return t == T::kConnect || t == T::kSubscribe || t == T::kUnsubscribe || t == T::kPingreq ||
+         t == T::kDisconnect || t == T::kAuth;
+}
+
+}  // namespace
+
+class Worker::Conn final : public quic::ConnectionEvents {
+ public:
+  struct Stream {
+    explicit Stream(uint32_t max) : framer(max) {}
+    mqtt::Framer framer;
+    bool failed = false;
+  };
+  struct Held {
+    int64_t sid;
+    std::vector<uint8_t> bytes;  // one whole packet
+  };
+
+  Conn(Worker* w, uint32_t slot) : w_(w), slot(slot) {}
+
+  void Reset(bool is_north, uint32_t bridge_index) {
+    ++gen;
+    north = is_north;
+    bridge = bridge_index;
+    q = nullptr;
+    owned.reset();
+    activated = north;  // an upstream's packets are ours to handle from the start
+    connect_seen = false;
+    version = mqtt::Version::k5;
+    streams.clear();
+    held.clear();
+    held_bytes = 0;
+    data_ids.clear();
+    streams_open = false;
+    inbound = mqtt::InboundQos();
+    ids = mqtt::PacketIdAllocator();
+    control_sent = 0;
+    dead = false;
+    close_at = 0;
+    close_error = 0;
+  }
+
+  ConnRef ref() const { return ConnRef{w_->config_.core, gen, slot}; }
+
+  Stream& stream(int64_t sid) {
+    auto it = streams.find(sid);
+    if (it == streams.end()) {
+      it = streams.emplace(sid, std::make_unique<Stream>(w_->config_.max_packet_size)).first;
+    }
+    return *it->second;
+  }
+
+  // quic::ConnectionEvents
+  void OnHandshakeConfirmed() override {
+    if (north && !streams_open) w_->OpenBridgeStreams(*this);
+  }
+  void OnStreamData(int64_t sid, std::span<const uint8_t> data, bool fin) override {
+    w_->OnStreamData(*this, sid, data, fin, w_->now_);
+  }
+  void OnStreamReset(int64_t sid, uint64_t) override { StreamGone(sid); }
+  void OnStreamClosed(int64_t sid, uint64_t) override { StreamGone(sid); }
+  void OnEarlyDataRejected() override {
+    // Streams opened in 0-RTT are gone: open them again once the handshake completes and
+    // tell the controlplane, which sends CONNECT again.
+    streams_open = false;
+    data_ids.clear();
+    streams.clear();
+  }
+
+  void StreamGone(int64_t sid) {
+    if (streams.erase(sid) == 0) return;
+    inbound.CloseStream(uint64_t(sid));
+    if (!north && sid != 0) {
+      Msg m = MakeMsg(MsgType::kStreamClosed, ref(), sid);
+      w_->ToControlplane(m);
+    }
+  }
+
+  Worker* w_;
+  uint32_t slot;
+  uint16_t gen = 0;
+  bool north = false;
+  uint32_t bridge = 0;
+  quic::Connection* q = nullptr;
+  std::unique_ptr<quic::Connection> owned;  // north connections; the endpoint owns south ones
+  bool activated = false;
+  bool connect_seen = false;
+  mqtt::Version version = mqtt::Version::k5;
+  absl::flat_hash_map<int64_t, std::unique_ptr<Stream>> streams;
+  std::vector<Held> held;  // packets waiting for activation
+  size_t held_bytes = 0;
+  std::vector<int64_t> data_ids;  // north: stream id of each data slot
+  bool streams_open = false;
+  mqtt::InboundQos inbound;
+  mqtt::PacketIdAllocator ids;  // north: outbound packet ids, one space per connection
+  uint64_t control_sent = 0;    // SentBytes(0) when last looked at
+  bool dead = false;
+  MonoNs close_at = 0;          // a close is pending; at the latest then
+  uint64_t close_error = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerConfig config, RingMesh* rings,
+                                                       ActivityTable* activity) {
+  if (rings == nullptr || activity == nullptr) return absl::InvalidArgumentError("no rings");
+  if (config.core >= rings->workers()) {
+    return absl::InvalidArgumentError(absl::StrCat("worker core ", config.core, " has no rings"));
+  }
+  if (activity->size() < config.max_conns) {
+    return absl::InvalidArgumentError("activity table smaller than max_conns");
+  }
+  std::unique_ptr<Worker> w(new Worker(std::move(config), rings, activity));
+  if (absl::Status s = w->Init(); !s.ok()) return s;
+  return w;
+}
+
+Worker::Worker(WorkerConfig config, RingMesh* rings, ActivityTable* activity)
+    : config_(std::move(config)), rings_(rings), activity_(activity) {}
+
+Worker::~Worker() {
+  // South connections die with the endpoint; say nothing to a controlplane that is going too.
+  endpoint_.reset();
+  for (Msg& m : outbox_cp_) ReleaseMsg(m);
+  for (auto& v : outbox_workers_)
+    for (Msg& m : v) ReleaseMsg(m);
+}
+
+absl::Status Worker::Init() {
+  const size_t bridges = config_.bridges.size();
+  if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
+  slots_.reserve(config_.max_conns);
+  for (uint32_t i = 0; i < config_.max_conns; ++i) {
+    slots_.push_back(std::make_unique<Conn>(this, i));
+    free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
+  }
+  north_.assign(bridges, nullptr);
+  tickets_.resize(bridges);
+  size_t max_payload = 1500;
+  for (const BridgeDial& b : config_.bridges) {
+    if (b.tls == nullptr) return absl::InvalidArgumentError("bridge without TLS context");
+    max_payload = std::max(max_payload, b.transport.max_udp_payload);
+  }
+  if (config_.server_tls) {
+    config_.endpoint.owner_id = config_.core;
+    config_.endpoint.max_connections =
+        std::min(config_.endpoint.max_connections, config_.max_conns - bridges);
+    max_payload = std::max(max_payload, config_.endpoint.transport.max_udp_payload);
+    auto ep = quic::ServerEndpoint::Create(*config_.server_tls, config_.endpoint);
+    if (!ep.ok()) return ep.status();
+    endpoint_ = std::move(*ep);
+    endpoint_->set_on_accept([this](quic::Connection& q) -> quic::ConnectionEvents* {
+      Conn* c = AllocConn(/*north=*/false, 0);
+      if (c == nullptr) {  // cannot happen: the endpoint's cap is below the table's
+        q.Close(2, "overloaded");
+        return nullptr;
+      }
+      c->q = &q;
+      slot_of_[&q] = c->slot;
+      activity_->at(c->slot).Reset(now_);
+      stats_.conns_opened.Inc();
+      return c;
+    });
+    endpoint_->set_on_close([this](quic::Connection& q) {
+      auto it = slot_of_.find(&q);
+      if (it == slot_of_.end()) return;
+      Conn* c = slots_[it->second].get();
+      slot_of_.erase(it);
+      Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
+      m.arg = q.peer_closed() ? q.peer_app_error() : kAppNoError;
+      ToControlplane(m);
+      FreeConn(c);
+    });
+  }
+  scratch_.resize(kMaxDatagramsPerConn * max_payload);
+  outbox_workers_.resize(rings_->workers());
+  return absl::OkStatus();
+}
+
+// --- connections -------------------------------------------------------------------------------
+
+Worker::Conn* Worker::AllocConn(bool north, uint32_t bridge) {
+  if (free_slots_.empty()) return nullptr;
+  Conn* c = slots_[free_slots_.back()].get();
+  free_slots_.pop_back();
+  c->Reset(north, bridge);
+  ++live_conns_;
+  return c;
+}
+
+void Worker::FreeConn(Conn* c) {
+  stats_.conns_closed.Inc();
+  c->q = nullptr;
+  c->owned.reset();
+  c->streams.clear();
+  c->held.clear();
+  ++c->gen;  // stale references from other cores no longer match
+  free_slots_.push_back(c->slot);
+  --live_conns_;
+}
+
+Worker::Conn* Worker::Lookup(ConnRef ref) {
+  if (ref.core != config_.core || ref.slot >= slots_.size()) return nullptr;
+  Conn* c = slots_[ref.slot].get();
+  if (c->gen != ref.gen || c->q == nullptr) return nullptr;
+  return c;
+}
+
+void Worker::DialBridge(uint32_t bridge, MonoNs now) {
+  if (bridge >= config_.bridges.size()) return;
+  if (Conn* old = north_[bridge]) {  // a reconnect ordered while the old one lingers
+    old->q->Close(kAppNoError);
+    OnNorthClosed(old);
+  }
+  const BridgeDial& d = config_.bridges[bridge];
+  Conn* c = AllocConn(/*north=*/true, bridge);
+  if (c == nullptr) {
+    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX});
+    m.aux = bridge + 1;
+    m.arg = 2;  // overloaded: no slot
+    ToControlplane(m);
+    return;
+  }
+  const quic::ResumptionTicket* ticket =
+      tickets_[bridge].tls_session.empty() ? nullptr : &tickets_[bridge];
+  auto q = quic::Connection::Connect(*d.tls, d.transport, quic::Path{d.local, d.remote}, c, now,
+                                     ticket);
+  if (!q.ok()) {
+    FreeConn(c);
+    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX});
+    m.aux = bridge + 1;
+    ToControlplane(m);
+    return;
+  }
+  c->owned = std::move(*q);
+  c->q = c->owned.get();
+  activity_->at(c->slot).Reset(now);
+  north_[bridge] = c;
+  stats_.conns_opened.Inc();
+  // With a ticket, CONNECT may go out as 0-RTT early data: open the streams now.
+  if (c->q->early_data_possible()) OpenBridgeStreams(*c);
+}
+
+void Worker::OpenBridgeStreams(Conn& c) {
+  const BridgeDial& d = config_.bridges[c.bridge];
+  auto ctrl = c.q->OpenStream(0);
+  if (!ctrl.ok()) return;  // no credit yet: try again at handshake completion
+  c.streams_open = true;
+  c.data_ids.clear();
+  for (int k = 0; k < d.data_streams; ++k) {
+    const int prio = k < int(d.priorities.size()) ? d.priorities[k] : 0;
+    auto s = c.q->OpenStream(prio);
+    if (!s.ok()) break;  // out of the peer's credit: later slots fall back to stream 0
+    c.data_ids.push_back(*s);
+  }
+  Msg m = MakeMsg(MsgType::kBridgeUp, c.ref());
+  m.aux = c.bridge;
+  m.flags = c.q->handshake_confirmed() ? 0 : 1;  // 1: early data
+  ToControlplane(m);
+}
+
+void Worker::OnNorthClosed(Conn* c) {
+  if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
+  Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
+  m.aux = c->bridge + 1;
+  m.arg = c->q && c->q->peer_closed() ? c->q->peer_app_error() : kAppNoError;
+  ToControlplane(m);
+  if (north_[c->bridge] == c) north_[c->bridge] = nullptr;
+  FreeConn(c);
+}
+
+bool Worker::BridgeUp(uint32_t bridge) const {
+  return bridge < north_.size() && north_[bridge] && north_[bridge]->streams_open;
+}
+
+// --- input -------------------------------------------------------------------------------------
+
+void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
+                        bool steer) {
+  stats_.rx_datagrams.Inc();
+  stats_.rx_bytes.Inc(d.size());
+  if (d.empty()) return;
+  if (steer && rings_->workers() > 1) {
+    // Short headers and Handshake packets carry a CID we issued: its owner is the core
+    // that holds the connection. Initial and 0-RTT packets carry the client's own DCID
+    // and stay where RSS put them (the 4-tuple keeps them together).
+    const uint8_t* dcid = nullptr;
+    size_t dcidlen = 0;
+    if ((d[0] & 0x80) == 0) {
+      if (d.size() > 1 + quic::kServerCidLen) dcid = d.data() + 1, dcidlen = quic::kServerCidLen;
+    } else if (d.size() > 6 && ((d[0] >> 4) & 3) == 2 && d[5] <= d.size() - 6) {
+      dcid = d.data() + 6, dcidlen = d[5];
+    }
+    if (dcidlen == quic::kServerCidLen) {
+      const uint16_t owner = quic::CidOwner(dcid, dcidlen);
+      if (owner != config_.core && owner < rings_->workers()) {
+        const auto* p = reinterpret_cast<const uint8_t*>(&path);
+        std::vector<uint8_t> buf(p, p + sizeof(quic::Path));
+        buf.insert(buf.end(), d.begin(), d.end());
+        Msg m = MakeMsg(MsgType::kDatagram, ConnRef{}, 0, buf);
+        m.src_core = config_.core;
+        outbox_workers_[owner].push_back(m);
+        stats_.cid_forwarded.Inc();
+        return;
+      }
+    }
+  }
+  for (Conn* c : north_) {
+    if (c && c->q->path().remote == path.remote) {
+      if (!c->q->Read(path, d, now)) c->dead = true;
+      return;
+    }
+  }
+  if (endpoint_) endpoint_->Receive(path, d, now, emit);
+}
+
+bool Worker::DrainRings(MonoNs now, Emit emit) {
+  Msg batch[32];
+  bool any = false;
+  for (size_t src = 0; src <= rings_->workers(); ++src) {
+    if (src == config_.core) continue;
+    MsgRing& ring = rings_->ring(src, config_.core);
+    size_t taken = 0;
+    while (taken < kMaxMsgsPerRing) {
+      const size_t n = ring.DequeueBurst(batch);
+      if (n == 0) break;
+      any = true;
+      taken += n;
+      for (size_t i = 0; i < n; ++i) {
+        Msg& m = batch[i];
+        if (m.type == MsgType::kDatagram) {
+          stats_.cid_received.Inc();
+          const auto b = m.bytes();
+          if (b.size() > sizeof(quic::Path)) {
+            quic::Path p;
+            std::memcpy(&p, b.data(), sizeof(quic::Path));
+            OnDatagram(p, b.subspan(sizeof(quic::Path)), now, emit, /*steer=*/false);
+          }
+        } else {
+          OnControlMsg(m, now);
+        }
+        ReleaseMsg(m);
+      }
+    }
+  }
+  return any;
+}
+
+void Worker::OnControlMsg(Msg& m, MonoNs now) {
+  if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, now);
+  Conn* c = Lookup(m.conn);
+  if (c == nullptr) {
+    stats_.drop_stale_conn.Inc();
+    return;
+  }
+  switch (m.type) {
+    case MsgType::kWrite: {
+      int64_t sid = m.stream;
+      if (sid < 0) {
+        const int k = BridgeDataSlotIndex(sid);
+        sid = k >= 0 && size_t(k) < c->data_ids.size() ? c->data_ids[k] : 0;
+      }
+      stats_.control_from_cp.Inc();
+      SendBytes(*c, sid, m.bytes());
+      break;
+    }
+    case MsgType::kActivate: {
+      c->activated = true;
+      c->version = static_cast<mqtt::Version>(m.arg);
+      std::vector<Conn::Held> held = std::move(c->held);
+      c->held.clear();
+      c->held_bytes = 0;
+      for (const Conn::Held& h : held) {
+        mqtt::Framer f(config_.max_packet_size);
+        (void)f.Feed(h.bytes, [&](const mqtt::Frame& fr) {
+          OnFrame(*c, h.sid, fr, now);
+          return true;
+        });
+      }
+      break;
+    }
+    case MsgType::kClose:
+      if (c->close_at == 0) {
+        c->close_at = now + kCloseLingerNs;
+        c->close_error = m.arg;
+        closing_.push_back(c->ref());
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+// --- MQTT on streams ---------------------------------------------------------------------------
+
+void Worker::OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin,
+                          MonoNs now) {
+  Conn::Stream& st = c.stream(sid);
+  if (st.failed) return;
+  const mqtt::CodecStatus s = st.framer.Feed(data, [&](const mqtt::Frame& f) {
+    OnFrame(c, sid, f, now);
+    return !st.failed;
+  });
+  if (!s.ok()) {
+    (s.code == mqtt::ReasonCode::kPacketTooLarge ? stats_.drop_mqtt_oversize
+                                                  : stats_.drop_mqtt_malformed)
+        .Inc();
+    StreamError(c, sid, s.code);
+    return;
+  }
+  if (fin) {
+    if (sid == 0 && !c.north) {
+      // The client ended its control stream: the MQTT connection is over (EMQX: app error 0).
+      c.q->Close(kAppNoError);
+    } else if (sid != 0) {
+      (void)c.q->SendFin(sid);  // peer FIN -> FIN (EMQX)
+    }
+  }
+}
+
+void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
+  using T = mqtt::PacketType;
+  stats_.mqtt_packets_in.Inc();
+  const T type = f.type();
+  if (!c.north) {
+    ConnActivity& a = activity_->at(c.slot);
+    ConnActivity::Stamp(a.last_rx, now);
+    if (sid == 0) ConnActivity::Stamp(a.last_rx_control, now);
+    if (type == T::kConnect) {
+      if (sid != 0 || c.connect_seen) {
+        stats_.drop_bad_stream.Inc();
+        return StreamError(c, sid, mqtt::ReasonCode::kProtocolError);
+      }
+      c.connect_seen = true;
+      stats_.control_to_cp.Inc();
+      return ToControlplane(MakeMsg(MsgType::kControlPacket, c.ref(), sid, f.whole));
+    }
+    if (!c.activated) {
+      // Before CONNACK the client may already send on any stream (EMQX keeps the streams
+      // inactive until CONNECT is accepted): hold its packets, bounded.
+      if (!c.connect_seen || c.held_bytes + f.whole.size() > config_.pre_activation_bytes) {
+        stats_.drop_not_activated.Inc();
+        if (!c.connect_seen) StreamError(c, sid, mqtt::ReasonCode::kProtocolError);
+        return;
+      }
+      c.held.push_back(Conn::Held{sid, std::vector<uint8_t>(f.whole.begin(), f.whole.end())});
+      c.held_bytes += f.whole.size();
+      return;
+    }
+    if (IsControlType(type)) {
+      stats_.control_to_cp.Inc();
+      return ToControlplane(MakeMsg(MsgType::kControlPacket, c.ref(), sid, f.whole));
+    }
+  } else {
+    if (type == T::kConnack || type == T::kSuback || type == T::kUnsuback ||
+        type == T::kPingresp || type == T::kDisconnect || type == T::kAuth) {
+      stats_.control_to_cp.Inc();
+      return ToControlplane(MakeMsg(MsgType::kControlPacket, c.ref(), sid, f.whole));
+    }
+  }
+  switch (type) {
+    case T::kPublish:
+      return OnPublish(c, sid, f);
+    case T::kPuback:
+    case T::kPubrec:
+    case T::kPubcomp: {
+      mqtt::PubAck ack;
+      if (!mqtt::DecodePubAck(f.header, f.body, c.version, &ack).ok()) {
+        stats_.drop_mqtt_malformed.Inc();
+        return StreamError(c, sid, mqtt::ReasonCode::kMalformedPacket);
+      }
+      if (type == T::kPubrec) {
+        mqtt::PubAck rel;
+        rel.type = T::kPubrel;
+        rel.packet_id = ack.packet_id;
+        SendPacket(c, sid, rel);
+      } else {
+        c.ids.Release(ack.packet_id);
+      }
+      return;
+    }
+    case T::kPubrel: {
+      mqtt::PubAck rel;
+      if (!mqtt::DecodePubAck(f.header, f.body, c.version, &rel).ok()) {
+        stats_.drop_mqtt_malformed.Inc();
+        return StreamError(c, sid, mqtt::ReasonCode::kMalformedPacket);
+      }
+      mqtt::PubAck comp;
+      comp.type = T::kPubcomp;
+      comp.packet_id = rel.packet_id;
+      const mqtt::ReasonCode r = c.inbound.OnPubrel(uint64_t(sid), rel.packet_id);
+      if (r == mqtt::ReasonCode::kProtocolError) return StreamError(c, sid, r);
+      if (c.version == mqtt::Version::k5) comp.reason = r;
+      return SendPacket(c, sid, comp);
+    }
+    default:
+      stats_.drop_bad_stream.Inc();
+      return StreamError(c, sid, mqtt::ReasonCode::kProtocolError);
+  }
+}
+
+void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
+  mqtt::Publish p;
+  if (!mqtt::DecodePublish(f.header, f.body, c.version, &p).ok()) {
+    stats_.drop_mqtt_malformed.Inc();
+    return StreamError(c, sid, mqtt::ReasonCode::kMalformedPacket);
+  }
+  stats_.publish_in.Inc();
+  stats_.publish_bytes_in.Inc(p.payload.size());
+  bool deliver = true;
+  if (p.qos != mqtt::QoS::k0) {
+    const mqtt::InboundDecision d = c.inbound.OnPublish(uint64_t(sid), p.qos, p.packet_id);
+    if (d.kind == mqtt::InboundDecision::kReceiveMaxExceeded) {
+      return StreamError(c, sid, mqtt::ReasonCode::kReceiveMaximumExceeded);
+    }
+    deliver = d.kind == mqtt::InboundDecision::kDeliver;
+  }
+  if (deliver && on_delivery_) on_delivery_(Delivery{c.ref(), c.north, sid, &p});
+  if (p.qos == mqtt::QoS::k0) return;
+  // Routing hands the message on synchronously today, so it is safe to acknowledge now.
+  mqtt::PubAck ack;
+  ack.type = p.qos == mqtt::QoS::k1 ? mqtt::PacketType::kPuback : mqtt::PacketType::kPubrec;
+  ack.packet_id = p.packet_id;
+  SendPacket(c, sid, ack);
+  c.inbound.OnAckSent(uint64_t(sid), p.packet_id, ack.reason);
+}
+
+void Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
+  encode_buf_.clear();
+  if (!mqtt::EncodeTo(p, c.version, encode_buf_)) return;
+  SendBytes(c, sid, encode_buf_);
+}
+
+void Worker::SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
+  if (c.q == nullptr) return;
+  auto buf = std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end());
+  if (!c.q->Send(sid, std::move(buf)).ok()) return;
+  stats_.mqtt_packets_out.Inc();
+  if (sid == 0) ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
+}
+
+void Worker::StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why) {
+  if (auto it = c.streams.find(sid); it != c.streams.end()) it->second->failed = true;
+  if (sid == 0) {
+    // The control stream cannot be resynchronised: the MQTT connection ends (EMQX sends
+    // DISCONNECT, then closes with app error 1).
+    if (c.version == mqtt::Version::k5 && !c.north) {
+      mqtt::Disconnect d;
+      d.reason = why;
+      SendPacket(c, 0, d);
+    }
+    c.q->Close(kAppCtrlStreamDown);
+    if (c.north) c.dead = true;
+  } else {
+    // Only that data stream closes (EMQX: malformed or oversized on a data stream).
+    c.q->ResetStream(sid, uint64_t(why));
+  }
+}
+
+bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now) {
+  if (!BridgeUp(bridge)) return false;
+  Conn& c = *north_[bridge];
+  now_ = now;
+  mqtt::Publish out = p;
+  if (out.qos != mqtt::QoS::k0) {
+    auto id = c.ids.Allocate();
+    if (!id) return false;
+    out.packet_id = *id;
+  }
+  const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
+  encode_buf_.clear();
+  if (!mqtt::EncodeTo(out, c.version, encode_buf_)) {
+    if (out.qos != mqtt::QoS::k0) c.ids.Release(out.packet_id);
+    return false;
+  }
+  SendBytes(c, sid, encode_buf_);
+  stats_.publish_out.Inc();
+  stats_.publish_bytes_out.Inc(p.payload.size());
+  return true;
+}
+
+uint64_t Worker::NorthBuffered(uint32_t bridge, int slot) const {
+  if (!BridgeUp(bridge)) return 0;
+  const Conn& c = *north_[bridge];
+  const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
+  return c.q->BufferedBytes(sid);
+}
+
+void Worker::ToControlplane(Msg m) {
+  m.src_core = config_.core;
+  outbox_cp_.push_back(m);
+}
+
+// --- timers and output -------------------------------------------------------------------------
+
+MonoNs Worker::NextDeadline() const {
+  MonoNs t = endpoint_ ? endpoint_->Expiry() : kNeverNs;
+  for (const ConnRef& r : closing_) {
+    const Conn* c = r.slot < slots_.size() ? slots_[r.slot].get() : nullptr;
+    if (c && c->gen == r.gen && c->close_at) t = std::min(t, c->close_at);
+  }
+  for (const Conn* c : north_) {
+    if (c) t = c->dead ? 0 : std::min(t, c->q->Expiry());
+  }
+  return t;
+}
+
+void Worker::RunPendingCloses(MonoNs now) {
+  for (size_t i = 0; i < closing_.size();) {
+    Conn* c = Lookup(closing_[i]);
+    // Close once the control stream's bytes are acknowledged, or at the linger deadline.
+    if (c != nullptr && now < c->close_at && c->q->BufferedBytes(0) > 0 &&
+        c->q->state() == quic::Connection::State::kEstablished) {
+      ++i;
+      continue;
+    }
+    if (c != nullptr) {
+      c->q->Close(c->close_error);
+      if (c->north) c->dead = true;
+    }
+    closing_[i] = closing_.back();
+    closing_.pop_back();
+  }
+}
+
+void Worker::RunTimers(MonoNs now) {
+  if (!closing_.empty()) RunPendingCloses(now);
+  if (endpoint_ && endpoint_->Expiry() <= now) endpoint_->HandleExpiry(now);
+  for (Conn* c : north_) {
+    if (c && c->q->Expiry() <= now && !c->q->HandleExpiry(now)) c->dead = true;
+  }
+}
+
+void Worker::WriteAll(MonoNs now, Emit emit) {
+  if (endpoint_) endpoint_->WriteAll(now, scratch_, kMaxDatagramsPerConn, emit);
+  for (size_t b = 0; b < north_.size(); ++b) {
+    Conn* c = north_[b];
+    if (c == nullptr) continue;
+    quic::Connection& q = *c->q;
+    // The control-first promise, checked on every write: data must not leave while
+    // control bytes wait (counted; tests assert it stays 0).
+    const uint64_t ctrl_before = q.SentBytes(0);
+    const uint64_t ctrl_unsent = c->streams_open ? q.UnsentBytes(0) : 0;
+    uint64_t data_before = 0;
+    for (int64_t id : c->data_ids) data_before += q.SentBytes(id);
+    q.Write(now, scratch_, kMaxDatagramsPerConn, emit);
+    if (ctrl_unsent > 0 && q.UnsentBytes(0) > 0) {
+      uint64_t data_after = 0;
+      for (int64_t id : c->data_ids) data_after += q.SentBytes(id);
+      if (data_after != data_before) ++control_overtaken_;
+    }
+    const uint64_t ctrl_after = q.SentBytes(0);
+    if (ctrl_after != ctrl_before) {
+      ConnActivity::Stamp(activity_->at(c->slot).last_control_wire, now);
+    }
+    c->control_sent = ctrl_after;
+    if (c->dead || q.state() == quic::Connection::State::kClosing ||
+        q.state() == quic::Connection::State::kDraining ||
+        q.state() == quic::Connection::State::kClosed) {
+      OnNorthClosed(c);
+    }
+  }
+}
+
+void Worker::FlushOutbox() {
+  if (!outbox_cp_.empty()) {
+    MsgRing& r = rings_->ring(config_.core, rings_->cp());
+    const size_t n = r.EnqueueBurst(outbox_cp_);
+    // Control packets the controlplane cannot take now wait for the next iteration (the
+    // QUIC stream's flow control holds the rest back); they are never dropped.
+    outbox_cp_.erase(outbox_cp_.begin(), outbox_cp_.begin() + long(n));
+  }
+  for (size_t w = 0; w < outbox_workers_.size(); ++w) {
+    auto& box = outbox_workers_[w];
+    if (box.empty()) continue;
+    const size_t n = rings_->ring(config_.core, w).EnqueueBurst(box);
+    for (size_t i = n; i < box.size(); ++i) {  // datagrams: dropped and counted, QUIC recovers
+      stats_.drop_ring_full.Inc();
+      ReleaseMsg(box[i]);
+    }
+    box.clear();
+  }
+}
+
+}  // namespace qbridge::dp

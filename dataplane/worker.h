@@ -1,0 +1,180 @@
+// A worker core: owns QUIC connections outright (south ones accepted by its endpoint, north
+// bridge connections pinned to it), frames MQTT on every stream, handles PUBLISH and its
+// acks on data streams itself, and hands control packets to the controlplane over a ring.
+// Its answers come back over the ring and are written ahead of data (the connection's
+// scheduler serves the control stream first in every round).
+//
+// The loop body is PollOnce (house-style §5): receive a burst, drain the rings, run
+// timers, write, count. It is a template over the packet backend (kernel UDP, DPDK, or a
+// test link) so the per-datagram path has no indirect call; the rest is compiled once.
+// No locks; no allocation per datagram once connections exist (control packets, rare,
+// allocate their buffers).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "dataplane/api/activity.h"
+#include "dataplane/api/counters.h"
+#include "dataplane/api/msg.h"
+#include "dataplane/api/ring_mesh.h"
+#include "dataplane/api/time.h"
+#include "mqtt/codec.h"
+#include "mqtt/framer.h"
+#include "mqtt/qos.h"
+#include "quic/connection.h"
+#include "quic/endpoint.h"
+
+namespace qbridge::dp {
+
+// What a worker needs to dial one north bridge.
+struct BridgeDial {
+  quic::Address local;   // our address on the backend (port 0: the backend's)
+  quic::Address remote;  // the upstream's QUIC address
+  const quic::TlsContext* tls = nullptr;
+  quic::TransportConfig transport;
+  // Data streams opened after the control stream (EMQX allows 10 streams at once, the
+  // control stream included), with their priorities (lower first; default 0).
+  int data_streams = 1;
+  std::vector<int> priorities;
+};
+
+struct WorkerConfig {
+  uint16_t core = 0;
+  // South listener: null TLS means this worker accepts no connections.
+  const quic::TlsContext* server_tls = nullptr;
+  quic::EndpointConfig endpoint;
+  size_t max_conns = 4096;
+  uint32_t max_packet_size = 1 << 20;  // MQTT Maximum Packet Size we accept
+  // Packets a south client sends on any stream before its CONNECT is accepted wait (EMQX
+  // keeps such streams inactive); beyond this many bytes per connection they are dropped.
+  size_t pre_activation_bytes = 256 * 1024;
+  std::vector<BridgeDial> bridges;  // indexed by bridge number (the controlplane's)
+};
+
+// A PUBLISH a connection received on a data path, for routing (the worker has acked or
+// will ack it per its QoS). Views are valid only during the call.
+struct Delivery {
+  ConnRef from;
+  bool north;  // from an upstream (a bridge's subscription) rather than a south client
+  int64_t stream;
+  const mqtt::Publish* publish;
+};
+
+class Worker {
+ public:
+  static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerConfig config, RingMesh* rings,
+                                                        ActivityTable* activity);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // One loop iteration over `io` (Receive(now, fn(path, datagram)) and Send(path,
+  // datagrams, segment)). Returns true when it did any work.
+  template <typename Io>
+  bool PollOnce(Io& io, MonoNs now);
+
+  // The earliest time PollOnce has timer work (for simulations and idle sleeping).
+  MonoNs NextDeadline() const;
+
+  // Queues a PUBLISH towards bridge `bridge` on its data slot `slot` (QoS 0 or 1); false
+  // when the bridge is not up or the packet cannot be encoded. The routing layer's entry.
+  bool PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now);
+  // Bytes queued but not yet acknowledged on a bridge's data slot (back-pressure).
+  uint64_t NorthBuffered(uint32_t bridge, int slot) const;
+  bool BridgeUp(uint32_t bridge) const;
+
+  void set_on_delivery(std::function<void(const Delivery&)> fn) { on_delivery_ = std::move(fn); }
+
+  uint16_t core() const { return config_.core; }
+  const WorkerStats& stats() const { return stats_; }
+  // Control bytes queued while data from the same connection went out first: must stay 0.
+  uint64_t control_overtaken() const { return control_overtaken_; }
+  quic::ServerEndpoint* endpoint() { return endpoint_.get(); }
+  size_t connections() const { return live_conns_; }
+
+ private:
+  class Conn;
+  using Emit = quic::Connection::Emit;
+
+  Worker(WorkerConfig config, RingMesh* rings, ActivityTable* activity);
+  absl::Status Init();
+
+  // The non-template halves of PollOnce.
+  void OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
+                  bool steer);
+  bool DrainRings(MonoNs now, Emit emit);
+  void RunTimers(MonoNs now);
+  void RunPendingCloses(MonoNs now);
+  void WriteAll(MonoNs now, Emit emit);
+  void FlushOutbox();
+
+  // Connections.
+  Conn* AllocConn(bool north, uint32_t bridge);
+  void FreeConn(Conn* c);
+  Conn* Lookup(ConnRef ref);
+  void DialBridge(uint32_t bridge, MonoNs now);
+  void OpenBridgeStreams(Conn& c);
+  void OnNorthClosed(Conn* c);
+
+  // MQTT on streams.
+  void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
+  void OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now);
+  void OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f);
+  void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
+  void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
+  void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
+  void ToControlplane(Msg m);
+  void OnControlMsg(Msg& m, MonoNs now);
+
+  WorkerConfig config_;
+  RingMesh* rings_;
+  ActivityTable* activity_;
+  std::unique_ptr<quic::ServerEndpoint> endpoint_;
+  std::vector<std::unique_ptr<Conn>> slots_;
+  std::vector<uint32_t> free_slots_;
+  absl::flat_hash_map<const quic::Connection*, uint32_t> slot_of_;  // south connections
+  size_t live_conns_ = 0;
+  std::vector<Conn*> north_;  // by bridge index; null when down
+  std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
+  std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
+  std::vector<uint8_t> scratch_;
+  std::vector<Msg> outbox_cp_;  // to the controlplane, flushed once per loop
+  std::vector<std::vector<Msg>> outbox_workers_;
+  MonoNs now_ = 0;  // the current iteration's time, for events raised from callbacks
+  std::function<void(const Delivery&)> on_delivery_;
+  WorkerStats stats_;
+  uint64_t control_overtaken_ = 0;
+  std::vector<uint8_t> encode_buf_;
+};
+
+template <typename Io>
+bool Worker::PollOnce(Io& io, MonoNs now) {
+  now_ = now;
+  auto send = [&io](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
+    io.Send(p, d, seg);
+  };
+  const uint64_t tx_before = stats_.tx_datagrams.Get();
+  size_t n = io.Receive(now, [&](const quic::Path& p, std::span<const uint8_t> d) {
+    OnDatagram(p, d, now, send, /*steer=*/true);
+  });
+  const bool drained = DrainRings(now, send);
+  RunTimers(now);
+  WriteAll(now, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
+    stats_.tx_datagrams.Inc((d.size() + seg - 1) / seg);
+    stats_.tx_bytes.Inc(d.size());
+    io.Send(p, d, seg);
+  });
+  FlushOutbox();
+  stats_.loops.Inc();
+  const bool busy = n > 0 || drained || stats_.tx_datagrams.Get() != tx_before;
+  if (busy) stats_.busy_loops.Inc();
+  return busy;
+}
+
+}  // namespace qbridge::dp
