@@ -17,8 +17,9 @@ else
   echo "test.sh: not root, so not installing packages; run 'sudo tools/setup.sh' if the build fails"
 fi
 
-# Independent peers from npm (@matrixai/quic) for the interop tests, pinned by the lockfile.
-if [[ ! -d tests/interop/node_modules/@matrixai/quic ]]; then
+# Independent peers from npm (@matrixai/quic, mqtt-packet) for the interop tests, pinned by
+# the lockfile.
+if [[ ! -d tests/interop/node_modules/@matrixai/quic || ! -d tests/interop/node_modules/mqtt-packet ]]; then
   echo "== npm install (tests/interop)"
   # npm ci refuses this lockfile: the package names macOS/Windows builds that the
   # registry does not have. install --no-save follows the lockfile and leaves it alone.

@@ -39,7 +39,7 @@ class QuicInterop : public ::testing::Test {
     if (::access("/usr/bin/node", X_OK) != 0 && ::access("/usr/local/bin/node", X_OK) != 0)
       GTEST_SKIP() << "node is not installed (tools/setup.sh installs it)";
     ASSERT_TRUE(std::filesystem::exists(kInterop + "/node_modules/@matrixai/quic"))
-        << "run: npm ci --prefix tests/interop (tools/test.sh does)";
+        << "run tools/test.sh (it installs tests/interop's npm packages)";
     ASSERT_FALSE(GetTestCerts().dir.empty());
   }
 };
