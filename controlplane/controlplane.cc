@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "mqtt/framer.h"
+#include "mqtt/rewrite.h"
 #include "mqtt/topic.h"
 
 namespace qbridge::cp {
@@ -76,6 +77,7 @@ Controlplane::Controlplane(ControlplaneConfig config, dp::RingMesh* rings,
       wheel_(config_.tick_ns, 0),
       rng_(config_.seed ? config_.seed : dp::SystemClock().Now()) {
   outbox_.resize(rings_->workers());
+  acked_version_.assign(rings_->workers(), 0);
   for (const BridgeConfig& c : config_.bridges) {
     Bridge b;
     b.cfg = c;
@@ -94,8 +96,62 @@ Controlplane::~Controlplane() {
 
 void Controlplane::Start(MonoNs now) {
   wheel_.Advance(now, [](TimerId, uint64_t) {});  // the wheel starts at the first time we see
+  PublishRoutes();
   for (Bridge& b : bridges_) Dial(b, now);
   Flush();
+}
+
+void Controlplane::PublishRoutes() {
+  auto snap = std::make_unique<dp::RouteSnapshot>();
+  snap->version = ++routes_version_;
+  for (size_t i = 0; i < bridges_.size(); ++i) {
+    const BridgeConfig& c = bridges_[i].cfg;
+    for (const BridgeForward& f : c.forwards) {
+      auto rw = mqtt::TopicRewrite::Create(f.local_topic, f.remote_topic, f.prefix, f.suffix);
+      if (!rw.ok()) continue;  // config validation names the rule; never routed
+      const uint32_t rule = uint32_t(snap->forwards.size());
+      snap->forwards.push_back(
+          dp::ForwardRoute{uint32_t(i), c.worker, f.slot, f.qos, f.retain, std::move(*rw)});
+      dp::RouteKey key;
+      key.kind = dp::RouteKey::kForward;
+      key.rule = rule;
+      snap->trie.Insert(f.local_topic, key, dp::RouteValue{f.qos, false});
+    }
+    for (const BridgeSubscription& s : c.subscriptions) {
+      auto rw = mqtt::TopicRewrite::Create(s.topic, s.local_topic, s.prefix, s.suffix);
+      if (!rw.ok()) continue;
+      snap->inbound.push_back(dp::InboundRoute{uint32_t(i), s.topic, std::move(*rw)});
+    }
+  }
+  for (const auto& [ref, sess] : sessions_) {
+    if (sess.closing) continue;
+    for (const Sub& sub : sess.subs) {
+      dp::RouteKey key;
+      key.kind = dp::RouteKey::kSouth;
+      key.conn = ref;
+      key.stream = sub.stream;
+      snap->trie.Insert(sub.filter, key, dp::RouteValue{sub.qos, sub.no_local});
+    }
+  }
+  ++south_.snapshots_built;
+  for (size_t w = 0; w < rings_->workers(); ++w) {
+    Msg m = dp::MakeMsg(MsgType::kSnapshot, ConnRef{});
+    m.arg = reinterpret_cast<uint64_t>(snap.get());
+    Post(uint16_t(w), m);
+  }
+  snapshots_.push_back(std::move(snap));
+  routes_dirty_ = false;
+}
+
+void Controlplane::OnSnapshotAck(uint16_t core, uint64_t version) {
+  if (core >= acked_version_.size()) return;
+  acked_version_[core] = std::max(acked_version_[core], version);
+  const uint64_t oldest_in_use = *std::min_element(acked_version_.begin(), acked_version_.end());
+  // Every worker uses `oldest_in_use` or newer: older snapshots are unreachable.
+  while (snapshots_.size() > 1 && snapshots_.front()->version < oldest_in_use) {
+    snapshots_.erase(snapshots_.begin());
+    ++south_.snapshots_freed;
+  }
 }
 
 bool Controlplane::PollOnce(MonoNs now) {
@@ -116,6 +172,7 @@ bool Controlplane::PollOnce(MonoNs now) {
     }
   }
   if (wheel_.Advance(now, [&](TimerId, uint64_t cookie) { OnTimer(cookie, now); }) > 0) any = true;
+  if (routes_dirty_) PublishRoutes();
   Flush();
   return any;
 }
@@ -128,6 +185,8 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
     case MsgType::kBridgeUp:
       if (m.aux < bridges_.size()) OnBridgeUp(bridges_[m.aux], m, now);
       return;
+    case MsgType::kSnapshotAck:
+      return OnSnapshotAck(m.src_core, m.arg);
     case MsgType::kConnClosed: {
       if (m.aux != 0) {  // a bridge connection
         const size_t i = m.aux - 1;
@@ -143,6 +202,7 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       wheel_.Cancel(it->second.timer);
       auto id = by_client_id_.find(it->second.client_id);
       if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
+      if (!it->second.subs.empty()) routes_dirty_ = true;
       sessions_.erase(it);
       return;
     }
@@ -150,9 +210,11 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       auto it = sessions_.find(m.conn);
       if (it == sessions_.end()) return;
       auto& subs = it->second.subs;
+      const size_t before = subs.size();
       subs.erase(std::remove_if(subs.begin(), subs.end(),
                                 [&](const Sub& s) { return s.stream == m.stream; }),
                  subs.end());
+      if (subs.size() != before) routes_dirty_ = true;
       return;
     }
     default:
@@ -237,9 +299,11 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
         });
         if (same != s.subs.end()) {
           same->qos = e.max_qos;
+          same->no_local = e.no_local;
         } else {
-          s.subs.push_back(Sub{std::string(e.filter), m.stream, e.max_qos});
+          s.subs.push_back(Sub{std::string(e.filter), m.stream, e.max_qos, e.no_local});
         }
+        routes_dirty_ = true;
         ack.reasons.push_back(static_cast<ReasonCode>(e.max_qos));
       }
       return Send(s.conn, m.stream, ack, s.version);
@@ -256,6 +320,7 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
         });
         if (it2 != s.subs.end()) {
           s.subs.erase(it2);
+          routes_dirty_ = true;
           ack.reasons.push_back(ReasonCode::kSuccess);
         } else {
           ack.reasons.push_back(ReasonCode::kNoSubscriptionExisted);
@@ -267,6 +332,7 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
     case PacketType::kDisconnect:
       if (m.stream != 0) return;  // a data stream's DISCONNECT ends only that stream (EMQX)
       s.closing = true;
+      if (!s.subs.empty()) routes_dirty_ = true;
       wheel_.Cancel(s.timer);
       Post(s.conn.core, dp::MakeMsg(MsgType::kClose, s.conn));  // app error 0
       return;
@@ -349,6 +415,7 @@ void Controlplane::OnSouthKeepalive(SouthSession& s, MonoNs now) {
 void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error) {
   if (s.closing) return;
   s.closing = true;
+  if (!s.subs.empty()) routes_dirty_ = true;
   wheel_.Cancel(s.timer);
   if (s.version == mqtt::Version::k5) {
     mqtt::Disconnect d;

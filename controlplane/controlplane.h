@@ -21,6 +21,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -32,6 +33,7 @@
 #include "dataplane/api/activity.h"
 #include "dataplane/api/msg.h"
 #include "dataplane/api/ring_mesh.h"
+#include "dataplane/api/routes.h"
 #include "dataplane/api/time.h"
 #include "mqtt/codec.h"
 
@@ -46,10 +48,23 @@ struct SouthConfig {
   std::string assigned_id_prefix = "qbridge-";
 };
 
+// NanoMQ's `subscription` entry: remote -> local.
 struct BridgeSubscription {
-  std::string topic;
+  std::string topic;  // remote_topic: the filter subscribed upstream
   mqtt::QoS qos = mqtt::QoS::k1;
   int slot = -1;  // data-stream slot; -1: the control stream (survives like TCP's)
+  std::string local_topic;  // rewrite target ("" keeps the topic), NanoMQ semantics
+  std::string prefix, suffix;
+};
+
+// NanoMQ's `forwards` entry: local -> remote.
+struct BridgeForward {
+  std::string local_topic;   // filter over local traffic
+  std::string remote_topic;  // rewrite target ("" keeps the topic)
+  mqtt::QoS qos = mqtt::QoS::k1;
+  bool retain = false;
+  std::string prefix, suffix;
+  int slot = 0;  // the data-stream slot it is written on
 };
 
 struct BridgeConfig {
@@ -66,6 +81,7 @@ struct BridgeConfig {
   uint64_t backoff_max_ns = 5 * dp::kSecNs;  // backoff_max
   uint64_t connect_timeout_ns = 10 * dp::kSecNs;  // dial to CONNACK
   std::vector<BridgeSubscription> subscriptions;
+  std::vector<BridgeForward> forwards;
 };
 
 struct ControlplaneConfig {
@@ -111,6 +127,7 @@ struct SouthStats {
   uint64_t subscribes = 0, unsubscribes = 0;
   uint64_t malformed = 0;
   uint64_t closes = 0;
+  uint64_t snapshots_built = 0, snapshots_freed = 0;
 };
 
 class Controlplane {
@@ -146,6 +163,7 @@ class Controlplane {
     std::string filter;
     int64_t stream;
     mqtt::QoS qos;
+    bool no_local = false;
   };
   struct SouthSession {
     ConnRef conn;
@@ -203,6 +221,10 @@ class Controlplane {
   void Send(ConnRef to, int64_t stream, const mqtt::Packet& p, mqtt::Version v);
   void Post(uint16_t core, dp::Msg m);
   void Flush();
+  // Routing: rebuilt once per iteration when subscriptions changed, posted to every worker,
+  // freed once every worker has moved past it.
+  void PublishRoutes();
+  void OnSnapshotAck(uint16_t core, uint64_t version);
   const dp::ConnActivity& Activity(ConnRef r) const {
     return activity_[r.core]->at(r.slot);
   }
@@ -219,6 +241,10 @@ class Controlplane {
   uint64_t assigned_ids_ = 0;
   SouthStats south_;
   std::vector<uint8_t> buf_;
+  bool routes_dirty_ = true;
+  uint64_t routes_version_ = 0;
+  std::vector<std::unique_ptr<dp::RouteSnapshot>> snapshots_;  // oldest first; back = current
+  std::vector<uint64_t> acked_version_;                        // per worker
 };
 
 }  // namespace qbridge::cp

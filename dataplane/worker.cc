@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "mqtt/topic.h"
 
 namespace qbridge::dp {
 namespace {
@@ -349,7 +350,9 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
       taken += n;
       for (size_t i = 0; i < n; ++i) {
         Msg& m = batch[i];
-        if (m.type == MsgType::kDatagram) {
+        if (m.type == MsgType::kPublish) {
+          OnRoutedPublish(m);
+        } else if (m.type == MsgType::kDatagram) {
           stats_.cid_received.Inc();
           const auto b = m.bytes();
           if (b.size() > sizeof(quic::Path)) {
@@ -367,8 +370,29 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
   return any;
 }
 
+void Worker::OnRoutedPublish(const Msg& m) {
+  mqtt::Framer f(mqtt::kMaxPacketSize);
+  (void)f.Feed(m.bytes(), [&](const mqtt::Frame& fr) {
+    mqtt::Publish p;
+    if (!mqtt::DecodePublish(fr.header, fr.body, mqtt::Version::k5, &p).ok()) return false;
+    if (m.aux != 0) {
+      if (!PublishNorth(m.aux - 1, int(m.stream), p, now_)) stats_.drop_route_failed.Inc();
+    } else {
+      DeliverSouth(m.conn, m.stream, p);
+    }
+    return false;
+  });
+}
+
 void Worker::OnControlMsg(Msg& m, MonoNs now) {
   if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, now);
+  if (m.type == MsgType::kSnapshot) {
+    routes_ = reinterpret_cast<const RouteSnapshot*>(m.arg);
+    stats_.snapshots.Inc();
+    Msg ack = MakeMsg(MsgType::kSnapshotAck, ConnRef{});
+    ack.arg = routes_ ? routes_->version : 0;
+    return ToControlplane(ack);
+  }
   Conn* c = Lookup(m.conn);
   if (c == nullptr) {
     stats_.drop_stale_conn.Inc();
@@ -536,7 +560,10 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
     }
     deliver = d.kind == mqtt::InboundDecision::kDeliver;
   }
-  if (deliver && on_delivery_) on_delivery_(Delivery{c.ref(), c.north, sid, &p});
+  if (deliver) {
+    if (on_delivery_) on_delivery_(Delivery{c.ref(), c.north, sid, &p});
+    Route(c, p);
+  }
   if (p.qos == mqtt::QoS::k0) return;
   // Routing hands the message on synchronously today, so it is safe to acknowledge now.
   mqtt::PubAck ack;
@@ -544,6 +571,100 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
   ack.packet_id = p.packet_id;
   SendPacket(c, sid, ack);
   c.inbound.OnAckSent(uint64_t(sid), p.packet_id, ack.reason);
+}
+
+void Worker::Route(const Conn& from, const mqtt::Publish& in) {
+  if (routes_ == nullptr) return stats_.drop_no_route.Inc();
+  mqtt::Publish p = in;
+  p.dup = false;
+  p.packet_id = 0;
+  p.properties.topic_alias.reset();
+  std::optional<std::string> local;
+  if (from.north) {
+    // A delivery from an upstream: its subscription rule maps the topic to a local one.
+    for (const InboundRoute& r : routes_->inbound) {
+      if (r.bridge == from.bridge && mqtt::TopicMatches(r.remote_filter, in.topic)) {
+        local = r.rewrite.Apply(in.topic);
+        if (!local) return stats_.drop_no_route.Inc();
+        p.topic = *local;
+        break;
+      }
+    }
+  }
+  bool any = false;
+  routes_->trie.Match(p.topic, [&](const mqtt::TopicTrie<RouteKey, RouteValue>::Entry& e) {
+    mqtt::Publish out = p;
+    if (e.key.kind == RouteKey::kForward) {
+      if (from.north) return;  // never back upstream: no bridge loops
+      const ForwardRoute& f = routes_->forwards[e.key.rule];
+      std::optional<std::string> remote = f.rewrite.Apply(p.topic);
+      if (!remote) return stats_.drop_route_failed.Inc();
+      out.topic = *remote;
+      out.qos = std::min(p.qos, f.qos);
+      out.retain = f.retain && p.retain;
+      any = true;
+      if (f.core == config_.core) {
+        if (PublishNorth(f.bridge, f.slot, out, now_)) {
+          stats_.routed_north.Inc();
+        } else {
+          stats_.drop_route_failed.Inc();
+        }
+      } else {
+        PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out);
+        stats_.routed_north.Inc();
+      }
+      return;
+    }
+    if (e.value.no_local && e.key.conn == from.ref()) return;
+    out.qos = std::min(p.qos, e.value.qos);
+    out.retain = false;  // retained flag only on retained-message delivery (not kept yet)
+    any = true;
+    if (e.key.conn.core == config_.core) {
+      if (DeliverSouth(e.key.conn, e.key.stream, out)) stats_.routed_south.Inc();
+    } else {
+      PostPublish(e.key.conn.core, e.key.conn, e.key.stream, 0, out);
+      stats_.routed_south.Inc();
+    }
+  });
+  if (!any) stats_.drop_no_route.Inc();
+}
+
+bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
+  Conn* c = Lookup(to);
+  if (c == nullptr || c->north || !c->activated || c->close_at) {
+    stats_.drop_route_failed.Inc();
+    return false;
+  }
+  mqtt::Publish out = p;
+  if (out.qos != mqtt::QoS::k0) {
+    auto id = c->ids.Allocate();
+    if (!id) {
+      stats_.drop_route_failed.Inc();
+      return false;
+    }
+    out.packet_id = *id;
+  }
+  encode_buf_.clear();
+  if (!mqtt::EncodeTo(out, c->version, encode_buf_)) {
+    if (out.qos != mqtt::QoS::k0) c->ids.Release(out.packet_id);
+    stats_.drop_route_failed.Inc();
+    return false;
+  }
+  SendBytes(*c, stream, encode_buf_);
+  stats_.publish_out.Inc();
+  stats_.publish_bytes_out.Inc(p.payload.size());
+  return true;
+}
+
+void Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
+                         const mqtt::Publish& p) {
+  route_buf_.clear();
+  if (!mqtt::EncodeTo(p, mqtt::Version::k5, route_buf_)) return stats_.drop_route_failed.Inc();
+  Msg m = MakeMsg(MsgType::kPublish, to, stream, route_buf_);
+  m.aux = aux;
+  m.src_core = config_.core;
+  stats_.routed_cross_core.Inc();
+  outbox_workers_[core].push_back(m);
 }
 
 void Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {

@@ -23,6 +23,7 @@
 #include "dataplane/api/counters.h"
 #include "dataplane/api/msg.h"
 #include "dataplane/api/ring_mesh.h"
+#include "dataplane/api/routes.h"
 #include "dataplane/api/time.h"
 #include "mqtt/codec.h"
 #include "mqtt/framer.h"
@@ -126,11 +127,17 @@ class Worker {
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
   void OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now);
   void OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f);
+  // Hands a received PUBLISH to every route in the current snapshot.
+  void Route(const Conn& from, const mqtt::Publish& p);
+  // Writes a PUBLISH to one of this core's south connections on `stream`.
+  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
+  void PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p);
   void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
   void ToControlplane(Msg m);
   void OnControlMsg(Msg& m, MonoNs now);
+  void OnRoutedPublish(const Msg& m);
 
   WorkerConfig config_;
   RingMesh* rings_;
@@ -151,6 +158,8 @@ class Worker {
   WorkerStats stats_;
   uint64_t control_overtaken_ = 0;
   std::vector<uint8_t> encode_buf_;
+  std::vector<uint8_t> route_buf_;
+  const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
 };
 
 template <typename Io>

@@ -41,7 +41,13 @@ class Counter {
   X(drop_mqtt_oversize)  /* packets over the maximum packet size */                     \
   X(drop_not_activated)  /* data-stream bytes beyond the pre-CONNACK buffer */          \
   X(drop_bad_stream)     /* packets not allowed on the stream they came on */           \
-  X(drop_stale_conn)     /* controlplane messages for a connection already gone */
+  X(drop_stale_conn)     /* controlplane messages for a connection already gone */     \
+  X(routed_south)        /* PUBLISHes delivered to south subscribers */                 \
+  X(routed_north)        /* PUBLISHes forwarded to bridges */                           \
+  X(routed_cross_core)   /* ... of which through another core's ring */                 \
+  X(drop_no_route)       /* PUBLISHes no route matched */                               \
+  X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
+  X(snapshots)           /* routing snapshots installed */
 
 struct alignas(64) WorkerStats {
 #define QBRIDGE_X(name) Counter name;

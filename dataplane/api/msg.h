@@ -32,13 +32,17 @@ enum class MsgType : uint8_t {
   kConnClosed,     // conn, arg: the QUIC application error (ours or the peer's); aux: bridge + 1
   kBridgeUp,       // conn, aux: bridge index: QUIC is up, control and data streams are open
   kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
+  kSnapshotAck,    // arg: the routing snapshot version the worker now uses
   // controlplane -> worker
   kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
   kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
   kClose,          // conn, arg: QUIC application error; after what is already queued
   kBridgeConnect,  // aux: bridge index: open (or reopen) the bridge's connection
+  kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns
+  kPublish,        // bytes: a PUBLISH (5.0 encoding) for this core's connection `conn` on
+                   // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`
 };
 
 struct alignas(64) Msg {

@@ -305,7 +305,8 @@ TEST(KeepaliveSim, StrictModeClosesSilentControlStreamAtOneAndAHalfKeepalive) {
 // back, and restores its subscriptions, the data-stream one included.
 TEST(KeepaliveSim, MissingPingrespReconnectsWithBackoffAndResubscribes) {
   EdgeToCloud t(/*strict_cloud=*/false,
-                {{"cmd/#", mqtt::QoS::k1, /*slot=*/0}, {"ctl/#", mqtt::QoS::k1, /*slot=*/-1}},
+                {{"cmd/#", mqtt::QoS::k1, /*slot=*/0, "", "", ""},
+                 {"ctl/#", mqtt::QoS::k1, /*slot=*/-1, "", "", ""}},
                 /*connect_timeout_ns=*/2 * kSecond);
   ASSERT_TRUE(t.net.RunUntil(
       [&] {

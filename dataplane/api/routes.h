@@ -1,0 +1,57 @@
+// The routing table as workers see it: an immutable snapshot the controlplane builds and
+// posts to every worker (RCU style). A worker swaps its pointer when the message arrives
+// and acknowledges; the controlplane frees a snapshot only after every worker has
+// acknowledged a newer one, so a lookup never races a free and needs no lock.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/api/msg.h"
+#include "mqtt/rewrite.h"
+#include "mqtt/topic_trie.h"
+#include "mqtt/types.h"
+
+namespace qbridge::dp {
+
+// Who a matching PUBLISH goes to.
+struct RouteKey {
+  enum Kind : uint8_t { kSouth, kForward };
+  Kind kind = kSouth;
+  ConnRef conn;        // kSouth: the subscriber's connection
+  int64_t stream = 0;  // kSouth: the stream that made the subscription (EMQX model)
+  uint32_t rule = 0;   // kForward: index into RouteSnapshot::forwards
+  bool operator==(const RouteKey&) const = default;
+};
+
+struct RouteValue {
+  mqtt::QoS qos = mqtt::QoS::k0;  // the subscription's (or rule's) maximum QoS
+  bool no_local = false;          // kSouth: not back to the connection that published
+};
+
+// A bridge forward rule (local -> remote), NanoMQ's `forwards`.
+struct ForwardRoute {
+  uint32_t bridge = 0;
+  uint16_t core = 0;  // the worker the bridge's connection is pinned to
+  int slot = 0;       // data-stream slot the rule writes on
+  mqtt::QoS qos = mqtt::QoS::k1;
+  bool retain = false;
+  mqtt::TopicRewrite rewrite;
+};
+
+// A bridge subscription rule (remote -> local), NanoMQ's `subscription`.
+struct InboundRoute {
+  uint32_t bridge = 0;
+  std::string remote_filter;
+  mqtt::TopicRewrite rewrite;
+};
+
+struct RouteSnapshot {
+  uint64_t version = 0;
+  mqtt::TopicTrie<RouteKey, RouteValue> trie;
+  std::vector<ForwardRoute> forwards;
+  std::vector<InboundRoute> inbound;
+};
+
+}  // namespace qbridge::dp

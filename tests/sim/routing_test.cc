@@ -1,0 +1,162 @@
+// Routing through whole appliances in the simulated network: south subscribers on the
+// stream that made the subscription (EMQX's model), and bridge forwards and subscriptions
+// with NanoMQ's rewrite rules, edge -> cloud and back.
+#include <gtest/gtest.h>
+
+#include "tests/support/quic_test_util.h"
+#include "tests/support/sim_mqtt_client.h"
+#include "tests/support/sim_net.h"
+
+namespace qbridge::testing {
+namespace {
+
+using quic::kSecond;
+using mqtt::PacketType;
+
+quic::Address Addr(const char* ip, uint16_t port) { return quic::Address::FromIpPort(ip, port); }
+
+dp::WorkerConfig Listener(const quic::TlsContext* tls) {
+  dp::WorkerConfig w;
+  w.server_tls = tls;
+  w.endpoint.retry = quic::RetryMode::kOff;
+  return w;
+}
+
+mqtt::Subscribe Sub(uint16_t id, const char* filter, mqtt::QoS qos = mqtt::QoS::k1) {
+  mqtt::Subscribe s;
+  s.packet_id = id;
+  s.subscriptions.push_back(mqtt::Subscription{filter, qos});
+  return s;
+}
+
+mqtt::Publish Pub(const char* topic, const char* payload, mqtt::QoS qos, uint16_t id = 0) {
+  mqtt::Publish p;
+  p.topic = topic;
+  p.payload = mqtt::Bytes(reinterpret_cast<const uint8_t*>(payload), std::strlen(payload));
+  p.qos = qos;
+  p.packet_id = id;
+  return p;
+}
+
+TEST(RoutingSim, SouthSubscriberGetsPublishesOnItsSubscriptionStream) {
+  TestTls tls;
+  SimNet net;
+  const auto server = Addr("198.18.2.1", 14567);
+  SimAppliance cloud(net, server, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient a(net, *tls.client, Addr("198.18.3.1", 50000), server);
+  SimMqttClient b(net, *tls.client, Addr("198.18.3.2", 50000), server);
+  ASSERT_TRUE(net.RunUntil([&] { return a.confirmed() && b.confirmed(); }, 2 * kSecond));
+  a.Connect("sub-a");
+  b.Connect("pub-b");
+  const int64_t a4 = a.Open(), a8 = a.Open(), b4 = b.Open();
+  a.Send(a4, Sub(1, "t/#"));
+  ASSERT_TRUE(net.RunUntil([&] { return a.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  // The snapshot reaches the worker within the same iteration; publish now.
+  b.Send(b4, Pub("t/1", "hello", mqtt::QoS::k1, 7));
+  ASSERT_TRUE(net.RunUntil([&] { return a.Publishes(a4).size() == 1; }, 2 * kSecond));
+  EXPECT_EQ(a.Publishes(a4)[0], (std::pair<std::string, std::string>{"t/1", "hello"}));
+  EXPECT_TRUE(a.Publishes(a8).empty());
+  ASSERT_TRUE(net.RunUntil([&] { return b.CountType(b4, PacketType::kPuback) == 1; }, 2 * kSecond));
+  // QoS 1 to the subscriber: it acknowledges on the same stream.
+  mqtt::PubAck ack;
+  ack.packet_id = 1;
+  a.Send(a4, ack);
+
+  // UNSUBSCRIBE from another stream: 0x11, and the subscription stays.
+  mqtt::Unsubscribe un;
+  un.packet_id = 2;
+  un.filters.push_back("t/#");
+  a.Send(a8, un);
+  ASSERT_TRUE(net.RunUntil([&] { return a.CountType(a8, PacketType::kUnsuback) == 1; }, 2 * kSecond));
+  {
+    mqtt::Framer f;
+    mqtt::Packet p;
+    const auto raw = a.Received(a8)[0];
+    (void)f.Feed(raw, [&](const mqtt::Frame& fr) {
+      EXPECT_TRUE(mqtt::Decode(fr.header, fr.body, mqtt::Version::k5, &p).ok());
+      return true;
+    });
+    ASSERT_TRUE(std::holds_alternative<mqtt::Unsuback>(p));
+    EXPECT_EQ(std::get<mqtt::Unsuback>(p).reasons,
+              std::vector<mqtt::ReasonCode>{mqtt::ReasonCode::kNoSubscriptionExisted});
+  }
+  b.Send(b4, Pub("t/2", "again", mqtt::QoS::k0));
+  ASSERT_TRUE(net.RunUntil([&] { return a.Publishes(a4).size() == 2; }, 2 * kSecond));
+
+  // Closing the subscription's stream ends the subscription (EMQX model).
+  ASSERT_TRUE(a.conn().SendFin(a4).ok());
+  net.RunUntil([] { return false; }, 200 * quic::kMillisecond);
+  const uint64_t unrouted = cloud.worker->stats().drop_no_route.Get();
+  b.Send(b4, Pub("t/3", "gone", mqtt::QoS::k0));
+  ASSERT_TRUE(net.RunUntil(
+      [&] { return cloud.worker->stats().drop_no_route.Get() == unrouted + 1; }, 2 * kSecond));
+  EXPECT_EQ(a.Publishes(a4).size(), 2u);
+  EXPECT_GE(cloud.cp->south().snapshots_freed, 1u);
+}
+
+// Edge qbridge: devices publish telemetry on its south listener; its bridge forwards it to
+// the cloud qbridge with a prefix, and brings commands back down under a local prefix.
+TEST(RoutingSim, BridgeForwardsUpAndSubscriptionsDown) {
+  TestTls tls;
+  SimNet net;
+  const auto cloud_addr = Addr("198.18.2.1", 14567);
+  const auto edge_addr = Addr("198.18.1.1", 14567);
+  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
+
+  dp::WorkerConfig ew = Listener(tls.server.get());
+  dp::BridgeDial d;
+  d.local = edge_addr;
+  d.remote = cloud_addr;
+  d.tls = tls.client.get();
+  d.data_streams = 2;
+  ew.bridges.push_back(d);
+  cp::ControlplaneConfig ec;
+  cp::BridgeConfig b;
+  b.name = "cloud";
+  b.client_id = "edge-1";
+  b.version = mqtt::Version::k5;
+  b.keepalive_s = 10;
+  b.forwards.push_back(cp::BridgeForward{"telemetry/#", "", mqtt::QoS::k1, false, "edge1/", "", 0});
+  b.subscriptions.push_back(cp::BridgeSubscription{"cmd/edge1/#", mqtt::QoS::k1, 1, "", "down/", ""});
+  ec.bridges.push_back(b);
+  SimAppliance edge(net, edge_addr, ew, ec);
+  edge.cp->Start(net.now());
+
+  SimMqttClient cloud_app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+  SimMqttClient device(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
+  ASSERT_TRUE(net.RunUntil(
+      [&] {
+        return cloud_app.confirmed() && device.confirmed() &&
+               edge.cp->bridge(0).state == cp::BridgeState::kUp && edge.cp->bridge(0).subacks == 1;
+      },
+      3 * kSecond));
+  cloud_app.Connect("app");
+  device.Connect("dev-1");
+  const int64_t c4 = cloud_app.Open(), d4 = device.Open();
+  cloud_app.Send(c4, Sub(1, "edge1/#"));
+  device.Send(d4, Sub(1, "down/#"));
+  ASSERT_TRUE(net.RunUntil(
+      [&] {
+        return cloud_app.CountType(c4, PacketType::kSuback) == 1 &&
+               device.CountType(d4, PacketType::kSuback) == 1;
+      },
+      2 * kSecond));
+
+  device.Send(d4, Pub("telemetry/t1", "21.5", mqtt::QoS::k1, 1));
+  ASSERT_TRUE(net.RunUntil([&] { return cloud_app.Publishes(c4).size() == 1; }, 2 * kSecond));
+  EXPECT_EQ(cloud_app.Publishes(c4)[0],
+            (std::pair<std::string, std::string>{"edge1/telemetry/t1", "21.5"}));
+
+  cloud_app.Send(c4, Pub("cmd/edge1/reboot", "now", mqtt::QoS::k0));
+  ASSERT_TRUE(net.RunUntil([&] { return device.Publishes(d4).size() == 1; }, 2 * kSecond));
+  EXPECT_EQ(device.Publishes(d4)[0],
+            (std::pair<std::string, std::string>{"down/cmd/edge1/reboot", "now"}));
+  // A topic no forward rule matches stays local.
+  device.Send(d4, Pub("other/x", "local", mqtt::QoS::k0));
+  net.RunUntil([] { return false; }, 200 * quic::kMillisecond);
+  EXPECT_EQ(cloud_app.Publishes(c4).size(), 1u);
+  EXPECT_EQ(edge.worker->stats().routed_north.Get(), 1u);
+}
+
+}  // namespace
+}  // namespace qbridge::testing
