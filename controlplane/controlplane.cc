@@ -200,6 +200,8 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       if (it == sessions_.end()) return;
       ++south_.closes;
       wheel_.Cancel(it->second.timer);
+      // A takeover already handed the session to the new connection.
+      if (!it->second.taken_over) StoreSession(it->second, now);
       auto id = by_client_id_.find(it->second.client_id);
       if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
       if (!it->second.subs.empty()) routes_dirty_ = true;
@@ -231,10 +233,33 @@ void Controlplane::OnTimer(uint64_t cookie, MonoNs now) {
     }
     return;
   }
+  if (cookie & kStoredCookie) {  // an offline session expired
+    auto id = stored_by_id_.find(cookie & ~kStoredCookie);
+    if (id == stored_by_id_.end()) return;
+    stored_.erase(id->second);
+    stored_by_id_.erase(id);
+    ++south_.sessions_expired;
+    return;
+  }
   auto it = sessions_.find(RefOf(cookie));
   if (it == sessions_.end()) return;
   it->second.timer = TimerId{};
   OnSouthKeepalive(it->second, now);
+}
+
+void Controlplane::StoreSession(const SouthSession& s, MonoNs now) {
+  if (s.expiry_s == 0 || s.client_id.empty()) return;
+  StoredSession st;
+  for (const Sub& sub : s.subs)
+    if (sub.stream == 0) st.subs.push_back(sub);
+  st.id = next_stored_id_++;
+  st.timer = wheel_.Schedule(now + uint64_t(s.expiry_s) * dp::kSecNs, kStoredCookie | st.id);
+  if (auto old = stored_.find(s.client_id); old != stored_.end()) {
+    wheel_.Cancel(old->second.timer);
+    stored_by_id_.erase(old->second.id);
+  }
+  stored_by_id_[st.id] = s.client_id;
+  stored_[s.client_id] = std::move(st);
 }
 
 // --- south -------------------------------------------------------------------------------------
@@ -356,6 +381,21 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
       client_id = absl::StrCat(config_.south.assigned_id_prefix, ++assigned_ids_);
     }
   }
+  if (ack.reason == ReasonCode::kSuccess && config_.south.users) {
+    if (!c.username) {
+      if (!config_.south.allow_anonymous) ack.reason = ReasonCode::kNotAuthorized;
+    } else {
+      const std::string_view pw =
+          c.password ? std::string_view(reinterpret_cast<const char*>(c.password->data()),
+                                        c.password->size())
+                     : std::string_view();
+      if (!config_.south.users->Check(*c.username, pw)) ack.reason = ReasonCode::kBadUserNameOrPassword;
+    }
+    if (ack.reason != ReasonCode::kSuccess) ++south_.auth_failures;
+  } else if (ack.reason == ReasonCode::kSuccess && !config_.south.allow_anonymous && !c.username) {
+    ack.reason = ReasonCode::kNotAuthorized;
+    ++south_.auth_failures;
+  }
   if (ack.reason != ReasonCode::kSuccess) {
     ++south_.connack_refused;
     Send(m.conn, 0, ack, v);
@@ -364,13 +404,32 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
     Post(m.conn.core, close);
     return;
   }
+  // What the session inherits: a live connection's (takeover) or a stored one's.
+  std::vector<Sub> inherited;
+  bool present = false;
   // Takeover: the newest connection with a client id wins; the old one hears 0x8E.
   if (auto old = by_client_id_.find(client_id); old != by_client_id_.end() && old->second != m.conn) {
     auto it = sessions_.find(old->second);
     if (it != sessions_.end()) {
       ++south_.takeovers;
+      if (!c.clean_start) {
+        for (const Sub& sub : it->second.subs)
+          if (sub.stream == 0) inherited.push_back(sub);
+        present = true;
+      }
+      it->second.taken_over = true;
       EndSouth(it->second, ReasonCode::kSessionTakenOver, kAppCtrlStreamDown);
     }
+  }
+  if (auto st = stored_.find(client_id); st != stored_.end()) {
+    if (!c.clean_start && !present) {
+      inherited = std::move(st->second.subs);
+      present = true;
+      ++south_.sessions_resumed;
+    }
+    wheel_.Cancel(st->second.timer);
+    stored_by_id_.erase(st->second.id);
+    stored_.erase(st);
   }
   SouthSession& s = sessions_[m.conn];
   wheel_.Cancel(s.timer);
@@ -380,6 +439,18 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   s.version = v;
   s.keepalive_s = c.keep_alive;
   s.last_control_rx = now;
+  s.subs = std::move(inherited);
+  if (!s.subs.empty()) routes_dirty_ = true;
+  if (!c.clean_start) {
+    const uint32_t asked = v == mqtt::Version::k5
+                               ? c.properties.session_expiry_interval.value_or(0)
+                               : UINT32_MAX;  // 3.1.1: the session lasts until cleaned
+    s.expiry_s = std::min(asked, config_.south.session_expiry_max_s);
+  } else if (v == mqtt::Version::k5) {
+    s.expiry_s = std::min(c.properties.session_expiry_interval.value_or(0),
+                          config_.south.session_expiry_max_s);
+  }
+  ack.session_present = present;
   if (config_.south.server_keepalive_s && v == mqtt::Version::k5) {
     s.keepalive_s = config_.south.server_keepalive_s;
     ack.properties.server_keep_alive = s.keepalive_s;

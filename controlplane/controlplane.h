@@ -29,6 +29,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "controlplane/auth.h"
 #include "controlplane/timer_wheel.h"
 #include "dataplane/api/activity.h"
 #include "dataplane/api/msg.h"
@@ -46,6 +47,13 @@ struct SouthConfig {
   bool strict_control_stream_keepalive = false;
   uint16_t server_keepalive_s = 0;  // assign this Keep Alive in CONNACK (5.0); 0: the client's
   std::string assigned_id_prefix = "qbridge-";
+  // Username/password check (null: no user file). Without a username a client is let in
+  // only when allow_anonymous.
+  std::shared_ptr<UserTable> users;
+  bool allow_anonymous = true;
+  // A session that asked to outlive its connection (clean start 0) keeps its control-stream
+  // subscriptions for min(its Session Expiry Interval, this); 3.1.1 asks for "forever".
+  uint32_t session_expiry_max_s = 7200;
 };
 
 // NanoMQ's `subscription` entry: remote -> local.
@@ -122,6 +130,8 @@ struct BridgeStatus {
 
 struct SouthStats {
   uint64_t connects = 0, connack_refused = 0, takeovers = 0;
+  uint64_t auth_failures = 0;
+  uint64_t sessions_resumed = 0, sessions_expired = 0;
   uint64_t keepalive_timeouts = 0;
   uint64_t pingreqs = 0;
   uint64_t subscribes = 0, unsubscribes = 0;
@@ -148,6 +158,7 @@ class Controlplane {
   uint64_t ControlIdleNs(size_t i, MonoNs now) const;
   const SouthStats& south() const { return south_; }
   size_t sessions() const { return sessions_.size(); }
+  size_t offline_sessions() const { return stored_.size(); }
   // A south session's keepalive figures, by client id (tests, REST).
   struct SessionView {
     ConnRef conn;
@@ -170,13 +181,21 @@ class Controlplane {
     std::string client_id;
     mqtt::Version version = mqtt::Version::k5;
     uint16_t keepalive_s = 0;
+    uint32_t expiry_s = 0;  // how long the session outlives the connection
     uint64_t limit_ns = 0;  // 1.5 x keepalive; 0: no keepalive
     TimerId timer;
     bool closing = false;
+    bool taken_over = false;
     std::vector<Sub> subs;
     uint64_t pingreqs = 0;
     MonoNs last_control_rx = 0;
     uint64_t max_control_gap_ns = 0;
+  };
+  // A session without a connection, waiting for its client (clean start 0).
+  struct StoredSession {
+    std::vector<Sub> subs;  // control-stream subscriptions only (data streams' die)
+    TimerId timer;
+    uint64_t id;
   };
   struct Bridge {
     BridgeConfig cfg;
@@ -199,6 +218,9 @@ class Controlplane {
     return ConnRef{uint16_t((c >> 48) & 0x7fff), uint16_t(c >> 32), uint32_t(c)};
   }
   static constexpr uint64_t kBridgeCookie = uint64_t(1) << 63;
+  static constexpr uint64_t kStoredCookie = uint64_t(1) << 62;
+  void StoreSession(const SouthSession& s, MonoNs now);
+  size_t stored_sessions() const { return stored_.size(); }
 
   void OnMsg(dp::Msg& m, MonoNs now);
   void OnTimer(uint64_t cookie, MonoNs now);
@@ -236,6 +258,9 @@ class Controlplane {
   std::mt19937_64 rng_;
   absl::flat_hash_map<ConnRef, SouthSession> sessions_;
   absl::flat_hash_map<std::string, ConnRef> by_client_id_;
+  absl::flat_hash_map<std::string, StoredSession> stored_;
+  absl::flat_hash_map<uint64_t, std::string> stored_by_id_;
+  uint64_t next_stored_id_ = 0;
   std::vector<Bridge> bridges_;
   std::vector<std::vector<dp::Msg>> outbox_;  // per worker, flushed once per iteration
   uint64_t assigned_ids_ = 0;

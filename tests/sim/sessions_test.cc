@@ -1,0 +1,179 @@
+// South sessions through a whole appliance: authentication against the user file,
+// takeover, and sessions that outlive their connection (clean start 0).
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/api/password.h"
+#include "tests/support/quic_test_util.h"
+#include "tests/support/sim_mqtt_client.h"
+#include "tests/support/sim_net.h"
+
+namespace qbridge::testing {
+namespace {
+
+using mqtt::PacketType;
+using quic::kSecond;
+
+quic::Address Addr(const char* ip, uint16_t port) { return quic::Address::FromIpPort(ip, port); }
+const quic::Address kServer = Addr("198.18.2.1", 14567);
+
+dp::WorkerConfig Listener(const quic::TlsContext* tls) {
+  dp::WorkerConfig w;
+  w.server_tls = tls;
+  w.endpoint.retry = quic::RetryMode::kOff;
+  return w;
+}
+
+// The CONNACK a client got on its control stream.
+std::optional<mqtt::Connack> Connack(SimMqttClient& c, mqtt::Version v = mqtt::Version::k5) {
+  for (const auto& raw : c.Received(0)) {
+    std::optional<mqtt::Connack> out;
+    mqtt::Framer f;
+    (void)f.Feed(raw, [&](const mqtt::Frame& fr) {
+      mqtt::Packet p;
+      if (fr.type() == PacketType::kConnack && mqtt::Decode(fr.header, fr.body, v, &p).ok())
+        out = std::get<mqtt::Connack>(p);
+      return true;
+    });
+    if (out) return out;
+  }
+  return std::nullopt;
+}
+
+void SendConnect(SimMqttClient& c, const char* id, bool clean, std::optional<std::string> user,
+                 std::optional<std::string> pass, uint32_t expiry = 0) {
+  mqtt::Connect m;
+  m.client_id = id;
+  m.clean_start = clean;
+  m.keep_alive = 30;
+  if (user) m.username = *user;
+  if (pass) m.password = mqtt::Bytes(reinterpret_cast<const uint8_t*>(pass->data()), pass->size());
+  if (expiry) m.properties.session_expiry_interval = expiry;
+  EXPECT_EQ(c.Open(), 0);
+  c.Send(0, m);
+}
+
+TEST(SessionsSim, UserFileAuthentication) {
+  TestTls tls;
+  SimNet net;
+  auto hash = dp::HashPassword("s3cret");
+  ASSERT_TRUE(hash.ok());
+  auto users = cp::UserTable::Parse(absl::StrCat("dev:", *hash, "\n"), "users");
+  ASSERT_TRUE(users.ok());
+  cp::ControlplaneConfig cc;
+  cc.south.users = *users;
+  cc.south.allow_anonymous = false;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cc);
+  SimMqttClient good(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  SimMqttClient bad(net, *tls.client, Addr("198.18.3.2", 1000), kServer);
+  SimMqttClient anon(net, *tls.client, Addr("198.18.3.3", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return good.confirmed() && bad.confirmed() && anon.confirmed(); },
+                           2 * kSecond));
+  SendConnect(good, "g", true, "dev", "s3cret");
+  SendConnect(bad, "b", true, "dev", "guess");
+  SendConnect(anon, "a", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return bad.closed() && anon.closed() && Connack(good); }, 5 * kSecond));
+  EXPECT_EQ(Connack(good)->reason, mqtt::ReasonCode::kSuccess);
+  EXPECT_EQ(Connack(bad)->reason, mqtt::ReasonCode::kBadUserNameOrPassword);
+  EXPECT_EQ(Connack(anon)->reason, mqtt::ReasonCode::kNotAuthorized);
+  EXPECT_EQ(bad.conn().peer_app_error(), 1u);
+  EXPECT_EQ(cloud.cp->south().auth_failures, 2u);
+  EXPECT_EQ(cloud.cp->sessions(), 1u);
+}
+
+TEST(SessionsSim, TakeoverTellsTheOldConnection0x8E) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient first(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return first.confirmed(); }, 2 * kSecond));
+  SendConnect(first, "same", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(first).has_value(); }, 2 * kSecond));
+  const dp::ConnRef first_ref = cloud.cp->Session("same")->conn;
+  SimMqttClient second(net, *tls.client, Addr("198.18.3.2", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return second.confirmed(); }, 2 * kSecond));
+  SendConnect(second, "same", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return first.closed() && Connack(second); }, 5 * kSecond));
+  EXPECT_EQ(first.CountType(0, PacketType::kDisconnect), 1u);
+  EXPECT_EQ(cloud.cp->south().takeovers, 1u);
+  EXPECT_FALSE(cloud.cp->Session("same")->conn == first_ref);
+  EXPECT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 1; }, 5 * kSecond));
+  EXPECT_FALSE(second.closed());
+}
+
+// Clean start 0: the control stream's subscriptions outlive the connection and come back
+// with session present; data-stream subscriptions do not (EMQX's model).
+TEST(SessionsSim, PersistentSessionKeepsControlStreamSubscriptions) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  auto c1 = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return c1->confirmed(); }, 2 * kSecond));
+  SendConnect(*c1, "keeper", false, std::nullopt, std::nullopt, /*expiry=*/600);
+  const int64_t d4 = c1->Open();
+  mqtt::Subscribe on0, on4;
+  on0.packet_id = 1;
+  on0.subscriptions.push_back(mqtt::Subscription{"keep/#", mqtt::QoS::k1});
+  on4.packet_id = 2;
+  on4.subscriptions.push_back(mqtt::Subscription{"lose/#", mqtt::QoS::k1});
+  c1->Send(0, on0);
+  c1->Send(d4, on4);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->Session("keeper") && cloud.cp->Session("keeper")->subscriptions == 2; },
+                           2 * kSecond));
+  EXPECT_FALSE(Connack(*c1)->session_present);
+  c1->Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 0; }, 5 * kSecond));
+  EXPECT_EQ(cloud.cp->offline_sessions(), 1u);
+
+  SimMqttClient c2(net, *tls.client, Addr("198.18.3.1", 1001), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return c2.confirmed(); }, 2 * kSecond));
+  SendConnect(c2, "keeper", false, std::nullopt, std::nullopt, 600);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(c2).has_value(); }, 2 * kSecond));
+  EXPECT_TRUE(Connack(c2)->session_present);
+  EXPECT_EQ(cloud.cp->Session("keeper")->subscriptions, 1u);
+  EXPECT_EQ(cloud.cp->south().sessions_resumed, 1u);
+  // A publish to the kept filter arrives on the new control stream without a new SUBSCRIBE.
+  SimMqttClient pub(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return pub.confirmed(); }, 2 * kSecond));
+  SendConnect(pub, "pub", true, std::nullopt, std::nullopt);
+  mqtt::Publish p;
+  p.topic = "keep/a";
+  static const uint8_t kBody[] = {'1'};
+  p.payload = kBody;
+  pub.Send(0, p);
+  p.topic = "lose/a";
+  pub.Send(0, p);
+  ASSERT_TRUE(net.RunUntil([&] { return c2.Publishes(0).size() == 1; }, 2 * kSecond));
+  net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
+  EXPECT_EQ(c2.Publishes(0).size(), 1u);
+  EXPECT_EQ(c2.Publishes(0)[0].first, "keep/a");
+
+  // Clean start 1 discards it.
+  c2.Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 1 && cloud.cp->Session("keeper") == std::nullopt; },
+                           5 * kSecond));
+  SimMqttClient c3(net, *tls.client, Addr("198.18.3.1", 1002), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return c3.confirmed(); }, 2 * kSecond));
+  SendConnect(c3, "keeper", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(c3).has_value(); }, 2 * kSecond));
+  EXPECT_FALSE(Connack(c3)->session_present);
+  EXPECT_EQ(cloud.cp->Session("keeper")->subscriptions, 0u);
+  EXPECT_EQ(cloud.cp->offline_sessions(), 0u);
+}
+
+TEST(SessionsSim, OfflineSessionExpires) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient c(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return c.confirmed(); }, 2 * kSecond));
+  SendConnect(c, "brief", false, std::nullopt, std::nullopt, /*expiry=*/5);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(c).has_value(); }, 2 * kSecond));
+  c.Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 1; }, 5 * kSecond));
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 0; }, 6 * kSecond));
+  EXPECT_EQ(cloud.cp->south().sessions_expired, 1u);
+}
+
+}  // namespace
+}  // namespace qbridge::testing
