@@ -73,6 +73,8 @@ TEST(SessionsSim, UserFileAuthentication) {
   SendConnect(bad, "b", true, "dev", "guess");
   SendConnect(anon, "a", true, std::nullopt, std::nullopt);
   ASSERT_TRUE(net.RunUntil([&] { return bad.closed() && anon.closed() && Connack(good); }, 5 * kSecond));
+  ASSERT_TRUE(Connack(bad).has_value());
+  ASSERT_TRUE(Connack(anon).has_value());
   EXPECT_EQ(Connack(good)->reason, mqtt::ReasonCode::kSuccess);
   EXPECT_EQ(Connack(bad)->reason, mqtt::ReasonCode::kBadUserNameOrPassword);
   EXPECT_EQ(Connack(anon)->reason, mqtt::ReasonCode::kNotAuthorized);
@@ -118,8 +120,12 @@ TEST(SessionsSim, PersistentSessionKeepsControlStreamSubscriptions) {
   on4.subscriptions.push_back(mqtt::Subscription{"lose/#", mqtt::QoS::k1});
   c1->Send(0, on0);
   c1->Send(d4, on4);
-  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->Session("keeper") && cloud.cp->Session("keeper")->subscriptions == 2; },
-                           2 * kSecond));
+  ASSERT_TRUE(net.RunUntil(
+      [&] {
+        return Connack(*c1) && cloud.cp->Session("keeper") &&
+               cloud.cp->Session("keeper")->subscriptions == 2;
+      },
+      2 * kSecond));
   EXPECT_FALSE(Connack(*c1)->session_present);
   c1->Send(0, mqtt::Disconnect{});
   ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 0; }, 5 * kSecond));
