@@ -97,7 +97,8 @@ Controlplane::~Controlplane() {
 void Controlplane::Start(MonoNs now) {
   wheel_.Advance(now, [](TimerId, uint64_t) {});  // the wheel starts at the first time we see
   PublishRoutes();
-  for (Bridge& b : bridges_) Dial(b, now);
+  for (Bridge& b : bridges_)
+    if (b.cfg.enabled) Dial(b, now);
   Flush();
 }
 
@@ -677,6 +678,12 @@ void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now) {
 void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
   const size_t i = size_t(&b - bridges_.data());
   ++b.status.closes_by_app_error[app_error];
+  if (shutting_down_ || !b.cfg.enabled) {
+    b.conn = ConnRef{};
+    b.status.state = BridgeState::kIdle;
+    wheel_.Cancel(b.timer);
+    return;
+  }
   if (app_error == kAppCtrlStreamDown && b.last_disconnect_reason == uint8_t(ReasonCode::kKeepAliveTimeout)) {
     ++b.status.keepalive_kicks;  // the NanoMQ incident's fingerprint (mqtt-over-quic.md 3.4)
   }
@@ -692,6 +699,79 @@ void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
   b.status.last_backoff_ns = delay;
   wheel_.Cancel(b.timer);
   b.timer = wheel_.Schedule(now + delay, kBridgeCookie | i);
+}
+
+void Controlplane::Shutdown(MonoNs now) {
+  shutting_down_ = true;
+  for (Bridge& b : bridges_) {
+    wheel_.Cancel(b.timer);
+    if (b.conn.valid() && b.status.state == BridgeState::kUp) {
+      Send(b.conn, 0, mqtt::Disconnect{}, b.cfg.version);
+    }
+    if (b.conn.valid()) {
+      Msg m = dp::MakeMsg(MsgType::kClose, b.conn);
+      Post(b.cfg.worker, m);
+    }
+    b.status.state = BridgeState::kIdle;
+  }
+  for (auto& [ref, s] : sessions_) {
+    if (s.closing) continue;
+    s.taken_over = false;
+    EndSouth(s, ReasonCode::kServerShuttingDown, kAppNoError);
+  }
+  (void)now;
+  Flush();
+}
+
+bool Controlplane::ShutdownDone() const {
+  if (!shutting_down_) return false;
+  for (const Bridge& b : bridges_)
+    if (b.conn.valid()) return false;
+  for (const auto& box : outbox_)
+    if (!box.empty()) return false;
+  return sessions_.empty();
+}
+
+bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs now) {
+  for (Bridge& b : bridges_) {
+    if (b.cfg.name != name) continue;
+    if (b.cfg.enabled == enabled) return true;
+    b.cfg.enabled = enabled;
+    if (enabled) {
+      b.attempt = 0;
+      Dial(b, now);
+    } else {
+      if (b.conn.valid() && b.status.state == BridgeState::kUp) {
+        Send(b.conn, 0, mqtt::Disconnect{}, b.cfg.version);
+      }
+      CloseBridge(b, kAppNoError, now);
+      wheel_.Cancel(b.timer);
+      b.status.state = BridgeState::kIdle;
+    }
+    Flush();
+    return true;
+  }
+  return false;
+}
+
+Controlplane::Report Controlplane::MakeReport(MonoNs now, size_t max_clients) const {
+  Report r;
+  r.at = now;
+  for (size_t i = 0; i < bridges_.size(); ++i) {
+    const Bridge& b = bridges_[i];
+    r.bridges.push_back(BridgeReport{b.cfg.name, BridgeStateName(b.status.state), b.cfg.enabled,
+                                     b.cfg.keepalive_s, b.pingresp_timeout_ns, b.cfg.worker,
+                                     ControlIdleNs(i, now), b.status});
+  }
+  for (const auto& [ref, s] : sessions_) {
+    if (r.clients.size() >= max_clients) break;
+    if (s.closing) continue;
+    r.clients.push_back(ClientReport{s.client_id, ref, s.keepalive_s, uint8_t(s.version),
+                                     s.subs.size(), s.pingreqs});
+  }
+  r.south = south_;
+  r.offline_sessions = stored_.size();
+  return r;
 }
 
 uint64_t Controlplane::ControlIdleNs(size_t i, MonoNs now) const {

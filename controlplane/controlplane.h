@@ -77,6 +77,7 @@ struct BridgeForward {
 
 struct BridgeConfig {
   std::string name;
+  bool enabled = true;  // `enable`; switched at run time over REST
   uint16_t worker = 0;  // the core the bridge connection is pinned to
   mqtt::Version version = mqtt::Version::k311;  // proto_ver (NanoMQ's default 4)
   bool bridge_bit = true;                        // no_local_v4 (3.1.1's 0x80 level bit)
@@ -150,6 +151,41 @@ class Controlplane {
   void Start(MonoNs now);
   // One loop iteration: drain the workers' rings, run due timers, flush. True if it did work.
   bool PollOnce(MonoNs now);
+  // Starts an orderly stop: every bridge sends DISCONNECT and closes; every south client is
+  // told DISCONNECT 0x8B (server shutting down, 5.0) and closed. Keep polling until
+  // ShutdownDone() or a deadline.
+  void Shutdown(MonoNs now);
+  bool ShutdownDone() const;
+  // `enable` at run time (REST): off closes the bridge and keeps it closed; on dials.
+  bool SetBridgeEnabled(std::string_view name, bool enabled, MonoNs now);
+
+  // What REST and metrics show, copied out of the loop.
+  struct BridgeReport {
+    std::string name;
+    std::string state;
+    bool enabled;
+    uint16_t keepalive_s;
+    uint64_t pingresp_timeout_ns;
+    uint16_t worker;
+    uint64_t control_idle_ns;
+    BridgeStatus status;
+  };
+  struct ClientReport {
+    std::string client_id;
+    ConnRef conn;
+    uint16_t keepalive_s;
+    uint8_t proto_ver;
+    size_t subscriptions;
+    uint64_t pingreqs;
+  };
+  struct Report {
+    MonoNs at = 0;
+    std::vector<BridgeReport> bridges;
+    std::vector<ClientReport> clients;
+    SouthStats south;
+    size_t offline_sessions = 0;
+  };
+  Report MakeReport(MonoNs now, size_t max_clients = 10'000) const;
   MonoNs NextDeadline() const { return wheel_.NextExpiry(); }
 
   const BridgeStatus& bridge(size_t i) const { return bridges_[i].status; }
@@ -157,6 +193,7 @@ class Controlplane {
   // How long the bridge's control stream has been without a queued packet.
   uint64_t ControlIdleNs(size_t i, MonoNs now) const;
   const SouthStats& south() const { return south_; }
+  const BridgeConfig& bridge_config(size_t i) const { return bridges_[i].cfg; }
   size_t sessions() const { return sessions_.size(); }
   size_t offline_sessions() const { return stored_.size(); }
   // A south session's keepalive figures, by client id (tests, REST).
@@ -261,6 +298,7 @@ class Controlplane {
   absl::flat_hash_map<std::string, StoredSession> stored_;
   absl::flat_hash_map<uint64_t, std::string> stored_by_id_;
   uint64_t next_stored_id_ = 0;
+  bool shutting_down_ = false;
   std::vector<Bridge> bridges_;
   std::vector<std::vector<dp::Msg>> outbox_;  // per worker, flushed once per iteration
   uint64_t assigned_ids_ = 0;

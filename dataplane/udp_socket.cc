@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(const quic::Address& 
   }
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.rcvbuf, sizeof(options.rcvbuf));
   ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.sndbuf, sizeof(options.sndbuf));
+  if (options.reuseport) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (::bind(fd, local.sa(), local.len) != 0)
     return absl::ErrnoToStatus(errno, absl::StrCat("udp: bind ", local.ToString()));
   s->local_.len = sizeof(s->local_.storage);

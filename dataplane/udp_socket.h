@@ -24,6 +24,8 @@ struct UdpOptions {
   bool gro = true;
   int rcvbuf = 4 << 20;
   int sndbuf = 4 << 20;
+  // Several sockets (one per worker) share the address; the kernel spreads flows by hash.
+  bool reuseport = false;
 };
 
 #define QBRIDGE_UDP_COUNTERS(X) \

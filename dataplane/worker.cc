@@ -157,6 +157,7 @@ absl::Status Worker::Init() {
     free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
   }
   north_.assign(bridges, nullptr);
+  bridge_traffic_ = std::make_unique<BridgeTraffic[]>(std::max<size_t>(bridges, 1));
   tickets_.resize(bridges);
   size_t max_payload = 1500;
   for (const BridgeDial& b : config_.bridges) {
@@ -244,7 +245,7 @@ void Worker::DialBridge(uint32_t bridge, MonoNs now) {
     return;
   }
   const quic::ResumptionTicket* ticket =
-      tickets_[bridge].tls_session.empty() ? nullptr : &tickets_[bridge];
+      !d.zero_rtt || tickets_[bridge].tls_session.empty() ? nullptr : &tickets_[bridge];
   auto q = quic::Connection::Connect(*d.tls, d.transport, quic::Path{d.local, d.remote}, c, now,
                                      ticket);
   if (!q.ok()) {
@@ -376,7 +377,10 @@ void Worker::OnRoutedPublish(const Msg& m) {
     mqtt::Publish p;
     if (!mqtt::DecodePublish(fr.header, fr.body, mqtt::Version::k5, &p).ok()) return false;
     if (m.aux != 0) {
-      if (!PublishNorth(m.aux - 1, int(m.stream), p, now_)) stats_.drop_route_failed.Inc();
+      if (!PublishNorth(m.aux - 1, int(m.stream), p, now_)) {
+        stats_.drop_route_failed.Inc();
+        if (m.aux - 1 < north_.size()) bridge_traffic_[m.aux - 1].drops.Inc();
+      }
     } else {
       DeliverSouth(m.conn, m.stream, p);
     }
@@ -552,6 +556,10 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
   }
   stats_.publish_in.Inc();
   stats_.publish_bytes_in.Inc(p.payload.size());
+  if (c.north) {
+    bridge_traffic_[c.bridge].rx_msgs.Inc();
+    bridge_traffic_[c.bridge].rx_bytes.Inc(p.payload.size());
+  }
   bool deliver = true;
   if (p.qos != mqtt::QoS::k0) {
     const mqtt::InboundDecision d = c.inbound.OnPublish(uint64_t(sid), p.qos, p.packet_id);
@@ -608,6 +616,7 @@ void Worker::Route(const Conn& from, const mqtt::Publish& in) {
           stats_.routed_north.Inc();
         } else {
           stats_.drop_route_failed.Inc();
+          if (f.bridge < north_.size()) bridge_traffic_[f.bridge].drops.Inc();
         }
       } else {
         PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out);
@@ -718,6 +727,8 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   SendBytes(c, sid, encode_buf_);
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
+  bridge_traffic_[bridge].tx_msgs.Inc();
+  bridge_traffic_[bridge].tx_bytes.Inc(p.payload.size());
   return true;
 }
 

@@ -43,6 +43,7 @@ struct BridgeDial {
   // control stream included), with their priorities (lower first; default 0).
   int data_streams = 1;
   std::vector<int> priorities;
+  bool zero_rtt = true;  // quic_0rtt: resume with early data when a ticket is held
 };
 
 struct WorkerConfig {
@@ -94,6 +95,7 @@ class Worker {
 
   uint16_t core() const { return config_.core; }
   const WorkerStats& stats() const { return stats_; }
+  const BridgeTraffic& bridge_traffic(size_t bridge) const { return bridge_traffic_[bridge]; }
   // Control bytes queued while data from the same connection went out first: must stay 0.
   uint64_t control_overtaken() const { return control_overtaken_; }
   quic::ServerEndpoint* endpoint() { return endpoint_.get(); }
@@ -156,6 +158,7 @@ class Worker {
   MonoNs now_ = 0;  // the current iteration's time, for events raised from callbacks
   std::function<void(const Delivery&)> on_delivery_;
   WorkerStats stats_;
+  std::unique_ptr<BridgeTraffic[]> bridge_traffic_;
   uint64_t control_overtaken_ = 0;
   std::vector<uint8_t> encode_buf_;
   std::vector<uint8_t> route_buf_;

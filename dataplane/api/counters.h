@@ -62,4 +62,15 @@ struct alignas(64) WorkerStats {
   }
 };
 
+// Traffic of one north bridge as one worker saw it (the bridge's own worker, and others
+// that counted drops for it).
+struct alignas(64) BridgeTraffic {
+  Counter tx_msgs, tx_bytes, rx_msgs, rx_bytes, drops;
+};
+
+// The same, summed and copied out.
+struct BridgeTrafficTotals {
+  uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0, drops = 0;
+};
+
 }  // namespace qbridge::dp

@@ -1,0 +1,213 @@
+// qbridge: the appliance.
+//
+//   qbridge --config FILE          run
+//   qbridge --check-config FILE    validate FILE, explain every problem by key path
+//   qbridge --hash-password        read a password on stdin, print a user-file secret
+//
+// SIGTERM/SIGINT drain (bridges and clients are sent DISCONNECT and closed, within a bound)
+// and exit 0; SIGHUP reloads the bridges' forwarding rules and `enable` flags.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "controlplane/config.h"
+#include "controlplane/controlplane.h"
+#include "controlplane/rest.h"
+#include "dataplane/api/password.h"
+#include "dataplane/api/runtime.h"
+#include "dataplane/api/time.h"
+
+namespace {
+
+using namespace qbridge;
+
+std::atomic<int> g_stop{0};
+std::atomic<int> g_reload{0};
+
+void OnSignal(int sig) {
+  if (sig == SIGHUP) {
+    g_reload = 1;
+  } else {
+    g_stop = sig;
+  }
+}
+
+template <typename... Args>
+void Log(const absl::FormatSpec<Args...>& fmt, const Args&... args) {
+  std::fprintf(stderr, "qbridge: %s\n", absl::StrFormat(fmt, args...).c_str());
+}
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: qbridge --config FILE | --check-config FILE | --hash-password\n");
+  return 2;
+}
+
+// The activity table size per worker: connections it may hold.
+constexpr size_t kConnsPerWorker = 65'536;
+// How long a drain may take before the process exits anyway.
+constexpr uint64_t kDrainNs = 3 * dp::kSecNs;
+// How often REST's view is refreshed.
+constexpr uint64_t kReportEveryNs = 200 * dp::kMsNs;
+
+int Run(const std::string& path) {
+  auto loaded = cp::LoadConfig(path);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  const cp::AppConfig cfg = std::move(*loaded);
+  cp::ControlplaneConfig control = cfg.control;
+  if (!cfg.users_file.empty()) {
+    auto users = cp::UserTable::Load(cfg.users_file);
+    if (!users.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(users.status().message()).c_str());
+      return 1;
+    }
+    control.south.users = *users;
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+
+  dp::RingMesh rings(size_t(cfg.runtime.workers));
+  std::vector<std::unique_ptr<dp::ActivityTable>> tables;
+  std::vector<dp::ActivityTable*> activity;
+  for (int i = 0; i < cfg.runtime.workers; ++i) {
+    tables.push_back(std::make_unique<dp::ActivityTable>(kConnsPerWorker));
+    activity.push_back(tables.back().get());
+  }
+  auto runtime = dp::Runtime::Start(cfg.runtime, &rings, activity);
+  if (!runtime.ok()) {
+    Log("cannot start the dataplane: %s", std::string(runtime.status().message()));
+    return 1;
+  }
+  dp::SystemClock clock;
+  const dp::MonoNs started = clock.Now();
+  cp::Controlplane cplane(control, &rings, activity);
+  cplane.Start(started);
+
+  std::unique_ptr<cp::RestServer> rest;
+  if (cfg.http) {
+    auto r = cp::RestServer::Start(*cfg.http, &cfg);
+    if (!r.ok()) {
+      Log("%s", std::string(r.status().message()));
+      (*runtime)->Stop();
+      return 1;
+    }
+    rest = std::move(*r);
+  }
+  if (cfg.runtime.listener) {
+    Log("MQTT over QUIC on %s:%d (udp, %s backend, %d worker%s)", cfg.runtime.listener->ip,
+        (*runtime)->quic_port(), cfg.runtime.backend, cfg.runtime.workers,
+        cfg.runtime.workers == 1 ? "" : "s");
+  }
+  for (size_t i = 0; i < cfg.control.bridges.size(); ++i) {
+    const auto& d = cfg.runtime.bridges[i];
+    Log("bridge %s -> mqtt-quic://%s:%d (keepalive %ds)%s", cfg.control.bridges[i].name, d.ip,
+        d.port, cfg.control.bridges[i].keepalive_s, cfg.control.bridges[i].enabled ? "" : ", disabled");
+  }
+  if (rest) Log("REST on http://%s:%d", cfg.http->ip, rest->port());
+  std::fflush(stderr);
+  // One machine-readable line for scripts and tests (ports asked as 0 are known now).
+  std::printf("{\"quic_port\": %d, \"http_port\": %d}\n", int((*runtime)->quic_port()),
+              rest ? int(rest->port()) : 0);
+  std::fflush(stdout);
+
+  dp::MonoNs next_report = 0;
+  dp::MonoNs drain_until = 0;
+  auto publish = [&](dp::MonoNs now) {
+    if (!rest) return;
+    auto o = std::make_shared<cp::Observed>();
+    o->report = cplane.MakeReport(now);
+    o->uptime_ns = now - started;
+    for (size_t w = 0; w < (*runtime)->workers(); ++w) {
+      (*runtime)->stats(w).ForEach([&](const char* name, uint64_t v) {
+        o->worker_counters.emplace_back(absl::StrCat(name, "{worker=\"", w, "\"}"), v);
+      });
+    }
+    o->backend_counters = (*runtime)->BackendCounters();
+    for (size_t b = 0; b < cfg.control.bridges.size(); ++b) o->traffic.push_back((*runtime)->BridgeTraffic(b));
+    rest->Publish(std::move(o));
+  };
+  for (;;) {
+    const dp::MonoNs now = clock.Now();
+    const bool busy = cplane.PollOnce(now);
+    if (now >= next_report) {
+      publish(now);
+      next_report = now + kReportEveryNs;
+      if (rest) {
+        for (const auto& c : rest->TakeCommands()) {
+          cplane.SetBridgeEnabled(c.bridge, c.enable, now);
+          Log("bridge %s %s over REST", c.bridge, c.enable ? "enabled" : "disabled");
+        }
+      }
+    }
+    if (g_reload.exchange(0)) {
+      auto again = cp::LoadConfig(path);
+      if (!again.ok()) {
+        Log("reload refused, keeping the running config:\n%s", std::string(again.status().message()));
+      } else {
+        for (const auto& b : again->control.bridges) cplane.SetBridgeEnabled(b.name, b.enabled, now);
+        Log("reloaded %s (bridge enable flags)", path);
+      }
+    }
+    if (g_stop && drain_until == 0) {
+      Log("signal %d: draining", g_stop.load());
+      cplane.Shutdown(now);
+      drain_until = now + kDrainNs;
+    }
+    if (drain_until && (cplane.ShutdownDone() || now >= drain_until)) break;
+    if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  publish(clock.Now());
+  (*runtime)->Stop();
+  if (rest) rest->Stop();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--check-config") {
+    auto c = qbridge::cp::LoadConfig(argv[2]);
+    if (!c.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(c.status().message()).c_str());
+      return 1;
+    }
+    if (!c->users_file.empty()) {
+      auto u = qbridge::cp::UserTable::Load(c->users_file);
+      if (!u.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(u.status().message()).c_str());
+        return 1;
+      }
+    }
+    std::printf("%s: OK (%zu bridge%s, QUIC listener %s, %s backend)\n", argv[2],
+                c->control.bridges.size(), c->control.bridges.size() == 1 ? "" : "s",
+                c->runtime.listener ? "on" : "off", c->runtime.backend.c_str());
+    return 0;
+  }
+  if (argc == 2 && std::string(argv[1]) == "--hash-password") {
+    std::string pw;
+    std::getline(std::cin, pw);
+    auto h = qbridge::dp::HashPassword(pw);
+    if (!h.ok()) return 1;
+    std::printf("%s\n", h->c_str());
+    return 0;
+  }
+  if (argc == 3 && std::string(argv[1]) == "--config") return Run(argv[2]);
+  return Usage();
+}

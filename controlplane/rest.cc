@@ -1,0 +1,333 @@
+#include "controlplane/rest.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace qbridge::cp {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kJson = "application/json";
+
+json Error(int code, const std::string& message) { return json{{"code", code}, {"message", message}}; }
+
+double Seconds(uint64_t ns) { return double(ns) / 1e9; }
+
+json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) {
+  const BridgeConfig& b = cfg.control.bridges[i];
+  const dp::BridgeDialSettings& d = cfg.runtime.bridges[i];
+  const Controlplane::BridgeReport* r = i < o.report.bridges.size() ? &o.report.bridges[i] : nullptr;
+  json j{{"name", b.name},
+         {"enable", r ? r->enabled : b.enabled},
+         {"server", absl::StrCat("mqtt-quic://", d.tls.server_name.empty() ? d.ip : d.tls.server_name,
+                                 ":", d.port)},
+         {"proto_ver", int(b.version)},
+         {"clientid", b.client_id},
+         {"keepalive", b.keepalive_s},
+         {"state", r ? r->state : "unknown"},
+         {"connected", r && r->state == "connected"}};
+  if (r) {
+    const BridgeStatus& s = r->status;
+    j["keepalive_health"] = json{
+        {"pingreqs_sent", s.pingreqs_sent},
+        {"pingresps", s.pingresps},
+        {"pingresp_timeouts", s.pingresp_timeouts},
+        {"pingresp_rtt_last_ms", double(s.rtt_last_ns) / 1e6},
+        {"pingresp_rtt_max_ms", double(s.rtt_max_ns) / 1e6},
+        {"max_pingreq_gap_ms", double(s.max_pingreq_gap_ns) / 1e6},
+        {"control_stream_idle_ms", double(r->control_idle_ns) / 1e6},
+        {"pingresp_timeout_ms", double(r->pingresp_timeout_ns) / 1e6},
+        {"keepalive_kicks", s.keepalive_kicks}};
+    j["reconnects"] = s.reconnects;
+    j["connects"] = s.connects;
+  }
+  if (i < o.traffic.size()) {
+    const dp::BridgeTrafficTotals& t = o.traffic[i];
+    j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"rx_messages", t.rx_msgs},
+                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops}};
+  }
+  if (detail) {
+    json fw = json::array(), sub = json::array();
+    for (const BridgeForward& f : b.forwards) {
+      fw.push_back(json{{"local_topic", f.local_topic}, {"remote_topic", f.remote_topic},
+                        {"qos", int(f.qos)}, {"retain", f.retain}, {"prefix", f.prefix},
+                        {"suffix", f.suffix}, {"stream", f.slot}});
+    }
+    for (const BridgeSubscription& s : b.subscriptions) {
+      sub.push_back(json{{"remote_topic", s.topic}, {"local_topic", s.local_topic}, {"qos", int(s.qos)},
+                         {"prefix", s.prefix}, {"suffix", s.suffix}, {"stream", s.slot}});
+    }
+    j["forwards"] = fw;
+    j["subscription"] = sub;
+    j["clean_start"] = b.clean_start;
+    j["quic_keepalive_ms"] = double(d.quic.keepalive_ns) / 1e6;
+    j["quic_idle_timeout_ms"] = double(d.quic.idle_timeout_ns) / 1e6;
+    j["data_streams"] = d.data_streams;
+    j["verify_peer"] = d.tls.verify_peer;
+    if (r) {
+      json closes = json::object(), reasons = json::object();
+      for (const auto& [k, v] : r->status.closes_by_app_error) closes[std::to_string(k)] = v;
+      for (const auto& [k, v] : r->status.disconnects_by_reason) reasons[absl::StrFormat("0x%02X", k)] = v;
+      j["closes_by_app_error"] = closes;
+      j["disconnects_by_reason"] = reasons;
+    }
+  }
+  return j;
+}
+
+std::string Label(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  };
+  family("qbridge_uptime_seconds", "gauge", "Seconds since start.");
+  absl::StrAppend(&out, "qbridge_uptime_seconds ", Seconds(o.uptime_ns), "\n");
+
+  struct Series {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::function<double(size_t)> value;
+  };
+  const auto& bridges = o.report.bridges;
+  auto status = [&](size_t i) -> const BridgeStatus& { return bridges[i].status; };
+  const std::vector<Series> per_bridge = {
+      {"qbridge_bridge_connected", "gauge", "1 while the bridge's MQTT connection is up.",
+       [&](size_t i) { return bridges[i].state == "connected" ? 1.0 : 0.0; }},
+      {"qbridge_bridge_reconnects_total", "counter", "Connections after the first.",
+       [&](size_t i) { return double(status(i).reconnects); }},
+      {"qbridge_bridge_pingreqs_total", "counter", "PINGREQs sent on the control stream.",
+       [&](size_t i) { return double(status(i).pingreqs_sent); }},
+      {"qbridge_bridge_pingresp_timeouts_total", "counter", "Links declared dead for a missing PINGRESP.",
+       [&](size_t i) { return double(status(i).pingresp_timeouts); }},
+      {"qbridge_bridge_pingresp_rtt_seconds", "gauge", "The last PINGRESP round trip.",
+       [&](size_t i) { return Seconds(status(i).rtt_last_ns); }},
+      {"qbridge_bridge_pingresp_rtt_max_seconds", "gauge", "The longest PINGRESP round trip.",
+       [&](size_t i) { return Seconds(status(i).rtt_max_ns); }},
+      {"qbridge_bridge_control_stream_idle_seconds", "gauge",
+       "Time since the control stream last carried a packet out (it must stay under keepalive).",
+       [&](size_t i) { return Seconds(bridges[i].control_idle_ns); }},
+      {"qbridge_bridge_keepalive_kicks_total", "counter",
+       "Closes with app error 1 after DISCONNECT 0x8D: the NanoMQ incident's fingerprint.",
+       [&](size_t i) { return double(status(i).keepalive_kicks); }},
+      {"qbridge_bridge_tx_messages_total", "counter", "PUBLISHes written to the upstream.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].tx_msgs) : 0; }},
+      {"qbridge_bridge_tx_bytes_total", "counter", "Payload bytes written to the upstream.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].tx_bytes) : 0; }},
+      {"qbridge_bridge_rx_messages_total", "counter", "PUBLISHes received from the upstream.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].rx_msgs) : 0; }},
+      {"qbridge_bridge_rx_bytes_total", "counter", "Payload bytes received from the upstream.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].rx_bytes) : 0; }},
+      {"qbridge_bridge_drops_total", "counter", "Messages for the bridge that could not be sent (down).",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].drops) : 0; }},
+  };
+  for (const Series& s : per_bridge) {
+    family(s.name, s.type, s.help);
+    for (size_t i = 0; i < bridges.size(); ++i) {
+      absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
+    }
+  }
+  family("qbridge_bridge_pingresp_rtt_histogram_seconds", "histogram", "PINGRESP round trips.");
+  static const char* kLe[] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};
+  for (size_t i = 0; i < bridges.size(); ++i) {
+    uint64_t cum = 0;
+    for (size_t k = 0; k < 6; ++k) {
+      cum += status(i).rtt_hist[k];
+      absl::StrAppend(&out, "qbridge_bridge_pingresp_rtt_histogram_seconds_bucket{bridge=\"",
+                      Label(bridges[i].name), "\",le=\"", kLe[k], "\"} ", cum, "\n");
+    }
+    absl::StrAppend(&out, "qbridge_bridge_pingresp_rtt_histogram_seconds_count{bridge=\"",
+                    Label(bridges[i].name), "\"} ", cum, "\n");
+  }
+  family("qbridge_bridge_closes_total", "counter", "Bridge connections ended, by QUIC application error.");
+  for (size_t i = 0; i < bridges.size(); ++i)
+    for (const auto& [k, v] : status(i).closes_by_app_error)
+      absl::StrAppend(&out, "qbridge_bridge_closes_total{bridge=\"", Label(bridges[i].name),
+                      "\",app_error=\"", k, "\"} ", v, "\n");
+  family("qbridge_bridge_disconnects_total", "counter", "DISCONNECT packets from the upstream, by MQTT reason code.");
+  for (size_t i = 0; i < bridges.size(); ++i)
+    for (const auto& [k, v] : status(i).disconnects_by_reason)
+      absl::StrAppend(&out, "qbridge_bridge_disconnects_total{bridge=\"", Label(bridges[i].name),
+                      "\",reason=\"", absl::StrFormat("0x%02X", k), "\"} ", v, "\n");
+
+  const SouthStats& s = o.report.south;
+  const std::vector<std::pair<const char*, uint64_t>> south = {
+      {"qbridge_south_connects_total", s.connects},
+      {"qbridge_south_connack_refused_total", s.connack_refused},
+      {"qbridge_south_auth_failures_total", s.auth_failures},
+      {"qbridge_south_takeovers_total", s.takeovers},
+      {"qbridge_south_keepalive_timeouts_total", s.keepalive_timeouts},
+      {"qbridge_south_pingreqs_total", s.pingreqs},
+      {"qbridge_south_subscribes_total", s.subscribes},
+      {"qbridge_south_malformed_total", s.malformed},
+  };
+  for (const auto& [name, v] : south) {
+    family(name, "counter", "South (MQTT server side) events.");
+    absl::StrAppend(&out, name, " ", v, "\n");
+  }
+  family("qbridge_south_sessions", "gauge", "Connected south clients.");
+  absl::StrAppend(&out, "qbridge_south_sessions ", o.report.clients.size(), "\n");
+  family("qbridge_south_offline_sessions", "gauge", "Sessions kept for clients that are away.");
+  absl::StrAppend(&out, "qbridge_south_offline_sessions ", o.report.offline_sessions, "\n");
+  for (const auto& [name, v] : o.worker_counters) {
+    absl::StrAppend(&out, "qbridge_worker_", name, " ", v, "\n");
+  }
+  for (const auto& [name, v] : o.backend_counters) {
+    absl::StrAppend(&out, "qbridge_backend_", name, " ", v, "\n");
+  }
+  (void)config;
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerConfig& http,
+                                                               const AppConfig* config) {
+  std::unique_ptr<RestServer> r(new RestServer());
+  r->config_ = config;
+  r->http_ = http;
+  r->server_ = std::make_unique<httplib::Server>();
+  httplib::Server& s = *r->server_;
+  RestServer* self = r.get();
+  const std::string expected =
+      "Basic " + absl::Base64Escape(absl::StrCat(http.username, ":", http.password));
+
+  s.set_pre_routing_handler([expected](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_header_value("Authorization") == expected) return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Basic realm=\"qbridge\"");
+    res.set_content(Error(401, "authentication required").dump(), kJson);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  s.Get("/api/v4/bridges", [self](const httplib::Request&, httplib::Response& res) {
+    auto o = self->Current();
+    json data = json::array();
+    for (size_t i = 0; i < self->config_->control.bridges.size(); ++i) data.push_back(BridgeJson(*self->config_, *o, i, false));
+    res.set_content(json{{"code", 0}, {"data", data}}.dump(), kJson);
+  });
+  s.Get(R"(/api/v4/bridges/([^/]+))", [self](const httplib::Request& req, httplib::Response& res) {
+    auto o = self->Current();
+    const std::string name = req.matches[1];
+    for (size_t i = 0; i < self->config_->control.bridges.size(); ++i) {
+      if (self->config_->control.bridges[i].name == name) {
+        res.set_content(json{{"code", 0}, {"data", BridgeJson(*self->config_, *o, i, true)}}.dump(), kJson);
+        return;
+      }
+    }
+    res.status = 404;
+    res.set_content(Error(404, "no bridge named '" + name + "'").dump(), kJson);
+  });
+  s.Post(R"(/api/v4/bridges/switch/([^/]+))", [self](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("enable") || !body["enable"].is_boolean()) {
+      res.status = 400;
+      res.set_content(Error(400, "expected a JSON body {\"enable\": true|false}").dump(), kJson);
+      return;
+    }
+    bool known = false;
+    for (const auto& b : self->config_->control.bridges) known |= b.name == name;
+    if (!known) {
+      res.status = 404;
+      res.set_content(Error(404, "no bridge named '" + name + "'").dump(), kJson);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> l(self->mu_);
+      self->commands_.push_back(Command{name, body["enable"].get<bool>()});
+    }
+    res.set_content(json{{"code", 0}}.dump(), kJson);
+  });
+  s.Get("/api/v4/clients", [self](const httplib::Request&, httplib::Response& res) {
+    auto o = self->Current();
+    json data = json::array();
+    for (const auto& c : o->report.clients) {
+      data.push_back(json{{"client_id", c.client_id}, {"keepalive", c.keepalive_s},
+                          {"proto_ver", c.proto_ver}, {"subscriptions", c.subscriptions},
+                          {"pingreqs", c.pingreqs}, {"worker", c.conn.core}});
+    }
+    res.set_content(json{{"code", 0}, {"data", data}, {"meta", {{"count", data.size()}}}}.dump(), kJson);
+  });
+  s.Get("/api/v4/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    auto o = self->Current();
+    json workers = json::object(), backend = json::object();
+    for (const auto& [k, v] : o->worker_counters) workers[k] = v;
+    for (const auto& [k, v] : o->backend_counters) backend[k] = v;
+    const SouthStats& s = o->report.south;
+    json south{{"connects", s.connects}, {"connack_refused", s.connack_refused},
+               {"auth_failures", s.auth_failures}, {"takeovers", s.takeovers},
+               {"keepalive_timeouts", s.keepalive_timeouts}, {"pingreqs", s.pingreqs},
+               {"subscribes", s.subscribes}, {"unsubscribes", s.unsubscribes},
+               {"malformed", s.malformed}, {"sessions", o->report.clients.size()},
+               {"offline_sessions", o->report.offline_sessions}};
+    res.set_content(json{{"code", 0},
+                         {"data", {{"uptime_s", Seconds(o->uptime_ns)}, {"south", south},
+                                   {"workers", workers}, {"backend", backend}}}}
+                        .dump(),
+                    kJson);
+  });
+  s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    auto o = self->Current();
+    res.set_content(Prometheus(*o, *self->config_), "text/plain; version=0.0.4");
+  });
+  s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) res.set_content(Error(res.status, "no such endpoint").dump(), kJson);
+  });
+
+  int port = http.port;
+  if (port == 0) {
+    port = s.bind_to_any_port(http.ip);
+    if (port < 0) return absl::UnavailableError(absl::StrCat("http_server: cannot bind ", http.ip));
+  } else if (!s.bind_to_port(http.ip, port)) {
+    return absl::UnavailableError(absl::StrCat("http_server: cannot bind ", http.ip, ":", port));
+  }
+  r->port_ = uint16_t(port);
+  r->observed_ = std::make_shared<Observed>();
+  r->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
+  return r;
+}
+
+RestServer::~RestServer() { Stop(); }
+
+void RestServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RestServer::Publish(std::shared_ptr<const Observed> o) {
+  std::lock_guard<std::mutex> l(mu_);
+  observed_ = std::move(o);
+}
+
+std::shared_ptr<const Observed> RestServer::Current() {
+  std::lock_guard<std::mutex> l(mu_);
+  return observed_;
+}
+
+std::vector<RestServer::Command> RestServer::TakeCommands() {
+  std::vector<Command> out;
+  std::lock_guard<std::mutex> l(mu_);
+  out.swap(commands_);
+  return out;
+}
+
+}  // namespace qbridge::cp

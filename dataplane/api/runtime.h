@@ -1,0 +1,94 @@
+// The dataplane as the appliance's main() starts it: worker cores on the chosen backend
+// (kernel UDP sockets, or a DPDK port), the south QUIC listener, the north bridges' QUIC
+// dials. Plain settings only (file paths, addresses, durations in ns), so the controlplane
+// configures it without seeing quic/ or DPDK.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dataplane/api/activity.h"
+#include "dataplane/api/counters.h"
+#include "dataplane/api/ring_mesh.h"
+
+namespace qbridge::dp {
+
+struct TlsFiles {
+  std::string certfile, keyfile, cacertfile;
+  bool verify_peer = true;  // client: verify the server (on unless explicitly off)
+  std::string server_name;  // client: SNI and the name checked (default: the host)
+};
+
+// QUIC transport settings with NanoMQ's names (0 = off where that makes sense).
+struct QuicSettings {
+  uint64_t idle_timeout_ns = 120'000'000'000;       // quic_idle_timeout
+  uint64_t keepalive_ns = 0;                        // quic_keepalive (QUIC PINGs)
+  uint64_t handshake_timeout_ns = 20'000'000'000;   // quic_handshake_timeout
+  uint64_t disconnect_timeout_ns = 20'000'000'000;  // quic_discon_timeout
+  uint64_t initial_rtt_ns = 800'000'000;            // quic_initial_rtt_ms
+  uint64_t max_ack_delay_ns = 100'000'000;          // quic_max_ack_delay_ms
+  std::string congestion_control = "cubic";         // quic_congestion_control
+  uint64_t max_peer_bidi_streams = 10;              // streams a client may have open
+};
+
+struct QuicListenerSettings {
+  std::string ip = "0.0.0.0";
+  uint16_t port = 14567;
+  TlsFiles tls;  // server certificate; verify_peer + cacertfile: mTLS
+  QuicSettings quic;
+  std::string retry = "under_load";  // off | always | under_load
+  size_t max_connections = 10'000;
+};
+
+struct BridgeDialSettings {
+  std::string ip;  // the upstream's address (a literal; names are resolved by the caller)
+  uint16_t port = 14567;
+  TlsFiles tls;
+  QuicSettings quic;
+  int data_streams = 1;
+  std::vector<int> priorities;  // per data stream, lower first
+  bool zero_rtt = true;         // quic_0rtt: resume with 0-RTT when a ticket is held
+  uint16_t worker = 0;
+};
+
+struct RuntimeConfig {
+  std::string backend = "socket";  // socket | dpdk
+  int workers = 1;
+  // socket backend: the UDP address workers share (SO_REUSEPORT with several workers);
+  // without a QUIC listener an ephemeral port on `local_ip`.
+  std::string local_ip = "127.0.0.1";
+  std::optional<QuicListenerSettings> listener;
+  std::vector<BridgeDialSettings> bridges;
+  uint32_t idle_sleep_us = 50;  // nap when an iteration found nothing to do (0: spin)
+  // dpdk backend
+  std::vector<std::string> eal_args;  // argv for rte_eal_init (argv[0] included)
+  uint16_t port_id = 0;
+  std::string address;   // our IPv4 on the port, "a.b.c.d/len"
+  std::string gateway;   // default route ("" none)
+};
+
+class Runtime {
+ public:
+  // Creates the workers and starts their threads. The rings and activity tables (one per
+  // worker) are the controlplane's link to them and must outlive the runtime.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Start(const RuntimeConfig& config,
+                                                        RingMesh* rings,
+                                                        std::vector<ActivityTable*> activity);
+  virtual ~Runtime() = default;
+  // Stops the worker threads (idempotent).
+  virtual void Stop() = 0;
+  virtual size_t workers() const = 0;
+  // Per-core counters (single writer each: read them as estimates while running).
+  virtual const WorkerStats& stats(size_t worker) const = 0;
+  // The south QUIC listener's UDP port (the bound one when 0 was asked for).
+  virtual uint16_t quic_port() const = 0;
+  virtual BridgeTrafficTotals BridgeTraffic(size_t bridge) const = 0;
+  // Backend counters as name -> value (socket: rx/tx calls; dpdk: port counters and drops).
+  virtual std::vector<std::pair<std::string, uint64_t>> BackendCounters() const = 0;
+};
+
+}  // namespace qbridge::dp

@@ -1,0 +1,312 @@
+// The runtime behind dataplane/api/runtime.h: TLS contexts, one worker per core with its
+// own backend handle and thread.
+#include "dataplane/api/runtime.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "dataplane/dpdk/dpdk_io.h"
+#include "dataplane/dpdk/eal.h"
+#include "dataplane/socket_io.h"
+#include "dataplane/worker.h"
+#include "quic/tls.h"
+
+namespace qbridge::dp {
+namespace {
+
+quic::TransportConfig Transport(const QuicSettings& s) {
+  quic::TransportConfig t;
+  t.idle_timeout_ns = s.idle_timeout_ns;
+  t.keepalive_ns = s.keepalive_ns;
+  t.handshake_timeout_ns = s.handshake_timeout_ns;
+  t.disconnect_timeout_ns = s.disconnect_timeout_ns;
+  t.initial_rtt_ns = s.initial_rtt_ns;
+  t.max_ack_delay_ns = s.max_ack_delay_ns;
+  t.cc = s.congestion_control == "bbr"    ? quic::CcAlgo::kBbr
+         : s.congestion_control == "reno" ? quic::CcAlgo::kReno
+                                          : quic::CcAlgo::kCubic;
+  t.max_peer_bidi_streams = s.max_peer_bidi_streams;
+  return t;
+}
+
+quic::TlsConfig Tls(const TlsFiles& f, const std::string& default_name) {
+  quic::TlsConfig c;
+  c.certfile = f.certfile;
+  c.keyfile = f.keyfile;
+  c.cacertfile = f.cacertfile;
+  c.verify_peer = f.verify_peer;
+  c.insecure = !f.verify_peer;  // the config said verify_peer = false in so many words
+  c.server_name = f.server_name.empty() ? default_name : f.server_name;
+  return c;
+}
+
+// The source address the kernel picks towards `remote` (for a wildcard-bound socket).
+quic::Address SourceFor(const quic::Address& remote) {
+  quic::Address out;
+  const int fd = ::socket(remote.storage.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return out;
+  if (::connect(fd, remote.sa(), remote.len) == 0) {
+    out.len = sizeof(out.storage);
+    ::getsockname(fd, out.sa(), &out.len);
+  }
+  ::close(fd);
+  return out;
+}
+
+absl::StatusOr<std::pair<net::Ipv4, uint8_t>> ParseCidr(const std::string& s) {
+  std::vector<std::string> parts = absl::StrSplit(s, '/');
+  in_addr a{};
+  int len = 32;
+  if (parts.empty() || parts.size() > 2 || ::inet_pton(AF_INET, parts[0].c_str(), &a) != 1 ||
+      (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &len) || len < 1 || len > 32))) {
+    return absl::InvalidArgumentError(absl::StrCat("not an IPv4 address/prefix: '", s, "'"));
+  }
+  return std::make_pair(net::Ipv4(ntohl(a.s_addr)), uint8_t(len));
+}
+
+// A worker's kernel sockets: the listener's and the bridges' own. Sends go out of the socket
+// whose port the path names.
+class SocketPairIo {
+ public:
+  SocketPairIo(UdpSocket* south, UdpSocket* north) : south_(south), north_(north) {
+    if (north_) north_port_ = reinterpret_cast<const sockaddr_in*>(&north_->local().storage)->sin_port;
+  }
+  template <typename Fn>
+  size_t Receive(uint64_t, Fn&& fn) {
+    size_t n = 0;
+    if (south_) n += south_->Receive(fn);
+    if (north_) n += north_->Receive(fn);
+    return n;
+  }
+  void Send(const quic::Path& path, std::span<const uint8_t> d, size_t seg) {
+    const bool north = north_ && reinterpret_cast<const sockaddr_in*>(&path.local.storage)->sin_port == north_port_;
+    (north || !south_ ? north_ : south_)->Send(path, d, seg);
+  }
+
+ private:
+  UdpSocket* south_;
+  UdpSocket* north_;
+  in_port_t north_port_ = 0;
+};
+
+class RuntimeImpl final : public Runtime {
+ public:
+  ~RuntimeImpl() override { Stop(); }
+
+  void Stop() override {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  size_t workers() const override { return workers_.size(); }
+  const WorkerStats& stats(size_t w) const override { return workers_[w]->stats(); }
+  uint16_t quic_port() const override { return quic_port_; }
+  BridgeTrafficTotals BridgeTraffic(size_t bridge) const override {
+    BridgeTrafficTotals t;
+    if (bridge >= bridges_) return t;
+    for (const auto& w : workers_) {
+      const dp::BridgeTraffic& b = w->bridge_traffic(bridge);
+      t.tx_msgs += b.tx_msgs.Get();
+      t.tx_bytes += b.tx_bytes.Get();
+      t.rx_msgs += b.rx_msgs.Get();
+      t.rx_bytes += b.rx_bytes.Get();
+      t.drops += b.drops.Get();
+    }
+    return t;
+  }
+  std::vector<std::pair<std::string, uint64_t>> BackendCounters() const override {
+    std::vector<std::pair<std::string, uint64_t>> out;
+    for (size_t i = 0; i < sockets_.size(); ++i) {
+      const UdpStats& s = sockets_[i]->stats();
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("udp_south_", #name, "{worker=\"", i, "\"}"), s.name);
+      QBRIDGE_UDP_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+    }
+    for (size_t i = 0; i < north_sockets_.size(); ++i) {
+      const UdpStats& s = north_sockets_[i]->stats();
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("udp_north_", #name, "{worker=\"", i, "\"}"), s.name);
+      QBRIDGE_UDP_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+    }
+    if (dpdk_) {
+      const DpdkIoStats& s = dpdk_->stats();
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("dpdk_", #name), s.name);
+      QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
+#undef QBRIDGE_X
+    }
+    return out;
+  }
+
+  absl::Status Init(const RuntimeConfig& cfg, RingMesh* rings, std::vector<ActivityTable*> activity) {
+    if (cfg.workers < 1 || size_t(cfg.workers) != rings->workers() ||
+        activity.size() != size_t(cfg.workers)) {
+      return absl::InvalidArgumentError("workers, rings and activity tables disagree");
+    }
+    if (cfg.backend == "dpdk" && cfg.workers != 1) {
+      return absl::UnimplementedError("the dpdk backend runs one worker (one queue pair) so far");
+    }
+    if (cfg.listener) {
+      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kServer, Tls(cfg.listener->tls, ""));
+      if (!t.ok()) return t.status();
+      server_tls_ = std::move(*t);
+    }
+    bridges_ = cfg.bridges.size();
+    std::vector<BridgeDial> dials;
+    for (const BridgeDialSettings& b : cfg.bridges) {
+      BridgeDial d;
+      d.remote = quic::Address::FromIpPort(b.ip, b.port);
+      if (d.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("bridge address '", b.ip, "'"));
+      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
+      if (!t.ok()) return t.status();
+      d.tls = t->get();
+      client_tls_.push_back(std::move(*t));
+      d.transport = Transport(b.quic);
+      d.data_streams = b.data_streams;
+      d.priorities = b.priorities;
+      d.zero_rtt = b.zero_rtt;
+      dials.push_back(std::move(d));
+    }
+
+    if (cfg.backend == "dpdk") {
+      if (absl::Status s = InitEal(cfg.eal_args); !s.ok()) return s;
+      auto cidr = ParseCidr(cfg.address);
+      if (!cidr.ok()) return cidr.status();
+      DpdkIoConfig dc;
+      dc.port_id = cfg.port_id;
+      dc.ip = cidr->first;
+      dc.prefix_len = cidr->second;
+      if (!cfg.gateway.empty()) {
+        auto gw = ParseCidr(cfg.gateway);
+        if (!gw.ok()) return gw.status();
+        dc.gateway = gw->first;
+      }
+      auto io = DpdkIo::Start(dc);
+      if (!io.ok()) return io.status();
+      dpdk_ = std::move(*io);
+      const std::string ip = absl::StrCat((dc.ip >> 24) & 255, ".", (dc.ip >> 16) & 255, ".",
+                                          (dc.ip >> 8) & 255, ".", dc.ip & 255);
+      const uint16_t port = cfg.listener ? cfg.listener->port : 14567;
+      quic_port_ = port;
+      for (auto& d : dials) d.local = quic::Address::FromIpPort(ip, port);
+      if (absl::Status s = MakeWorker(cfg, 0, dials, rings, activity[0]); !s.ok()) return s;
+      Worker* w = workers_[0].get();
+      DpdkIo* io_ptr = dpdk_.get();
+      threads_.emplace_back([this, w, io_ptr, nap = cfg.idle_sleep_us] {
+        Loop(*w, *io_ptr, nap);
+      });
+      return absl::OkStatus();
+    }
+    if (cfg.backend != "socket") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown backend '", cfg.backend, "'"));
+    }
+    // Each worker: the listener's socket (shared by SO_REUSEPORT between workers), and for
+    // bridges a socket of its own, so an upstream's datagrams always reach the worker that
+    // dialled it (a shared socket would hash them to any worker).
+    uint16_t port = cfg.listener ? cfg.listener->port : 0;
+    for (int i = 0; cfg.listener && i < cfg.workers; ++i) {
+      UdpOptions o;
+      o.reuseport = cfg.workers > 1;
+      auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.listener->ip, port), o);
+      if (!s.ok()) return s.status();
+      port = ntohs(reinterpret_cast<const sockaddr_in*>(&(*s)->local().storage)->sin_port);
+      sockets_.push_back(std::move(*s));
+    }
+    quic_port_ = port;
+    std::vector<std::vector<BridgeDial>> per_worker(size_t(cfg.workers), dials);
+    for (int i = 0; !dials.empty() && i < cfg.workers; ++i) {
+      auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.local_ip, 0));
+      if (!s.ok()) return s.status();
+      for (auto& d : per_worker[i]) {
+        quic::Address src = cfg.local_ip == "0.0.0.0" ? SourceFor(d.remote) : (*s)->local();
+        if (src.empty()) return absl::UnavailableError("no route to a bridge's upstream");
+        reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
+            reinterpret_cast<const sockaddr_in*>(&(*s)->local().storage)->sin_port;
+        d.local = src;
+      }
+      north_sockets_.push_back(std::move(*s));
+    }
+    for (int i = 0; i < cfg.workers; ++i) {
+      if (absl::Status s = MakeWorker(cfg, uint16_t(i), per_worker[i], rings, activity[i]); !s.ok())
+        return s;
+    }
+    for (int i = 0; i < cfg.workers; ++i) {
+      Worker* w = workers_[i].get();
+      UdpSocket* south = cfg.listener ? sockets_[i].get() : nullptr;
+      UdpSocket* north = dials.empty() ? nullptr : north_sockets_[i].get();
+      threads_.emplace_back([this, w, south, north, nap = cfg.idle_sleep_us] {
+        SocketPairIo io(south, north);
+        Loop(*w, io, nap);
+      });
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status MakeWorker(const RuntimeConfig& cfg, uint16_t core, const std::vector<BridgeDial>& dials,
+                          RingMesh* rings, ActivityTable* activity) {
+    WorkerConfig wc;
+    wc.core = core;
+    wc.max_conns = activity->size();
+    if (cfg.listener) {
+      wc.server_tls = server_tls_.get();
+      wc.endpoint.transport = Transport(cfg.listener->quic);
+      wc.endpoint.max_connections = cfg.listener->max_connections;
+      wc.endpoint.retry = cfg.listener->retry == "off"      ? quic::RetryMode::kOff
+                          : cfg.listener->retry == "always" ? quic::RetryMode::kAlways
+                                                            : quic::RetryMode::kUnderLoad;
+      wc.endpoint.secret = secret_;
+    }
+    // Every worker knows every bridge (the controlplane dials a bridge on its own worker).
+    wc.bridges = dials;
+    auto w = Worker::Create(std::move(wc), rings, activity);
+    if (!w.ok()) return w.status();
+    workers_.push_back(std::move(*w));
+    return absl::OkStatus();
+  }
+
+  template <typename Io>
+  void Loop(Worker& w, Io& io, uint32_t nap_us) {
+    SystemClock clock;
+    while (!stop_.load(std::memory_order_relaxed)) {
+      if (!w.PollOnce(io, clock.Now()) && nap_us) {
+        std::this_thread::sleep_for(std::chrono::microseconds(nap_us));
+      }
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<quic::TlsContext> server_tls_;
+  std::vector<std::unique_ptr<quic::TlsContext>> client_tls_;
+  std::vector<std::unique_ptr<UdpSocket>> sockets_;        // the listener's, per worker
+  std::vector<std::unique_ptr<UdpSocket>> north_sockets_;  // bridges', per worker
+  std::unique_ptr<DpdkIo> dpdk_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::vector<uint8_t> secret_ = [] {
+    std::vector<uint8_t> s(32);
+    quic::RandomBytes(s.data(), s.size());
+    return s;
+  }();
+  uint16_t quic_port_ = 0;
+  size_t bridges_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Start(const RuntimeConfig& config,
+                                                        RingMesh* rings,
+                                                        std::vector<ActivityTable*> activity) {
+  auto r = std::make_unique<RuntimeImpl>();
+  if (absl::Status s = r->Init(config, rings, std::move(activity)); !s.ok()) return s;
+  return r;
+}
+
+}  // namespace qbridge::dp
