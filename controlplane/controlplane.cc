@@ -616,7 +616,10 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
 MonoNs Controlplane::NextPingDue(const Bridge& b) const {
   const MonoNs last_tx =
       std::max(dp::ConnActivity::Read(Activity(b.conn).last_tx_control), b.ping_requested_at);
-  return last_tx + uint64_t(b.cfg.keepalive_s) * dp::kSecNs;
+  // A little ahead of the keepalive (1/20 of it, at most 500 ms), so scheduling slack never
+  // makes the gap between two control-stream packets exceed the keepalive itself.
+  const uint64_t ka = uint64_t(b.cfg.keepalive_s) * dp::kSecNs;
+  return last_tx + ka - std::min<uint64_t>(ka / 20, 500 * dp::kMsNs);
 }
 
 void Controlplane::ArmBridgeKeepalive(Bridge& b, MonoNs now) {

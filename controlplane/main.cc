@@ -127,6 +127,7 @@ int Run(const std::string& path) {
   std::fflush(stdout);
 
   dp::MonoNs next_report = 0;
+  uint32_t idle = 0;
   dp::MonoNs drain_until = 0;
   auto publish = [&](dp::MonoNs now) {
     if (!rest) return;
@@ -170,7 +171,15 @@ int Run(const std::string& path) {
       drain_until = now + kDrainNs;
     }
     if (drain_until && (cplane.ShutdownDone() || now >= drain_until)) break;
-    if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    // Idle: nap, longer the longer it stays idle, never past the next timer or 1 ms.
+    if (busy) {
+      idle = 0;
+    } else {
+      uint64_t us = std::min<uint64_t>(50u << std::min<uint32_t>(idle++ / 16, 5), 1000);
+      const dp::MonoNs next = cplane.NextDeadline();
+      if (next > now) us = std::min<uint64_t>(us, (next - now) / 1000 + 1);
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    }
   }
   publish(clock.Now());
   (*runtime)->Stop();

@@ -272,12 +272,18 @@ class RuntimeImpl final : public Runtime {
     return absl::OkStatus();
   }
 
+  // Polls; after idle iterations it naps, longer the longer it stays idle (up to 1 ms, which
+  // bounds how late a controlplane message, a PINGREQ say, is picked up when all is quiet).
   template <typename Io>
   void Loop(Worker& w, Io& io, uint32_t nap_us) {
     SystemClock clock;
+    uint32_t idle = 0;
     while (!stop_.load(std::memory_order_relaxed)) {
-      if (!w.PollOnce(io, clock.Now()) && nap_us) {
-        std::this_thread::sleep_for(std::chrono::microseconds(nap_us));
+      if (w.PollOnce(io, clock.Now())) {
+        idle = 0;
+      } else if (nap_us) {
+        const uint32_t us = std::min<uint32_t>(nap_us << std::min<uint32_t>(idle++ / 16, 5), 1000);
+        std::this_thread::sleep_for(std::chrono::microseconds(us));
       }
     }
   }

@@ -151,11 +151,11 @@ Worker::~Worker() {
 absl::Status Worker::Init() {
   const size_t bridges = config_.bridges.size();
   if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
-  slots_.reserve(config_.max_conns);
-  for (uint32_t i = 0; i < config_.max_conns; ++i) {
-    slots_.push_back(std::make_unique<Conn>(this, i));
-    free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
-  }
+  // Slots are numbered up front; a connection's state is allocated the first time its slot
+  // is used and kept for reuse, so memory follows the connections actually seen.
+  slots_.resize(config_.max_conns);
+  free_slots_.reserve(config_.max_conns);
+  for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
   north_.assign(bridges, nullptr);
   bridge_traffic_ = std::make_unique<BridgeTraffic[]>(std::max<size_t>(bridges, 1));
   tickets_.resize(bridges);
@@ -204,8 +204,10 @@ absl::Status Worker::Init() {
 
 Worker::Conn* Worker::AllocConn(bool north, uint32_t bridge) {
   if (free_slots_.empty()) return nullptr;
-  Conn* c = slots_[free_slots_.back()].get();
+  const uint32_t slot = free_slots_.back();
   free_slots_.pop_back();
+  if (!slots_[slot]) slots_[slot] = std::make_unique<Conn>(this, slot);
+  Conn* c = slots_[slot].get();
   c->Reset(north, bridge);
   ++live_conns_;
   return c;
@@ -225,7 +227,7 @@ void Worker::FreeConn(Conn* c) {
 Worker::Conn* Worker::Lookup(ConnRef ref) {
   if (ref.core != config_.core || ref.slot >= slots_.size()) return nullptr;
   Conn* c = slots_[ref.slot].get();
-  if (c->gen != ref.gen || c->q == nullptr) return nullptr;
+  if (c == nullptr || c->gen != ref.gen || c->q == nullptr) return nullptr;
   return c;
 }
 
@@ -749,7 +751,7 @@ void Worker::ToControlplane(Msg m) {
 MonoNs Worker::NextDeadline() const {
   MonoNs t = endpoint_ ? endpoint_->Expiry() : kNeverNs;
   for (const ConnRef& r : closing_) {
-    const Conn* c = r.slot < slots_.size() ? slots_[r.slot].get() : nullptr;
+    const Conn* c = r.slot < slots_.size() ? slots_[r.slot].get() : nullptr;  // may be null
     if (c && c->gen == r.gen && c->close_at) t = std::min(t, c->close_at);
   }
   for (const Conn* c : north_) {

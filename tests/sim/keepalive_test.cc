@@ -106,7 +106,7 @@ TEST(KeepaliveSim, NorthPingsOnScheduleUnderTwoWayDataTraffic) {
   EXPECT_EQ(b.state, cp::BridgeState::kUp);
   EXPECT_GE(b.pingreqs_sent, 19u);
   EXPECT_EQ(b.pingresps, b.pingreqs_sent);
-  EXPECT_LE(b.max_pingreq_gap_ns, kKa + 2 * kMillisecond) << "a PINGREQ was late";
+  EXPECT_LT(b.max_pingreq_gap_ns, kKa) << "a PINGREQ was late";
   EXPECT_EQ(t.edge->worker->control_overtaken(), 0u);
   // The traffic really flowed both ways on data streams.
   EXPECT_GT(sent, 70'000u);
@@ -117,7 +117,7 @@ TEST(KeepaliveSim, NorthPingsOnScheduleUnderTwoWayDataTraffic) {
   auto s = t.cloud->cp->Session("edge-1");
   ASSERT_TRUE(s.has_value());
   EXPECT_GE(s->pingreqs, 19u);
-  EXPECT_LE(s->max_control_gap_ns, kKa + 2 * kMillisecond);
+  EXPECT_LT(s->max_control_gap_ns, kKa);
   EXPECT_GE(t.net.now() - start, 20 * kKa);
 }
 
@@ -164,7 +164,7 @@ TEST(KeepaliveSim, NorthPingreqLeavesFirstWhenTheSendPathIsSaturated) {
   const cp::BridgeStatus& b = t.bridge();
   EXPECT_EQ(b.reconnects, 0u);
   EXPECT_GE(b.pingreqs_sent, 19u);
-  EXPECT_LE(b.max_pingreq_gap_ns, kKa + 2 * kMillisecond);
+  EXPECT_LT(b.max_pingreq_gap_ns, kKa);
   EXPECT_EQ(t.edge->worker->control_overtaken(), 0u);
   EXPECT_GT(min_backlog, 1u << 20) << "the send path was not saturated";
   // The simulation steps 1 ms at a time; the pacer may hold a packet for one more step.

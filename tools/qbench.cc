@@ -1,0 +1,339 @@
+// qbench: an MQTT-over-QUIC load generator and checker (EMQX's wire model: CONNECT on
+// stream 0, PUBLISH and SUBSCRIBE on data streams), on qbridge's QUIC and MQTT code over
+// kernel UDP.
+//
+//   qbench pub --server IP:PORT --ca FILE [--server-name N] --topic T [--qos 0|1]
+//              [--rate MSGS_PER_S] [--size BYTES] [--streams N] [--seconds S] [--id ID]
+//   qbench sub --server IP:PORT --ca FILE [--server-name N] --topic FILTER [--qos 0|1]
+//              [--seconds S] [--id ID]
+//
+// Every payload starts with the publisher's sequence number and its send time (same-host
+// CLOCK_MONOTONIC), so `sub` reports loss, duplicates, reordering and latency. Both print
+// one line of live figures per second on stderr and a JSON summary on stdout at the end.
+// Either stops at --seconds (0: at Ctrl-C or SIGTERM).
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "dataplane/udp_socket.h"
+#include "mqtt/codec.h"
+#include "mqtt/framer.h"
+#include "quic/connection.h"
+#include "quic/tls.h"
+
+namespace {
+
+using namespace qbridge;
+
+volatile std::sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+uint64_t Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
+}
+
+struct Options {
+  std::string mode;
+  std::string server = "127.0.0.1:14567";
+  std::string ca, server_name = "localhost", topic = "qbench/t", id;
+  int qos = 0;
+  double rate = 1000;
+  size_t size = 64;
+  int streams = 1;
+  double seconds = 10;
+};
+
+bool ParseArgs(int argc, char** argv, Options* o) {
+  if (argc < 2) return false;
+  o->mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--server") o->server = v;
+    else if (k == "--ca") o->ca = v;
+    else if (k == "--server-name") o->server_name = v;
+    else if (k == "--topic") o->topic = v;
+    else if (k == "--id") o->id = v;
+    else if (k == "--qos") o->qos = std::atoi(v.c_str());
+    else if (k == "--rate") o->rate = std::atof(v.c_str());
+    else if (k == "--size") o->size = size_t(std::atol(v.c_str()));
+    else if (k == "--streams") o->streams = std::atoi(v.c_str());
+    else if (k == "--seconds") o->seconds = std::atof(v.c_str());
+    else return false;
+  }
+  return (o->mode == "pub" || o->mode == "sub") && !o->ca.empty() && o->qos >= 0 && o->qos <= 1 &&
+         o->size >= 16 && o->streams >= 1;
+}
+
+class Client : public quic::ConnectionEvents {
+ public:
+  Client(const Options& o) : o_(o) {}
+
+  int Run() {
+    const size_t colon = o_.server.rfind(':');
+    uint32_t port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(o_.server.substr(colon + 1), &port)) {
+      std::fprintf(stderr, "qbench: --server IP:PORT\n");
+      return 2;
+    }
+    const quic::Address remote = quic::Address::FromIpPort(o_.server.substr(0, colon), uint16_t(port));
+    auto sock = dp::UdpSocket::Bind(quic::Address::FromIpPort(
+        remote.storage.ss_family == AF_INET6 ? "::" : "0.0.0.0", 0));
+    if (!sock.ok()) return Fail(std::string(sock.status().message()));
+    quic::TlsConfig tc;
+    tc.cacertfile = o_.ca;
+    tc.server_name = o_.server_name;
+    auto tls = quic::TlsContext::Create(quic::TlsContext::Side::kClient, tc);
+    if (!tls.ok()) return Fail(std::string(tls.status().message()));
+    // The kernel reports each datagram's destination (PKTINFO): dial from the source
+    // address it picks towards the server, on our port.
+    quic::Address local;
+    {
+      const int fd = ::socket(remote.storage.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      local.len = sizeof(local.storage);
+      if (fd < 0 || ::connect(fd, remote.sa(), remote.len) != 0 ||
+          ::getsockname(fd, local.sa(), &local.len) != 0) {
+        if (fd >= 0) ::close(fd);
+        return Fail("no route to the server");
+      }
+      ::close(fd);
+      reinterpret_cast<sockaddr_in*>(&local.storage)->sin_port =
+          reinterpret_cast<const sockaddr_in*>(&(*sock)->local().storage)->sin_port;
+    }
+    quic::TransportConfig t;
+    t.idle_timeout_ns = 30 * quic::kSecond;
+    auto c = quic::Connection::Connect(**tls, t, quic::Path{local, remote}, this, Now());
+    if (!c.ok()) return Fail(std::string(c.status().message()));
+    conn_ = c->get();
+    std::vector<uint8_t> scratch(64 * 1500);
+    const uint64_t start = Now();
+    const uint64_t end = o_.seconds > 0 ? start + uint64_t(o_.seconds * 1e9) : UINT64_MAX;
+    uint64_t next_report = start + quic::kSecond;
+    next_send_ = start;
+    while (!g_stop && Now() < end && !failed_) {
+      const uint64_t now = Now();
+      (*sock)->Receive([&](const quic::Path& p, std::span<const uint8_t> d) {
+        if (!conn_->Read(p, d, now)) closed_ = true;
+      });
+      if (conn_->Expiry() <= now && !conn_->HandleExpiry(now)) closed_ = true;
+      if (closed_) return Fail("the connection closed");
+      if (connected_ && o_.mode == "pub") Publish(now);
+      conn_->Write(now, scratch, 64, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
+        (*sock)->Send(p, d, seg);
+      });
+      if (now >= next_report) {
+        Report(now - start);
+        next_report += quic::kSecond;
+      }
+      pollfd pfd{(*sock)->fd(), POLLIN, 0};
+      const uint64_t wake = std::min({conn_->Expiry(), next_report, end,
+                                      o_.mode == "pub" && connected_ ? next_send_ : UINT64_MAX});
+      const uint64_t wait = wake > Now() ? wake - Now() : 0;
+      const timespec ts{time_t(wait / quic::kSecond), long(wait % quic::kSecond)};
+      ::ppoll(&pfd, 1, &ts, nullptr);
+    }
+    Summary(Now() - start);
+    conn_->Close(0);
+    conn_->Write(Now(), scratch, 1, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
+      (*sock)->Send(p, d, seg);
+    });
+    return failed_ ? 1 : 0;
+  }
+
+  // quic::ConnectionEvents
+  void OnHandshakeConfirmed() override {
+    auto ctrl = conn_->OpenStream();
+    if (!ctrl.ok()) {
+      failed_ = true;
+      return;
+    }
+    mqtt::Connect c;
+    c.version = mqtt::Version::k5;
+    const std::string id = o_.id.empty() ? "qbench-" + o_.mode + "-" + std::to_string(::getpid()) : o_.id;
+    id_ = id;
+    c.client_id = id_;
+    c.keep_alive = 30;
+    Send(0, c);
+    for (int i = 0; i < o_.streams; ++i) {
+      auto s = conn_->OpenStream();
+      if (!s.ok()) break;
+      data_.push_back(*s);
+    }
+    if (data_.empty()) data_.push_back(0);
+  }
+  void OnStreamData(int64_t sid, std::span<const uint8_t> data, bool) override {
+    auto& f = framers_[sid];
+    (void)f.Feed(data, [&](const mqtt::Frame& fr) {
+      OnPacket(sid, fr);
+      return true;
+    });
+  }
+
+ private:
+  int Fail(const std::string& why) {
+    std::fprintf(stderr, "qbench: %s\n", why.c_str());
+    failed_ = true;
+    return 1;
+  }
+
+  void Send(int64_t sid, const mqtt::Packet& p) {
+    auto buf = std::make_shared<std::vector<uint8_t>>();
+    if (!mqtt::EncodeTo(p, mqtt::Version::k5, *buf)) return;
+    (void)conn_->Send(sid, std::move(buf));
+  }
+
+  void OnPacket(int64_t sid, const mqtt::Frame& fr) {
+    mqtt::Packet p;
+    if (!mqtt::Decode(fr.header, fr.body, mqtt::Version::k5, &p).ok()) return;
+    if (auto* ack = std::get_if<mqtt::Connack>(&p)) {
+      if (ack->reason != mqtt::ReasonCode::kSuccess) {
+        Fail("CONNACK refused");
+        return;
+      }
+      connected_ = true;
+      if (o_.mode == "sub") {
+        mqtt::Subscribe s;
+        s.packet_id = 1;
+        s.subscriptions.push_back(mqtt::Subscription{o_.topic, mqtt::QoS(o_.qos)});
+        Send(data_[0], s);
+      }
+    } else if (auto* pub = std::get_if<mqtt::Publish>(&p)) {
+      OnDelivery(sid, *pub);
+    } else if (auto* ack = std::get_if<mqtt::PubAck>(&p)) {
+      if (ack->type == mqtt::PacketType::kPuback) {
+        ++acked_;
+        --inflight_;
+      }
+    } else if (std::holds_alternative<mqtt::Suback>(p)) {
+      subscribed_ = true;
+    }
+  }
+
+  void Publish(uint64_t now) {
+    // At most 1,000 QoS 1 messages unacknowledged and 1 MiB queued per stream: back-pressure.
+    const uint64_t interval = uint64_t(1e9 / std::max(o_.rate, 1.0));
+    int budget = 1000;
+    while (now >= next_send_ && budget-- > 0) {
+      const int64_t sid = data_[seq_ % data_.size()];
+      if (conn_->BufferedBytes(sid) > (1u << 20) || (o_.qos == 1 && inflight_ >= 1000)) {
+        ++blocked_;
+        break;
+      }
+      std::vector<uint8_t> payload(o_.size, 'q');
+      const uint64_t t = Now();
+      std::memcpy(payload.data(), &seq_, 8);
+      std::memcpy(payload.data() + 8, &t, 8);
+      mqtt::Publish p;
+      p.topic = o_.topic;
+      p.qos = mqtt::QoS(o_.qos);
+      p.payload = payload;
+      if (o_.qos == 1) {
+        p.packet_id = uint16_t(seq_ % 65535 + 1);
+        ++inflight_;
+      }
+      Send(sid, p);
+      ++seq_;
+      next_send_ += interval;
+    }
+    if (now > next_send_ + quic::kSecond) next_send_ = now;  // do not burst to catch up
+  }
+
+  void OnDelivery(int64_t sid, const mqtt::Publish& p) {
+    if (p.qos == mqtt::QoS::k1) {
+      mqtt::PubAck ack;
+      ack.packet_id = p.packet_id;
+      Send(sid, ack);
+    }
+    ++received_;
+    if (p.payload.size() < 16) return;
+    uint64_t seq, t;
+    std::memcpy(&seq, p.payload.data(), 8);
+    std::memcpy(&t, p.payload.data() + 8, 8);
+    const uint64_t now = Now();
+    if (now > t) lat_.push_back(now - t);
+    if (seq < next_expected_) {
+      if (seen_.count(seq)) ++dups_;
+      else ++reordered_;
+    } else {
+      if (seq > next_expected_) missing_ += seq - next_expected_;
+      next_expected_ = seq + 1;
+    }
+    if (seen_.size() < 10'000'000) seen_.insert(seq);
+  }
+
+  double Pct(std::vector<uint64_t>& v, double q) {
+    if (v.empty()) return 0;
+    const size_t k = std::min(v.size() - 1, size_t(q * double(v.size())));
+    std::nth_element(v.begin(), v.begin() + long(k), v.end());
+    return double(v[k]) / 1e6;
+  }
+
+  void Report(uint64_t elapsed) {
+    if (o_.mode == "pub") {
+      std::fprintf(stderr, "qbench pub %4.0fs: sent %8lu (%6lu/s) acked %8lu\n", double(elapsed) / 1e9,
+                   seq_, seq_ - last_count_, acked_);
+      last_count_ = seq_;
+    } else {
+      std::vector<uint64_t> win(lat_.begin() + long(std::min(lat_.size(), last_lat_)), lat_.end());
+      std::fprintf(stderr, "qbench sub %4.0fs: received %8lu (%6lu/s) latency p50 %.2f ms p99 %.2f ms missing %lu\n",
+                   double(elapsed) / 1e9, received_, received_ - last_count_, Pct(win, 0.5), Pct(win, 0.99),
+                   missing_);
+      last_count_ = received_;
+      last_lat_ = lat_.size();
+    }
+  }
+
+  void Summary(uint64_t elapsed) {
+    const double s = double(elapsed) / 1e9;
+    if (o_.mode == "pub") {
+      std::printf("{\"mode\":\"pub\",\"connected\":%s,\"sent\":%lu,\"acked\":%lu,\"rate\":%.1f,\"blocked\":%lu}\n",
+                  connected_ ? "true" : "false", seq_, acked_, double(seq_) / s, blocked_);
+    } else {
+      std::printf("{\"mode\":\"sub\",\"connected\":%s,\"subscribed\":%s,\"received\":%lu,\"unique\":%zu,"
+                  "\"duplicates\":%lu,\"missing\":%lu,\"reordered\":%lu,\"highest_seq\":%lu,"
+                  "\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"rate\":%.1f}\n",
+                  connected_ ? "true" : "false", subscribed_ ? "true" : "false", received_, seen_.size(),
+                  dups_, missing_, reordered_, next_expected_, Pct(lat_, 0.5), Pct(lat_, 0.99),
+                  double(received_) / s);
+    }
+    std::fflush(stdout);
+  }
+
+  Options o_;
+  quic::Connection* conn_ = nullptr;
+  std::string id_;
+  std::vector<int64_t> data_;
+  std::map<int64_t, mqtt::Framer> framers_;
+  bool connected_ = false, subscribed_ = false, closed_ = false, failed_ = false;
+  uint64_t next_send_ = 0, seq_ = 0, acked_ = 0, inflight_ = 0, blocked_ = 0, last_count_ = 0;
+  uint64_t received_ = 0, next_expected_ = 0, missing_ = 0, dups_ = 0, reordered_ = 0;
+  size_t last_lat_ = 0;
+  std::vector<uint64_t> lat_;
+  std::set<uint64_t> seen_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!ParseArgs(argc, argv, &o)) {
+    std::fprintf(stderr,
+                 "usage: qbench pub|sub --server IP:PORT --ca FILE [--server-name NAME] --topic T\n"
+                 "       [--qos 0|1] [--rate N] [--size BYTES] [--streams N] [--seconds S] [--id ID]\n");
+    return 2;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  Client c(o);
+  return c.Run();
+}
