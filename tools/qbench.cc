@@ -8,7 +8,8 @@
 //              [--seconds S] [--id ID]
 //
 // Every payload starts with the publisher's sequence number and its send time (same-host
-// CLOCK_MONOTONIC), so `sub` reports loss, duplicates, reordering and latency. Both print
+// CLOCK_MONOTONIC), so `sub` reports loss (sequence numbers never seen), duplicates,
+// reordering (several streams may interleave) and latency. Both print
 // one line of live figures per second on stderr and a JSON summary on stdout at the end.
 // Either stops at --seconds (0: at Ctrl-C or SIGTERM).
 #include <poll.h>
@@ -138,7 +139,8 @@ class Client : public quic::ConnectionEvents {
       pollfd pfd{(*sock)->fd(), POLLIN, 0};
       const uint64_t wake = std::min({conn_->Expiry(), next_report, end,
                                       o_.mode == "pub" && connected_ ? next_send_ : UINT64_MAX});
-      const uint64_t wait = wake > Now() ? wake - Now() : 0;
+      const uint64_t t = Now();
+      const uint64_t wait = wake > t ? wake - t : 0;
       const timespec ts{time_t(wait / quic::kSecond), long(wait % quic::kSecond)};
       ::ppoll(&pfd, 1, &ts, nullptr);
     }
@@ -303,7 +305,8 @@ class Client : public quic::ConnectionEvents {
                   "\"duplicates\":%lu,\"missing\":%lu,\"reordered\":%lu,\"highest_seq\":%lu,"
                   "\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"rate\":%.1f}\n",
                   connected_ ? "true" : "false", subscribed_ ? "true" : "false", received_, seen_.size(),
-                  dups_, missing_, reordered_, next_expected_, Pct(lat_, 0.5), Pct(lat_, 0.99),
+                  dups_, next_expected_ - std::min<uint64_t>(next_expected_, seen_.size()), reordered_,
+                  next_expected_, Pct(lat_, 0.5), Pct(lat_, 0.99),
                   double(received_) / s);
     }
     std::fflush(stdout);

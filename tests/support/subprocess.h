@@ -83,6 +83,17 @@ class Subprocess {
     return pid_ > 0 ? -1 : status_;
   }
 
+  pid_t pid() const { return pid_; }
+  void Signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  // Waits up to `timeout_ms` for the child to exit; its status, or -1.
+  int Wait(int timeout_ms) {
+    for (int waited = 0; TryWait() < 0 && waited < timeout_ms; waited += 20)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return TryWait();
+  }
+
   void Stop() {
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);

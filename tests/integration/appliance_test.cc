@@ -1,0 +1,304 @@
+// The real `qbridge` binary, twice: an edge appliance bridging over QUIC to a cloud
+// appliance that counts control-stream packets only for keepalive (EMQX <= 5.8.1), with
+// qbench devices on both sides, REST and /metrics checked over HTTP.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "tests/support/subprocess.h"
+#include "tests/support/test_certs.h"
+
+#ifndef QBRIDGE_BIN
+#error "QBRIDGE_BIN and QBENCH_BIN must be defined"
+#endif
+
+namespace qbridge::testing {
+namespace {
+
+using nlohmann::json;
+
+// 60 s is what the appliance issue asks for; QBRIDGE_SOAK_SECONDS changes it.
+int SoakSeconds() {
+  const char* v = std::getenv("QBRIDGE_SOAK_SECONDS");
+  return v ? std::max(5, std::atoi(v)) : 60;
+}
+
+struct Appliance {
+  Subprocess proc;
+  int quic_port = 0, http_port = 0;
+  std::string log;
+
+  bool Start(const std::string& config, const std::string& log_path) {
+    log = log_path;
+    if (!proc.Start({QBRIDGE_BIN, "--config", config}, log_path)) return false;
+    const std::string line = proc.ReadLine(15000);
+    if (line.empty()) return false;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) return false;
+    quic_port = j.value("quic_port", 0);
+    http_port = j.value("http_port", 0);
+    return quic_port > 0;
+  }
+  std::string Log() const {
+    std::ifstream f(log);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  }
+  httplib::Client Http(bool auth = true) const {
+    httplib::Client c("127.0.0.1", http_port);
+    c.set_read_timeout(5, 0);
+    if (auth) c.set_basic_auth("admin", "s3cret");
+    return c;
+  }
+  json Get(const std::string& path) const {
+    auto c = Http();
+    auto r = c.Get(path);
+    if (!r || r->status != 200) return json();
+    return json::parse(r->body, nullptr, false);
+  }
+};
+
+class ApplianceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const TestCerts& certs = GetTestCerts();
+    ASSERT_FALSE(certs.dir.empty());
+    dir_ = certs.dir + "/appliance-" + std::to_string(::getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::create_directories(dir_);
+    ca_ = certs.ca;
+    Write("cloud.toml", R"(
+[listeners.quic]
+bind = "127.0.0.1:0"
+certfile = ")" + certs.server_cert + R"("
+keyfile = ")" + certs.server_key + R"("
+strict_control_stream_keepalive = true
+
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "s3cret"
+)");
+    ASSERT_TRUE(cloud_.Start(dir_ + "/cloud.toml", dir_ + "/cloud.log")) << cloud_.Log();
+    Write("edge.toml", R"(
+[listeners.quic]
+bind = "127.0.0.1:0"
+certfile = ")" + certs.server_cert + R"("
+keyfile = ")" + certs.server_key + R"("
+
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "s3cret"
+
+[bridges.mqtt.cloud]
+server = "mqtt-quic://127.0.0.1:)" + std::to_string(cloud_.quic_port) + R"("
+proto_ver = 5
+clientid = "edge-t"
+keepalive = "2s"
+backoff_max = "2s"
+quic_keepalive = "4s"
+quic_idle_timeout = "10s"
+ssl = { cacertfile = ")" + certs.ca + R"(", server_name = "localhost" }
+data_streams = 2
+forwards = [
+  { local_topic = "telemetry/#", remote_topic = "", prefix = "edge/", qos = 1, stream = 0 },
+  { local_topic = "bulk/#", remote_topic = "", prefix = "edge/", qos = 0, stream = 1 },
+]
+subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "down/", qos = 1 }]
+)");
+    ASSERT_TRUE(edge_.Start(dir_ + "/edge.toml", dir_ + "/edge.log")) << edge_.Log();
+    // Wait for the bridge.
+    for (int i = 0; i < 100; ++i) {
+      json b = edge_.Get("/api/v4/bridges/cloud");
+      if (b.is_object() && b["data"].value("connected", false)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "the bridge did not connect\n" << edge_.Log() << cloud_.Log();
+  }
+
+  void TearDown() override {
+    edge_.proc.Signal(SIGTERM);
+    cloud_.proc.Signal(SIGTERM);
+    EXPECT_EQ(edge_.proc.Wait(10000), 0) << "SIGTERM must drain and exit 0\n" << edge_.Log();
+    EXPECT_EQ(cloud_.proc.Wait(10000), 0) << cloud_.Log();
+  }
+
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ + "/" + name) << text;
+  }
+
+  // Runs qbench; returns its JSON summary.
+  std::unique_ptr<Subprocess> Bench(const std::vector<std::string>& args, const std::string& name) {
+    auto p = std::make_unique<Subprocess>();
+    std::vector<std::string> argv = {QBENCH_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    EXPECT_TRUE(p->Start(argv, dir_ + "/" + name + ".log"));
+    return p;
+  }
+  static json Summary(Subprocess& p, int timeout_ms) {
+    const std::string line = p.ReadLine(timeout_ms);
+    return json::parse(line.empty() ? "{}" : line, nullptr, false);
+  }
+
+  std::string dir_, ca_;
+  Appliance cloud_, edge_;
+};
+
+// The issue's soak: bulk QoS 0 and QoS 1 through the edge to the cloud on data streams, with
+// keepalive 2 s against a cloud that only counts the control stream. Zero reconnects, every
+// PINGREQ gap under 2 s, every QoS 1 message delivered exactly once, in order.
+TEST_F(ApplianceTest, BridgeKeepsKeepaliveUnderBulkLoad) {
+  const int secs = SoakSeconds();
+  const std::string cloud = "127.0.0.1:" + std::to_string(cloud_.quic_port);
+  const std::string edge = "127.0.0.1:" + std::to_string(edge_.quic_port);
+  auto sub1 = Bench({"sub", "--server", cloud, "--ca", ca_, "--topic", "edge/telemetry/#", "--qos", "1",
+                     "--seconds", std::to_string(secs + 6)}, "sub1");
+  auto sub0 = Bench({"sub", "--server", cloud, "--ca", ca_, "--topic", "edge/bulk/#", "--qos", "0",
+                     "--seconds", std::to_string(secs + 6)}, "sub0");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // subscriptions in place
+  auto pub1 = Bench({"pub", "--server", edge, "--ca", ca_, "--topic", "telemetry/line-1", "--qos", "1",
+                     "--rate", "1000", "--size", "256", "--seconds", std::to_string(secs)}, "pub1");
+  auto pub0 = Bench({"pub", "--server", edge, "--ca", ca_, "--topic", "bulk/line-1", "--qos", "0",
+                     "--rate", "3000", "--size", "1024", "--streams", "2", "--seconds",
+                     std::to_string(secs)}, "pub0");
+  const json p1 = Summary(*pub1, (secs + 20) * 1000);
+  const json p0 = Summary(*pub0, 20000);
+  const json s1 = Summary(*sub1, 20000);
+  const json s0 = Summary(*sub0, 20000);
+  ASSERT_TRUE(p1.value("connected", false)) << p1.dump();
+  ASSERT_TRUE(s1.value("subscribed", false)) << s1.dump();
+  const uint64_t sent = p1.value("sent", 0ull);
+  EXPECT_GT(sent, uint64_t(secs) * 900) << p1.dump();
+  EXPECT_EQ(p1.value("acked", 0ull), sent) << p1.dump();
+  // QoS 1 end to end: every message once, in order (sequence-checked by the subscriber).
+  EXPECT_EQ(s1.value("received", 0ull), sent) << s1.dump();
+  EXPECT_EQ(s1.value("duplicates", 1ull), 0u) << s1.dump();
+  EXPECT_EQ(s1.value("missing", 1ull), 0u) << s1.dump();
+  EXPECT_EQ(s1.value("reordered", 1ull), 0u) << s1.dump();
+  EXPECT_GT(s0.value("received", 0ull), 0u) << s0.dump();
+
+  const json b = edge_.Get("/api/v4/bridges/cloud")["data"];
+  ASSERT_TRUE(b.is_object());
+  const json& ka = b["keepalive_health"];
+  EXPECT_EQ(b.value("reconnects", 1), 0) << b.dump(2);
+  EXPECT_EQ(ka.value("pingresp_timeouts", 1), 0) << b.dump(2);
+  EXPECT_LT(ka.value("max_pingreq_gap_ms", 1e9), 2000.0) << b.dump(2);
+  EXPECT_GE(ka.value("pingreqs_sent", 0), secs / 2) << b.dump(2);
+  EXPECT_EQ(ka.value("keepalive_kicks", 1), 0);
+  const json m = cloud_.Get("/api/v4/metrics")["data"]["south"];
+  EXPECT_EQ(m.value("keepalive_timeouts", 1), 0) << m.dump();
+  std::printf("soak %d s: QoS 1 %lu msgs (p99 %.2f ms), QoS 0 %lu of %lu delivered; PINGREQs %d, "
+              "max gap %.1f ms, PINGRESP RTT max %.2f ms\n",
+              secs, (unsigned long)sent, s1.value("latency_p99_ms", 0.0),
+              (unsigned long)s0.value("received", 0ull), (unsigned long)p0.value("sent", 0ull),
+              ka.value("pingreqs_sent", 0), ka.value("max_pingreq_gap_ms", 0.0),
+              ka.value("pingresp_rtt_max_ms", 0.0));
+}
+
+TEST_F(ApplianceTest, RestAndMetrics) {
+  // No credentials, wrong credentials.
+  {
+    auto c = edge_.Http(false);
+    auto r = c.Get("/api/v4/bridges");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Basic realm=\"qbridge\"");
+    c.set_basic_auth("admin", "guess");
+    r = c.Get("/metrics");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+  }
+  json list = edge_.Get("/api/v4/bridges");
+  ASSERT_TRUE(list.is_object());
+  EXPECT_EQ(list["code"], 0);
+  ASSERT_EQ(list["data"].size(), 1u);
+  EXPECT_EQ(list["data"][0]["name"], "cloud");
+  json one = edge_.Get("/api/v4/bridges/cloud")["data"];
+  EXPECT_EQ(one["forwards"].size(), 2u);
+  EXPECT_EQ(one["forwards"][0]["local_topic"], "telemetry/#");
+  EXPECT_EQ(one["subscription"][0]["remote_topic"], "cmd/edge-t/#");
+  EXPECT_TRUE(one["keepalive_health"].contains("control_stream_idle_ms"));
+  {
+    auto c = edge_.Http();
+    auto r = c.Get("/api/v4/bridges/nope");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    // Bad bodies: 400 with a JSON error.
+    for (const char* body : {"", "{", "[]", "{\"enable\": \"yes\"}", "{\"on\": true}"}) {
+      r = c.Post("/api/v4/bridges/switch/cloud", body, "application/json");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 400) << body;
+      json e = json::parse(r->body, nullptr, false);
+      EXPECT_TRUE(e.is_object() && e.contains("message")) << r->body;
+    }
+    // Switch the bridge off and on again.
+    r = c.Post("/api/v4/bridges/switch/cloud", "{\"enable\": false}", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+  bool down = false;
+  for (int i = 0; i < 50 && !down; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    down = !edge_.Get("/api/v4/bridges/cloud")["data"].value("connected", true);
+  }
+  EXPECT_TRUE(down);
+  {
+    auto c = edge_.Http();
+    auto r = c.Post("/api/v4/bridges/switch/cloud", "{\"enable\": true}", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    up = edge_.Get("/api/v4/bridges/cloud")["data"].value("connected", false);
+  }
+  EXPECT_TRUE(up);
+
+  // The cloud sees the edge as a client.
+  json clients = cloud_.Get("/api/v4/clients");
+  bool found = false;
+  for (const auto& c : clients["data"]) found |= c["client_id"] == "edge-t";
+  EXPECT_TRUE(found) << clients.dump();
+
+  // Prometheus text with the per-bridge series NanoMQ lacks.
+  auto c = edge_.Http();
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  for (const char* series :
+       {"qbridge_bridge_connected{bridge=\"cloud\"} 1", "qbridge_bridge_reconnects_total{bridge=\"cloud\"} 1",
+        "qbridge_bridge_pingreqs_total{bridge=\"cloud\"}", "qbridge_bridge_pingresp_rtt_seconds{bridge=\"cloud\"}",
+        "qbridge_bridge_control_stream_idle_seconds{bridge=\"cloud\"}",
+        "qbridge_bridge_pingresp_rtt_histogram_seconds_bucket{bridge=\"cloud\",le=\"+Inf\"}",
+        "qbridge_bridge_closes_total{bridge=\"cloud\",app_error=\"0\"} 1",
+        "qbridge_bridge_tx_messages_total{bridge=\"cloud\"}", "qbridge_worker_rx_datagrams{worker=\"0\"}",
+        "# TYPE qbridge_bridge_connected gauge"}) {
+    EXPECT_NE(r->body.find(series), std::string::npos) << "missing " << series << "\n" << r->body;
+  }
+  json metrics = edge_.Get("/api/v4/metrics");
+  EXPECT_EQ(metrics["code"], 0);
+  EXPECT_TRUE(metrics["data"]["workers"].contains("rx_datagrams{worker=\"0\"}"));
+}
+
+TEST(ApplianceCli, CheckConfigExplainsByKeyPath) {
+  const std::string dir = GetTestCerts().dir;
+  const std::string bad = dir + "/bad-" + std::to_string(::getpid()) + ".toml";
+  std::ofstream(bad) << "[bridges.mqtt.x]\nserver = \"mqtt-quic://127.0.0.1:1\"\nkeepalive = \"90s\"\n"
+                        "quic_idle_timeout = \"120s\"\nquic_keepalive = \"30s\"\nssl = { verify_peer = false }\n";
+  Subprocess p;
+  ASSERT_TRUE(p.Start({QBRIDGE_BIN, "--check-config", bad}, bad + ".err"));
+  EXPECT_EQ(p.Wait(10000), 1);
+  std::ifstream f(bad + ".err");
+  const std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(err.find("bridges.mqtt.x.keepalive x 1.5"), std::string::npos) << err;
+  EXPECT_NE(err.find("bridges.mqtt.x.quic_idle_timeout"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace qbridge::testing
