@@ -250,9 +250,12 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
       }
     }
   }
+  d.proto_ver = 4;  // NanoMQ's default
   if (auto v = r.Int(t, path, "proto_ver", 3, 5)) {
     b.version = *v == 5 ? mqtt::Version::k5 : *v == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
+    d.proto_ver = int(*v);
   }
+  if (auto v = r.Int(t, path, "max_send_queue_len", 1, 10'000'000)) d.max_queue = size_t(*v);
   if (auto v = r.Str(t, path, "clientid")) b.client_id = *v;
   if (auto v = r.Str(t, path, "username")) b.username = *v;
   if (auto v = r.Str(t, path, "password")) b.password = *v;

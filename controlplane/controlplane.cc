@@ -568,6 +568,13 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
       }
       b.status.state = BridgeState::kUp;
       if (b.status.connects++ > 0) ++b.status.reconnects;
+      {
+        // The worker may now replay what the last connection left unacknowledged and send
+        // what waited for the upstream.
+        Msg ready = dp::MakeMsg(MsgType::kBridgeReady, b.conn);
+        ready.aux = uint32_t(&b - bridges_.data());
+        Post(b.cfg.worker, ready);
+      }
       b.attempt = 0;
       b.ping_sent_at = 0;
       b.last_pingreq_at = 0;
@@ -576,8 +583,9 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
       // control stream's): make every one again, whatever session-present says.
       for (const BridgeSubscription& s : b.cfg.subscriptions) {
         mqtt::Subscribe sub;
-        sub.packet_id = b.next_packet_id++;
-        if (b.next_packet_id == 0) b.next_packet_id = 1;
+        // Ids from the range the worker never uses for PUBLISH.
+        sub.packet_id = b.next_packet_id;
+        b.next_packet_id = b.next_packet_id == 65535 ? dp::kControlPacketIdFirst : uint16_t(b.next_packet_id + 1);
         sub.subscriptions.push_back(mqtt::Subscription{s.topic, s.qos});
         const int64_t stream = s.slot < 0 ? 0 : dp::BridgeDataSlot(s.slot);
         Send(b.conn, stream, sub, b.cfg.version);

@@ -245,7 +245,7 @@ class Controlplane {
     MonoNs ping_requested_at = 0;  // our last control-stream write request
     MonoNs last_pingreq_at = 0;
     uint8_t last_disconnect_reason = 0;
-    uint16_t next_packet_id = 1;
+    uint16_t next_packet_id = dp::kControlPacketIdFirst;
   };
 
   static uint64_t CookieOf(ConnRef r) {

@@ -172,6 +172,8 @@ class RuntimeImpl final : public Runtime {
       d.data_streams = b.data_streams;
       d.priorities = b.priorities;
       d.zero_rtt = b.zero_rtt;
+      d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
+      d.max_queue = b.max_queue;
       dials.push_back(std::move(d));
     }
 

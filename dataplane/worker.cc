@@ -58,6 +58,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
     streams_open = false;
     inbound = mqtt::InboundQos();
     ids = mqtt::PacketIdAllocator();
+    e2e.clear();
     control_sent = 0;
     dead = false;
     close_at = 0;
@@ -116,7 +117,14 @@ class Worker::Conn final : public quic::ConnectionEvents {
   std::vector<int64_t> data_ids;  // north: stream id of each data slot
   bool streams_open = false;
   mqtt::InboundQos inbound;
-  mqtt::PacketIdAllocator ids;  // north: outbound packet ids, one space per connection
+  mqtt::PacketIdAllocator ids;  // south: ids of PUBLISHes we deliver to this client
+  // South QoS 1 PUBLISHes forwarded upstream, by stream << 16 | id: acks still awaited, and
+  // whether an upstream refused the message.
+  struct AwaitingAck {
+    uint16_t outstanding = 0;
+    bool failed = false;
+  };
+  absl::flat_hash_map<uint64_t, AwaitingAck> e2e;
   uint64_t control_sent = 0;    // SentBytes(0) when last looked at
   bool dead = false;
   MonoNs close_at = 0;          // a close is pending; at the latest then
@@ -157,6 +165,10 @@ absl::Status Worker::Init() {
   free_slots_.reserve(config_.max_conns);
   for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
   north_.assign(bridges, nullptr);
+  bstate_.resize(bridges);
+  for (BridgeState& b : bstate_) {
+    for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) b.ids.Reserve(uint16_t(id));
+  }
   bridge_traffic_ = std::make_unique<BridgeTraffic[]>(std::max<size_t>(bridges, 1));
   tickets_.resize(bridges);
   size_t max_payload = 1500;
@@ -259,6 +271,7 @@ void Worker::DialBridge(uint32_t bridge, MonoNs now) {
   }
   c->owned = std::move(*q);
   c->q = c->owned.get();
+  c->version = d.version;
   activity_->at(c->slot).Reset(now);
   north_[bridge] = c;
   stats_.conns_opened.Inc();
@@ -285,6 +298,7 @@ void Worker::OpenBridgeStreams(Conn& c) {
 }
 
 void Worker::OnNorthClosed(Conn* c) {
+  bstate_[c->bridge].ready = false;  // what is in flight is replayed on the next connection
   if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
   Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
   m.aux = c->bridge + 1;
@@ -355,6 +369,8 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
         Msg& m = batch[i];
         if (m.type == MsgType::kPublish) {
           OnRoutedPublish(m);
+        } else if (m.type == MsgType::kAck) {
+          AckSouth(m.conn, int64_t(m.arg >> 16), uint16_t(m.arg & 0xffff), m.flags & kMsgFailed);
         } else if (m.type == MsgType::kDatagram) {
           stats_.cid_received.Inc();
           const auto b = m.bytes();
@@ -374,20 +390,26 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
 }
 
 void Worker::OnRoutedPublish(const Msg& m) {
+  const bool has_origin = m.flags & kMsgHasOrigin;
+  const Origin origin{m.conn, int64_t(m.arg >> 16), uint16_t(m.arg & 0xffff)};
+  bool handled = false;
   mqtt::Framer f(mqtt::kMaxPacketSize);
   (void)f.Feed(m.bytes(), [&](const mqtt::Frame& fr) {
     mqtt::Publish p;
     if (!mqtt::DecodePublish(fr.header, fr.body, mqtt::Version::k5, &p).ok()) return false;
+    handled = true;
     if (m.aux != 0) {
-      if (!PublishNorth(m.aux - 1, int(m.stream), p, now_)) {
+      if (!PublishNorth(m.aux - 1, int(m.stream), p, now_, has_origin ? &origin : nullptr)) {
         stats_.drop_route_failed.Inc();
         if (m.aux - 1 < north_.size()) bridge_traffic_[m.aux - 1].drops.Inc();
+        if (has_origin) AckOrigin(origin, /*failed=*/true);
       }
     } else {
       DeliverSouth(m.conn, m.stream, p);
     }
     return false;
   });
+  if (!handled && has_origin) AckOrigin(origin, /*failed=*/true);
 }
 
 void Worker::OnControlMsg(Msg& m, MonoNs now) {
@@ -402,6 +424,10 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
   Conn* c = Lookup(m.conn);
   if (c == nullptr) {
     stats_.drop_stale_conn.Inc();
+    return;
+  }
+  if (m.type == MsgType::kBridgeReady) {
+    if (c->north && north_[c->bridge] == c) OnBridgeReady(c->bridge);
     return;
   }
   switch (m.type) {
@@ -525,6 +551,8 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
         rel.type = T::kPubrel;
         rel.packet_id = ack.packet_id;
         SendPacket(c, sid, rel);
+      } else if (c.north) {
+        OnNorthAck(c, ack.packet_id, ack.reason);
       } else {
         c.ids.Release(ack.packet_id);
       }
@@ -570,21 +598,132 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
     }
     deliver = d.kind == mqtt::InboundDecision::kDeliver;
   }
+  // QoS 1 from a south client is acknowledged end to end: only once every upstream it was
+  // forwarded to has acknowledged it (local subscribers have it as soon as it is written).
+  const bool e2e = p.qos == mqtt::QoS::k1 && !c.north;
+  Origin origin{c.ref(), sid, p.packet_id};
+  Routed routed;
   if (deliver) {
     if (on_delivery_) on_delivery_(Delivery{c.ref(), c.north, sid, &p});
-    Route(c, p);
+    routed = Route(c, p, e2e ? &origin : nullptr);
+  } else if (e2e && c.e2e.contains(KeyOf(sid, p.packet_id))) {
+    return;  // a resend while the upstream's ack is awaited: that ack answers both
   }
   if (p.qos == mqtt::QoS::k0) return;
-  // Routing hands the message on synchronously today, so it is safe to acknowledge now.
+  if (e2e && routed.awaiting > 0) {
+    Conn::AwaitingAck& a = c.e2e[KeyOf(sid, p.packet_id)];
+    a.outstanding = routed.awaiting;
+    a.failed = routed.failed;
+    return;
+  }
+  if (p.qos == mqtt::QoS::k1) return SendSouthAck(c, sid, p.packet_id, routed.failed);
+  // QoS 2 is acknowledged here (PUBREC) and forwarded as QoS 1.
   mqtt::PubAck ack;
-  ack.type = p.qos == mqtt::QoS::k1 ? mqtt::PacketType::kPuback : mqtt::PacketType::kPubrec;
+  ack.type = mqtt::PacketType::kPubrec;
   ack.packet_id = p.packet_id;
   SendPacket(c, sid, ack);
   c.inbound.OnAckSent(uint64_t(sid), p.packet_id, ack.reason);
 }
 
-void Worker::Route(const Conn& from, const mqtt::Publish& in) {
-  if (routes_ == nullptr) return stats_.drop_no_route.Inc();
+void Worker::SendSouthAck(Conn& c, int64_t sid, uint16_t id, bool failed) {
+  if (failed && c.version != mqtt::Version::k5) {
+    // 3.x has no negative PUBACK, and a PUBACK would claim delivery: end the exchange without
+    // one (the client sends the message again when it reconnects).
+    c.inbound.OnAckSent(uint64_t(sid), id, mqtt::ReasonCode::kUnspecifiedError);
+    return;
+  }
+  mqtt::PubAck ack;
+  ack.type = mqtt::PacketType::kPuback;
+  ack.packet_id = id;
+  if (failed) ack.reason = mqtt::ReasonCode::kQuotaExceeded;
+  SendPacket(c, sid, ack);
+  c.inbound.OnAckSent(uint64_t(sid), id, ack.reason);
+}
+
+void Worker::AckOrigin(const Origin& o, bool failed) {
+  if (!o.conn.valid()) return;
+  if (o.conn.core == config_.core) return AckSouth(o.conn, o.stream, o.id, failed);
+  Msg m = MakeMsg(MsgType::kAck, o.conn, o.stream);
+  m.arg = KeyOf(o.stream, o.id);
+  m.flags = failed ? kMsgFailed : 0;
+  m.src_core = config_.core;
+  outbox_workers_[o.conn.core].push_back(m);
+}
+
+void Worker::AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed) {
+  Conn* c = Lookup(ref);
+  if (c == nullptr || c->north) return;  // gone: the client resends after reconnecting
+  auto it = c->e2e.find(KeyOf(stream, id));
+  if (it == c->e2e.end()) return;
+  it->second.failed |= failed;
+  if (--it->second.outstanding > 0) return;
+  const bool any_failed = it->second.failed;
+  c->e2e.erase(it);
+  SendSouthAck(*c, stream, id, any_failed);
+}
+
+void Worker::OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason) {
+  BridgeState& b = bstate_[c.bridge];
+  auto it = b.inflight.find(id);
+  if (it == b.inflight.end()) return;  // not ours (or acknowledged twice)
+  const NorthMsg m = std::move(it->second);
+  b.inflight.erase(it);
+  b.ids.Release(id);
+  if (m.has_origin) AckOrigin(m.origin, uint8_t(reason) >= 0x80);
+  DrainNorthQueue(c.bridge);
+}
+
+void Worker::OnBridgeReady(uint32_t bridge) {
+  BridgeState& b = bstate_[bridge];
+  b.ready = true;
+  // Replay what the last connection left unacknowledged, in the order it first went out,
+  // with DUP set and the same packet ids.
+  std::vector<std::pair<uint64_t, uint16_t>> order;
+  for (auto& [id, m] : b.inflight) order.emplace_back(m.seq, id);
+  std::sort(order.begin(), order.end());
+  for (const auto& [seq, id] : order) {
+    NorthMsg& m = b.inflight[id];
+    m.packet[0] |= 0x08;
+    Conn& c = *north_[bridge];
+    const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
+    SendBytes(c, sid, m.packet);
+  }
+  DrainNorthQueue(bridge);
+}
+
+void Worker::DrainNorthQueue(uint32_t bridge) {
+  BridgeState& b = bstate_[bridge];
+  while (b.ready && !b.queued.empty()) {
+    if (!SendNorth(bridge, b.queued.front(), false)) break;  // out of ids: wait for acks
+    b.queued.pop_front();
+  }
+}
+
+bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
+  BridgeState& b = bstate_[bridge];
+  if (!b.ready || !BridgeUp(bridge)) return false;
+  auto id = b.ids.Allocate();
+  if (!id) return false;
+  m.packet[m.id_offset] = uint8_t(*id >> 8);
+  m.packet[m.id_offset + 1] = uint8_t(*id);
+  if (dup) m.packet[0] |= 0x08;
+  Conn& c = *north_[bridge];
+  const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
+  SendBytes(c, sid, m.packet);
+  b.inflight.emplace(*id, std::move(m));
+  return true;
+}
+
+size_t Worker::NorthPending(uint32_t bridge) const {
+  return bridge < bstate_.size() ? bstate_[bridge].inflight.size() + bstate_[bridge].queued.size() : 0;
+}
+
+Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Origin* origin) {
+  Routed out_r;
+  if (routes_ == nullptr) {
+    stats_.drop_no_route.Inc();
+    return out_r;
+  }
   mqtt::Publish p = in;
   p.dup = false;
   p.packet_id = 0;
@@ -595,7 +734,10 @@ void Worker::Route(const Conn& from, const mqtt::Publish& in) {
     for (const InboundRoute& r : routes_->inbound) {
       if (r.bridge == from.bridge && mqtt::TopicMatches(r.remote_filter, in.topic)) {
         local = r.rewrite.Apply(in.topic);
-        if (!local) return stats_.drop_no_route.Inc();
+        if (!local) {
+          stats_.drop_no_route.Inc();
+          return out_r;
+        }
         p.topic = *local;
         break;
       }
@@ -613,16 +755,20 @@ void Worker::Route(const Conn& from, const mqtt::Publish& in) {
       out.qos = std::min(p.qos, f.qos);
       out.retain = f.retain && p.retain;
       any = true;
+      const Origin* o = out.qos == mqtt::QoS::k0 ? nullptr : origin;
       if (f.core == config_.core) {
-        if (PublishNorth(f.bridge, f.slot, out, now_)) {
+        if (PublishNorth(f.bridge, f.slot, out, now_, o)) {
           stats_.routed_north.Inc();
+          if (o) ++out_r.awaiting;
         } else {
           stats_.drop_route_failed.Inc();
           if (f.bridge < north_.size()) bridge_traffic_[f.bridge].drops.Inc();
+          if (o) out_r.failed = true;
         }
       } else {
-        PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out);
+        PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out, o);
         stats_.routed_north.Inc();
+        if (o) ++out_r.awaiting;  // that core acknowledges, or reports the failure
       }
       return;
     }
@@ -638,6 +784,7 @@ void Worker::Route(const Conn& from, const mqtt::Publish& in) {
     }
   });
   if (!any) stats_.drop_no_route.Inc();
+  return out_r;
 }
 
 bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
@@ -668,12 +815,21 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
 }
 
 void Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
-                         const mqtt::Publish& p) {
+                         const mqtt::Publish& p, const Origin* origin) {
   route_buf_.clear();
-  if (!mqtt::EncodeTo(p, mqtt::Version::k5, route_buf_)) return stats_.drop_route_failed.Inc();
+  if (!mqtt::EncodeTo(p, mqtt::Version::k5, route_buf_)) {
+    stats_.drop_route_failed.Inc();
+    if (origin) AckOrigin(*origin, /*failed=*/true);
+    return;
+  }
   Msg m = MakeMsg(MsgType::kPublish, to, stream, route_buf_);
   m.aux = aux;
   m.src_core = config_.core;
+  if (origin) {
+    m.flags |= kMsgHasOrigin;
+    m.conn = origin->conn;
+    m.arg = KeyOf(origin->stream, origin->id);
+  }
   stats_.routed_cross_core.Inc();
   outbox_workers_[core].push_back(m);
 }
@@ -710,23 +866,40 @@ void Worker::StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why) {
   }
 }
 
-bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now) {
-  if (!BridgeUp(bridge)) return false;
-  Conn& c = *north_[bridge];
+bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now,
+                          const Origin* origin) {
+  if (bridge >= bstate_.size()) return false;
   now_ = now;
-  mqtt::Publish out = p;
-  if (out.qos != mqtt::QoS::k0) {
-    auto id = c.ids.Allocate();
-    if (!id) return false;
-    out.packet_id = *id;
+  BridgeState& b = bstate_[bridge];
+  const mqtt::Version v = config_.bridges[bridge].version;
+  const bool ready = b.ready && BridgeUp(bridge);
+  if (p.qos == mqtt::QoS::k0) {
+    if (!ready) return false;
+    Conn& c = *north_[bridge];
+    const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
+    encode_buf_.clear();
+    if (!mqtt::EncodeTo(p, v, encode_buf_)) return false;
+    SendBytes(c, sid, encode_buf_);
+  } else {
+    if (b.inflight.size() + b.queued.size() >= config_.bridges[bridge].max_queue) return false;
+    NorthMsg m;
+    m.slot = slot;
+    m.seq = b.seq++;
+    if (origin) {
+      m.origin = *origin;
+      m.has_origin = true;
+    }
+    mqtt::Publish out = p;
+    out.qos = mqtt::QoS::k1;
+    out.dup = false;
+    out.packet_id = 1;  // patched when sent
+    if (!mqtt::EncodeTo(out, v, m.packet)) return false;
+    // The packet id follows the fixed header (type byte, remaining length) and the topic.
+    size_t hdr = 1;
+    while (hdr < m.packet.size() && (m.packet[hdr] & 0x80)) ++hdr;
+    m.id_offset = hdr + 1 + 2 + out.topic.size();
+    if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) b.queued.push_back(std::move(m));
   }
-  const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
-  encode_buf_.clear();
-  if (!mqtt::EncodeTo(out, c.version, encode_buf_)) {
-    if (out.qos != mqtt::QoS::k0) c.ids.Release(out.packet_id);
-    return false;
-  }
-  SendBytes(c, sid, encode_buf_);
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
   bridge_traffic_[bridge].tx_msgs.Inc();

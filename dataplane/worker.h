@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -44,6 +45,18 @@ struct BridgeDial {
   int data_streams = 1;
   std::vector<int> priorities;
   bool zero_rtt = true;  // quic_0rtt: resume with early data when a ticket is held
+  mqtt::Version version = mqtt::Version::k5;  // proto_ver, for PUBLISH and its acks
+  // QoS 1 messages held for the upstream while it is away or the packet-id window is full
+  // (NanoMQ's max_send_queue_len), in memory; beyond it the publisher is refused.
+  size_t max_queue = 10'000;
+};
+
+// The south PUBLISH a forwarded QoS 1 message came from: it is acknowledged only when every
+// upstream it went to has acknowledged (end to end).
+struct Origin {
+  ConnRef conn;
+  int64_t stream = 0;
+  uint16_t id = 0;
 };
 
 struct WorkerConfig {
@@ -84,9 +97,15 @@ class Worker {
   // The earliest time PollOnce has timer work (for simulations and idle sleeping).
   MonoNs NextDeadline() const;
 
-  // Queues a PUBLISH towards bridge `bridge` on its data slot `slot` (QoS 0 or 1); false
-  // when the bridge is not up or the packet cannot be encoded. The routing layer's entry.
-  bool PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now);
+  // Sends a PUBLISH towards bridge `bridge` on its data slot `slot`. QoS 0 goes only while
+  // the bridge is ready; QoS 1 (and 2, forwarded as 1) is sent, or held until the bridge is
+  // ready, and kept until the upstream acknowledges it (replayed with DUP after a
+  // reconnect); its `origin` hears of the ack. False when it was not taken (bridge down for
+  // QoS 0, queue full, not encodable). The routing layer's entry.
+  bool PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now,
+                    const Origin* origin = nullptr);
+  // QoS 1 messages for a bridge not yet acknowledged by the upstream (sent or held).
+  size_t NorthPending(uint32_t bridge) const;
   // Bytes queued but not yet acknowledged on a bridge's data slot (back-pressure).
   uint64_t NorthBuffered(uint32_t bridge, int slot) const;
   bool BridgeUp(uint32_t bridge) const;
@@ -129,11 +148,25 @@ class Worker {
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
   void OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now);
   void OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f);
-  // Hands a received PUBLISH to every route in the current snapshot.
-  void Route(const Conn& from, const mqtt::Publish& p);
+  using E2eKey = uint64_t;  // stream << 16 | packet id
+  static E2eKey KeyOf(int64_t stream, uint16_t id) { return uint64_t(stream) << 16 | id; }
+  // Hands a received PUBLISH to every route in the current snapshot. With an origin, the
+  // number of upstreams that will acknowledge it later, and whether one refused it.
+  struct Routed {
+    uint16_t awaiting = 0;
+    bool failed = false;
+  };
+  Routed Route(const Conn& from, const mqtt::Publish& p, const Origin* origin);
+  void AckOrigin(const Origin& o, bool failed);
+  void AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed);
+  void SendSouthAck(Conn& c, int64_t stream, uint16_t id, bool failed);
+  void OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason);
+  void OnBridgeReady(uint32_t bridge);
+  void DrainNorthQueue(uint32_t bridge);
   // Writes a PUBLISH to one of this core's south connections on `stream`.
   bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
-  void PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p);
+  void PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
+                   const Origin* origin = nullptr);
   void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
@@ -152,6 +185,25 @@ class Worker {
   std::vector<Conn*> north_;  // by bridge index; null when down
   std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
+  // A QoS 1 PUBLISH for an upstream, encoded once (the packet id patched in at send time).
+  struct NorthMsg {
+    Origin origin;
+    bool has_origin = false;
+    int slot = 0;
+    uint64_t seq = 0;  // arrival order, for replay
+    size_t id_offset = 0;
+    std::vector<uint8_t> packet;
+  };
+  // What a worker keeps per bridge across that bridge's connections.
+  struct BridgeState {
+    mqtt::PacketIdAllocator ids;  // PUBLISH ids below kControlPacketIdFirst
+    absl::flat_hash_map<uint16_t, NorthMsg> inflight;  // sent, awaiting PUBACK
+    std::deque<NorthMsg> queued;                      // waiting for the bridge or an id
+    bool ready = false;                               // CONNACK accepted on this connection
+    uint64_t seq = 0;
+  };
+  std::vector<BridgeState> bstate_;
+  bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
   std::vector<uint8_t> scratch_;
   std::vector<Msg> outbox_cp_;  // to the controlplane, flushed once per loop
   std::vector<std::vector<Msg>> outbox_workers_;

@@ -27,6 +27,13 @@ class PacketIdAllocator {
   std::optional<uint16_t> Allocate();
   // Releases an allocated id; false if it was not in use.
   bool Release(uint16_t id);
+  // Marks `id` used for good (a range another party allocates from); false if in use.
+  bool Reserve(uint16_t id) {
+    if (id == 0 || used_.test(id)) return false;
+    used_.set(id);
+    ++count_;
+    return true;
+  }
   bool InUse(uint16_t id) const { return id != 0 && used_.test(id); }
   size_t in_use() const { return count_; }
 

@@ -129,6 +129,11 @@ class Client : public quic::ConnectionEvents {
       if (conn_->Expiry() <= now && !conn_->HandleExpiry(now)) closed_ = true;
       if (closed_) return Fail("the connection closed");
       if (connected_ && o_.mode == "pub") Publish(now);
+      // MQTT keepalive (30 s in CONNECT): a PINGREQ on the control stream every 10 s.
+      if (connected_ && now >= next_ping_) {
+        Send(0, mqtt::Pingreq{});
+        next_ping_ = now + 10 * quic::kSecond;
+      }
       conn_->Write(now, scratch, 64, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
         (*sock)->Send(p, d, seg);
       });
@@ -137,7 +142,7 @@ class Client : public quic::ConnectionEvents {
         next_report += quic::kSecond;
       }
       pollfd pfd{(*sock)->fd(), POLLIN, 0};
-      const uint64_t wake = std::min({conn_->Expiry(), next_report, end,
+      const uint64_t wake = std::min({conn_->Expiry(), next_report, end, connected_ ? next_ping_ : UINT64_MAX,
                                       o_.mode == "pub" && connected_ ? next_send_ : UINT64_MAX});
       const uint64_t t = Now();
       const uint64_t wait = wake > t ? wake - t : 0;
@@ -203,6 +208,7 @@ class Client : public quic::ConnectionEvents {
         return;
       }
       connected_ = true;
+      next_ping_ = Now() + 10 * quic::kSecond;
       if (o_.mode == "sub") {
         mqtt::Subscribe s;
         s.packet_id = 1;
@@ -318,6 +324,7 @@ class Client : public quic::ConnectionEvents {
   std::vector<int64_t> data_;
   std::map<int64_t, mqtt::Framer> framers_;
   bool connected_ = false, subscribed_ = false, closed_ = false, failed_ = false;
+  uint64_t next_ping_ = 0;
   uint64_t next_send_ = 0, seq_ = 0, acked_ = 0, inflight_ = 0, blocked_ = 0, last_count_ = 0;
   uint64_t received_ = 0, next_expected_ = 0, missing_ = 0, dups_ = 0, reordered_ = 0;
   size_t last_lat_ = 0;

@@ -38,11 +38,16 @@ enum class MsgType : uint8_t {
   kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
   kClose,          // conn, arg: QUIC application error; after what is already queued
   kBridgeConnect,  // aux: bridge index: open (or reopen) the bridge's connection
+  kBridgeReady,    // conn, aux: bridge index: CONNACK accepted; replay and send what waits
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns
   kPublish,        // bytes: a PUBLISH (5.0 encoding) for this core's connection `conn` on
-                   // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`
+                   // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`; then
+                   // with flags & kMsgHasOrigin, `conn` and `arg` name the south PUBLISH
+                   // (its connection; stream << 16 | packet id) waiting for the upstream's ack
+  kAck,            // conn, arg = stream << 16 | packet id, flags & kMsgFailed: the upstream
+                   // acknowledged (or could not take) a forwarded QoS 1 PUBLISH
 };
 
 struct alignas(64) Msg {
@@ -63,6 +68,12 @@ struct alignas(64) Msg {
   }
 };
 static_assert(sizeof(Msg) == 64 && std::is_trivially_copyable_v<Msg>);
+
+inline constexpr uint8_t kMsgHasOrigin = 1;
+inline constexpr uint8_t kMsgFailed = 2;
+// The packet ids the controlplane uses on a bridge connection (SUBSCRIBE, UNSUBSCRIBE); the
+// worker allocates PUBLISH ids below them, so the two never collide on one connection.
+inline constexpr uint16_t kControlPacketIdFirst = 65001;
 
 // A bridge's data streams are named by slot in messages; the worker maps them to stream ids.
 inline constexpr int64_t BridgeDataSlot(int k) { return -2 - k; }

@@ -53,6 +53,8 @@ struct BridgeDialSettings {
   std::vector<int> priorities;  // per data stream, lower first
   bool zero_rtt = true;         // quic_0rtt: resume with 0-RTT when a ticket is held
   uint16_t worker = 0;
+  int proto_ver = 5;            // 3, 4 or 5: how PUBLISH and its acks are encoded
+  size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
 };
 
 struct RuntimeConfig {

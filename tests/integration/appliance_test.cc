@@ -170,8 +170,17 @@ TEST_F(ApplianceTest, BridgeKeepsKeepaliveUnderBulkLoad) {
   const json p0 = Summary(*pub0, 20000);
   const json s1 = Summary(*sub1, 20000);
   const json s0 = Summary(*sub0, 20000);
-  ASSERT_TRUE(p1.value("connected", false)) << p1.dump();
-  ASSERT_TRUE(s1.value("subscribed", false)) << s1.dump();
+  auto logs = [&] {
+    std::string out;
+    for (const char* n : {"pub1", "pub0", "sub1", "sub0"}) {
+      std::ifstream f(dir_ + "/" + n + ".log");
+      std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      out += std::string("--- ") + n + ".log (tail)\n" + text.substr(text.size() > 1500 ? text.size() - 1500 : 0);
+    }
+    return out + "--- edge\n" + edge_.Log() + "--- cloud\n" + cloud_.Log();
+  };
+  ASSERT_TRUE(p1.value("connected", false)) << p1.dump() << logs();
+  ASSERT_TRUE(s1.value("subscribed", false)) << s1.dump() << logs();
   const uint64_t sent = p1.value("sent", 0ull);
   EXPECT_GT(sent, uint64_t(secs) * 900) << p1.dump();
   EXPECT_EQ(p1.value("acked", 0ull), sent) << p1.dump();
