@@ -104,3 +104,43 @@ TEST_F(SouthKeepaliveInterop, StrictModeDisconnectsTheSameClientWithKeepaliveTim
 
 }  // namespace
 }  // namespace qbridge::testing
+
+namespace qbridge::testing {
+namespace {
+
+// EMQX's multi-stream model from an independent client (@matrixai/quic + mqtt-packet):
+// SUBACK and deliveries on the subscribing stream, PUBACK on the publishing stream,
+// UNSUBSCRIBE from a third stream answered 0x11.
+TEST_F(SouthKeepaliveInterop, MultiStreamAcksAndSubscriptionsFollowTheStream) {
+  SocketHost host(Worker(), cp::ControlplaneConfig{});
+  ASSERT_TRUE(host.ok());
+  const auto& certs = GetTestCerts();
+  Subprocess node;
+  ASSERT_TRUE(node.Start({"node", kInterop + "/multistream_client.mjs", "--port",
+                          std::to_string(host.port()), "--ca", certs.ca},
+                         certs.dir + "/multistream.log"));
+  const std::string line = node.ReadLine(30000);
+  const int status = node.Wait(5000);
+  host.Stop();
+  std::ifstream log(certs.dir + "/multistream.log");
+  const std::string err((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(status, 0) << line << err;
+  const nlohmann::json v = nlohmann::json::parse(line);
+  const auto& seen = v["seen"];
+  ASSERT_EQ(seen["0"][0]["cmd"], "connack") << line;
+  EXPECT_EQ(seen["0"].size(), 1u) << line;
+  ASSERT_EQ(seen["4"][0]["cmd"], "suback") << line;
+  EXPECT_EQ(seen["4"][0]["granted"][0], 1) << line;
+  ASSERT_EQ(seen["4"].size(), 2u) << line;
+  EXPECT_EQ(seen["4"][1]["cmd"], "publish");
+  EXPECT_EQ(seen["4"][1]["topic"], "ms/x");
+  EXPECT_EQ(seen["4"][1]["payload"], "hello");
+  ASSERT_EQ(seen["8"].size(), 1u) << line;
+  EXPECT_EQ(seen["8"][0]["cmd"], "puback");
+  ASSERT_EQ(seen["12"].size(), 1u) << line;
+  EXPECT_EQ(seen["12"][0]["cmd"], "unsuback");
+  EXPECT_EQ(seen["12"][0]["granted"][0], 0x11) << line;
+}
+
+}  // namespace
+}  // namespace qbridge::testing
