@@ -224,15 +224,18 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
     std::string rest;
     if (server->starts_with("mqtt-quic://")) {
       rest = server->substr(12);
-    } else if (server->starts_with("mqtt-tcp://") || server->starts_with("tls+mqtt-tcp://")) {
+    } else if (server->starts_with("mqtt-tcp://")) {
+      rest = server->substr(11);
+      d.tcp = true;
+    } else if (server->starts_with("tls+mqtt-tcp://")) {
       r.Error(Reader::Join(path, "server"),
-              "MQTT over TCP upstreams are not built yet; use mqtt-quic://");
+              "MQTT over TLS/TCP upstreams are not built yet; use mqtt-quic:// or mqtt-tcp://");
     } else {
-      r.Error(Reader::Join(path, "server"), "expected mqtt-quic://host:port");
+      r.Error(Reader::Join(path, "server"), "expected mqtt-quic://host:port or mqtt-tcp://host:port");
     }
     if (!rest.empty()) {
       std::string host;
-      uint16_t port = 14567;
+      uint16_t port = d.tcp ? 1883 : 14567;
       if (rest.find(':') == std::string::npos) {
         host = rest;
       } else if (!ParseHostPort(rest, &host, &port)) {
@@ -300,7 +303,7 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
       r.Error(sp, "certfile and keyfile go together (a client certificate needs both)");
     }
   }
-  if (d.tls.verify_peer && d.tls.cacertfile.empty()) {
+  if (!d.tcp && d.tls.verify_peer && d.tls.cacertfile.empty()) {
     r.Error(Reader::Join(path, "ssl.cacertfile"),
             "required to verify the upstream's certificate (or set ssl.verify_peer = false, "
             "which trusts any server)");
@@ -389,7 +392,9 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
     }
   }
   // The keepalive relations NanoMQ users get wrong (mqtt-over-quic.md 3.3).
-  if (absl::Status s = ValidateBridgeTimers(name, uint64_t(b.keepalive_s) * dp::kSecNs,
+  if (d.tcp) {
+    // No QUIC: nothing races the MQTT keepalive.
+  } else if (absl::Status s = ValidateBridgeTimers(name, uint64_t(b.keepalive_s) * dp::kSecNs,
                                             d.quic.keepalive_ns, d.quic.idle_timeout_ns);
       !s.ok()) {
     r.Error(path, std::string(s.message()));
@@ -473,7 +478,18 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
 
   if (const toml::table* ls = root.get_as<toml::table>("listeners")) {
     r.Unknown(*ls, "listeners", {"quic", "tcp"});
-    if (ls->get("tcp")) r.Error("listeners.tcp", "the MQTT/TCP listener is not built yet");
+    if (const toml::table* tt = ls->get_as<toml::table>("tcp")) {
+      r.Unknown(*tt, "listeners.tcp", {"enable", "bind"});
+      if (r.Bool(*tt, "listeners.tcp", "enable").value_or(true)) {
+        dp::RuntimeConfig::TcpListener l;
+        if (auto v = r.Str(*tt, "listeners.tcp", "bind")) {
+          if (!ParseHostPort(*v, &l.ip, &l.port) || !IsIpLiteral(l.ip)) {
+            r.Error("listeners.tcp.bind", "expected \"ip:port\", e.g. \"0.0.0.0:1883\"");
+          }
+        }
+        cfg.runtime.tcp_listener = l;
+      }
+    }
     if (const toml::table* q = ls->get_as<toml::table>("quic")) {
       const std::string p = "listeners.quic";
       r.Unknown(*q, p, {"enable", "bind", "certfile", "keyfile", "cacertfile", "verify_peer",
@@ -573,7 +589,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
       }
     }
   }
-  if (!cfg.runtime.listener && cfg.control.bridges.empty()) {
+  if (!cfg.runtime.listener && !cfg.runtime.tcp_listener && cfg.control.bridges.empty()) {
     r.Error("listeners.quic", "nothing to do: configure a listener, a bridge, or both");
   }
   if (!errors.empty()) {

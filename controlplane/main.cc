@@ -114,16 +114,20 @@ int Run(const std::string& path) {
         (*runtime)->quic_port(), cfg.runtime.backend, cfg.runtime.workers,
         cfg.runtime.workers == 1 ? "" : "s");
   }
+  if (cfg.runtime.tcp_listener) {
+    Log("MQTT over TCP on %s:%d", cfg.runtime.tcp_listener->ip, (*runtime)->tcp_port());
+  }
   for (size_t i = 0; i < cfg.control.bridges.size(); ++i) {
     const auto& d = cfg.runtime.bridges[i];
-    Log("bridge %s -> mqtt-quic://%s:%d (keepalive %ds)%s", cfg.control.bridges[i].name, d.ip,
+    Log("bridge %s -> %s://%s:%d (keepalive %ds)%s", cfg.control.bridges[i].name,
+        d.tcp ? "mqtt-tcp" : "mqtt-quic", d.ip,
         d.port, cfg.control.bridges[i].keepalive_s, cfg.control.bridges[i].enabled ? "" : ", disabled");
   }
   if (rest) Log("REST on http://%s:%d", cfg.http->ip, rest->port());
   std::fflush(stderr);
   // One machine-readable line for scripts and tests (ports asked as 0 are known now).
-  std::printf("{\"quic_port\": %d, \"http_port\": %d}\n", int((*runtime)->quic_port()),
-              rest ? int(rest->port()) : 0);
+  std::printf("{\"quic_port\": %d, \"tcp_port\": %d, \"http_port\": %d}\n",
+              int((*runtime)->quic_port()), int((*runtime)->tcp_port()), rest ? int(rest->port()) : 0);
   std::fflush(stdout);
 
   dp::MonoNs next_report = 0;

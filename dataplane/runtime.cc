@@ -99,7 +99,11 @@ class SocketPairIo {
 
 class RuntimeImpl final : public Runtime {
  public:
-  ~RuntimeImpl() override { Stop(); }
+  ~RuntimeImpl() override {
+    Stop();
+    workers_.clear();
+    for (int fd : tcp_fds_) ::close(fd);
+  }
 
   void Stop() override {
     stop_ = true;
@@ -109,6 +113,7 @@ class RuntimeImpl final : public Runtime {
   size_t workers() const override { return workers_.size(); }
   const WorkerStats& stats(size_t w) const override { return workers_[w]->stats(); }
   uint16_t quic_port() const override { return quic_port_; }
+  uint16_t tcp_port() const override { return tcp_port_; }
   BridgeTrafficTotals BridgeTraffic(size_t bridge) const override {
     BridgeTrafficTotals t;
     if (bridge >= bridges_) return t;
@@ -164,10 +169,13 @@ class RuntimeImpl final : public Runtime {
       BridgeDial d;
       d.remote = quic::Address::FromIpPort(b.ip, b.port);
       if (d.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("bridge address '", b.ip, "'"));
-      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
-      if (!t.ok()) return t.status();
-      d.tls = t->get();
-      client_tls_.push_back(std::move(*t));
+      d.tcp = b.tcp;
+      if (!b.tcp) {
+        auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
+        if (!t.ok()) return t.status();
+        d.tls = t->get();
+        client_tls_.push_back(std::move(*t));
+      }
       d.transport = Transport(b.quic);
       d.data_streams = b.data_streams;
       d.priorities = b.priorities;
@@ -177,6 +185,25 @@ class RuntimeImpl final : public Runtime {
       dials.push_back(std::move(d));
     }
 
+    if (cfg.tcp_listener) {
+      for (int i = 0; i < cfg.workers; ++i) {
+        const quic::Address a = quic::Address::FromIpPort(cfg.tcp_listener->ip, tcp_port_ ? tcp_port_ : cfg.tcp_listener->port);
+        if (a.empty()) return absl::InvalidArgumentError("listeners.tcp.bind");
+        const int fd = ::socket(a.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) return absl::ErrnoToStatus(errno, "tcp listener");
+        tcp_fds_.push_back(fd);
+        const int one = 1;
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (cfg.workers > 1) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (::bind(fd, a.sa(), a.len) != 0 || ::listen(fd, 1024) != 0) {
+          return absl::ErrnoToStatus(errno, absl::StrCat("tcp listener on ", a.ToString()));
+        }
+        sockaddr_storage ss{};
+        socklen_t len = sizeof(ss);
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        tcp_port_ = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      }
+    }
     if (cfg.backend == "dpdk") {
       if (absl::Status s = InitEal(cfg.eal_args); !s.ok()) return s;
       auto cidr = ParseCidr(cfg.address);
@@ -223,10 +250,13 @@ class RuntimeImpl final : public Runtime {
     }
     quic_port_ = port;
     std::vector<std::vector<BridgeDial>> per_worker(size_t(cfg.workers), dials);
-    for (int i = 0; !dials.empty() && i < cfg.workers; ++i) {
+    bool quic_bridges = false;
+    for (const BridgeDial& d : dials) quic_bridges |= !d.tcp;
+    for (int i = 0; quic_bridges && i < cfg.workers; ++i) {
       auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.local_ip, 0));
       if (!s.ok()) return s.status();
       for (auto& d : per_worker[i]) {
+        if (d.tcp) continue;
         quic::Address src = cfg.local_ip == "0.0.0.0" ? SourceFor(d.remote) : (*s)->local();
         if (src.empty()) return absl::UnavailableError("no route to a bridge's upstream");
         reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
@@ -242,7 +272,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < cfg.workers; ++i) {
       Worker* w = workers_[i].get();
       UdpSocket* south = cfg.listener ? sockets_[i].get() : nullptr;
-      UdpSocket* north = dials.empty() ? nullptr : north_sockets_[i].get();
+      UdpSocket* north = quic_bridges ? north_sockets_[i].get() : nullptr;
       threads_.emplace_back([this, w, south, north, nap = cfg.idle_sleep_us] {
         SocketPairIo io(south, north);
         Loop(*w, io, nap);
@@ -268,6 +298,7 @@ class RuntimeImpl final : public Runtime {
     }
     // Every worker knows every bridge (the controlplane dials a bridge on its own worker).
     wc.bridges = dials;
+    if (core < tcp_fds_.size()) wc.tcp_listen_fd = tcp_fds_[core];
     auto w = Worker::Create(std::move(wc), rings, activity);
     if (!w.ok()) return w.status();
     workers_.push_back(std::move(*w));
@@ -304,6 +335,8 @@ class RuntimeImpl final : public Runtime {
     return s;
   }();
   uint16_t quic_port_ = 0;
+  uint16_t tcp_port_ = 0;
+  std::vector<int> tcp_fds_;  // one listening socket per worker (SO_REUSEPORT)
   size_t bridges_ = 0;
 };
 

@@ -1,5 +1,12 @@
 #include "dataplane/worker.h"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -16,6 +23,7 @@ constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection writes 
 // QUIC application errors of the EMQX wire model (mqtt-over-quic.md 1.6).
 constexpr uint64_t kAppNoError = 0;
 constexpr uint64_t kAppCtrlStreamDown = 1;
+constexpr uint32_t kListenTag = UINT32_MAX;  // epoll tag of the TCP listener
 // A close asked for by the controlplane waits this long at most for the control stream's
 // last packets (DISCONNECT with its reason) to be acknowledged (EMQX waits 1-3 s).
 constexpr uint64_t kCloseLingerNs = 1'000'000'000;
@@ -63,6 +71,10 @@ class Worker::Conn final : public quic::ConnectionEvents {
     dead = false;
     close_at = 0;
     close_error = 0;
+    fd = -1;
+    tcp = tcp_connecting = tcp_close = tcp_out = false;
+    tx.clear();
+    tx_off = 0;
   }
 
   ConnRef ref() const { return ConnRef{w_->config_.core, gen, slot}; }
@@ -129,6 +141,14 @@ class Worker::Conn final : public quic::ConnectionEvents {
   bool dead = false;
   MonoNs close_at = 0;          // a close is pending; at the latest then
   uint64_t close_error = 0;
+  // TCP transport (south listener or mqtt-tcp:// bridge): the socket, bytes not yet written.
+  int fd = -1;
+  bool tcp = false;
+  bool tcp_connecting = false;
+  bool tcp_close = false;
+  bool tcp_out = false;  // EPOLLOUT armed
+  std::vector<uint8_t> tx;
+  size_t tx_off = 0;
 };
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerConfig config, RingMesh* rings,
@@ -149,6 +169,7 @@ Worker::Worker(WorkerConfig config, RingMesh* rings, ActivityTable* activity)
     : config_(std::move(config)), rings_(rings), activity_(activity) {}
 
 Worker::~Worker() {
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
   // South connections die with the endpoint; say nothing to a controlplane that is going too.
   endpoint_.reset();
   for (Msg& m : outbox_cp_) ReleaseMsg(m);
@@ -173,7 +194,7 @@ absl::Status Worker::Init() {
   tickets_.resize(bridges);
   size_t max_payload = 1500;
   for (const BridgeDial& b : config_.bridges) {
-    if (b.tls == nullptr) return absl::InvalidArgumentError("bridge without TLS context");
+    if (b.tls == nullptr && !b.tcp) return absl::InvalidArgumentError("bridge without TLS context");
     max_payload = std::max(max_payload, b.transport.max_udp_payload);
   }
   if (config_.server_tls) {
@@ -208,6 +229,20 @@ absl::Status Worker::Init() {
     });
   }
   scratch_.resize(kMaxDatagramsPerConn * max_payload);
+  bool tcp_bridges = false;
+  for (const BridgeDial& b : config_.bridges) tcp_bridges |= b.tcp;
+  if (config_.tcp_listen_fd >= 0 || tcp_bridges) {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
+    if (config_.tcp_listen_fd >= 0) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = kListenTag;
+      if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, config_.tcp_listen_fd, &ev) != 0) {
+        return absl::ErrnoToStatus(errno, "epoll_ctl(listen)");
+      }
+    }
+  }
   outbox_workers_.resize(rings_->workers());
   return absl::OkStatus();
 }
@@ -229,6 +264,10 @@ void Worker::FreeConn(Conn* c) {
   stats_.conns_closed.Inc();
   c->q = nullptr;
   c->owned.reset();
+  if (c->fd >= 0) ::close(c->fd);  // leaves the epoll set with it
+  c->fd = -1;
+  c->tx.clear();
+  c->tx.shrink_to_fit();
   c->streams.clear();
   c->held.clear();
   ++c->gen;  // stale references from other cores no longer match
@@ -239,14 +278,14 @@ void Worker::FreeConn(Conn* c) {
 Worker::Conn* Worker::Lookup(ConnRef ref) {
   if (ref.core != config_.core || ref.slot >= slots_.size()) return nullptr;
   Conn* c = slots_[ref.slot].get();
-  if (c == nullptr || c->gen != ref.gen || c->q == nullptr) return nullptr;
+  if (c == nullptr || c->gen != ref.gen || (c->q == nullptr && c->fd < 0)) return nullptr;
   return c;
 }
 
 void Worker::DialBridge(uint32_t bridge, MonoNs now) {
   if (bridge >= config_.bridges.size()) return;
   if (Conn* old = north_[bridge]) {  // a reconnect ordered while the old one lingers
-    old->q->Close(kAppNoError);
+    if (old->q) old->q->Close(kAppNoError);
     OnNorthClosed(old);
   }
   const BridgeDial& d = config_.bridges[bridge];
@@ -258,6 +297,7 @@ void Worker::DialBridge(uint32_t bridge, MonoNs now) {
     ToControlplane(m);
     return;
   }
+  if (d.tcp) return DialTcpBridge(*c, d);
   const quic::ResumptionTicket* ticket =
       !d.zero_rtt || tickets_[bridge].tls_session.empty() ? nullptr : &tickets_[bridge];
   auto q = quic::Connection::Connect(*d.tls, d.transport, quic::Path{d.local, d.remote}, c, now,
@@ -300,6 +340,7 @@ void Worker::OpenBridgeStreams(Conn& c) {
 void Worker::OnNorthClosed(Conn* c) {
   bstate_[c->bridge].ready = false;  // what is in flight is replayed on the next connection
   if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
+  if (c->close_at) c->close_at = 0;
   Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
   m.aux = c->bridge + 1;
   m.arg = c->q && c->q->peer_closed() ? c->q->peer_app_error() : kAppNoError;
@@ -345,7 +386,7 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
     }
   }
   for (Conn* c : north_) {
-    if (c && c->q->path().remote == path.remote) {
+    if (c && c->q && c->q->path().remote == path.remote) {
       if (!c->q->Read(path, d, now)) c->dead = true;
       return;
     }
@@ -485,7 +526,7 @@ void Worker::OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, b
     StreamError(c, sid, s.code);
     return;
   }
-  if (fin) {
+  if (fin && c.q) {
     if (sid == 0 && !c.north) {
       // The client ended its control stream: the MQTT connection is over (EMQX: app error 0).
       c.q->Close(kAppNoError);
@@ -841,6 +882,17 @@ void Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
 }
 
 void Worker::SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
+  if (c.tcp) {
+    if (c.fd < 0 || c.tcp_close || c.tcp_connecting) return;
+    // A peer that stops reading is cut off rather than buffered without bound.
+    if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError);
+    c.tx.insert(c.tx.end(), bytes.begin(), bytes.end());
+    TcpFlush(c);
+    stats_.mqtt_packets_out.Inc();
+    ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
+    ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);
+    return;
+  }
   if (c.q == nullptr) return;
   auto buf = std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end());
   if (!c.q->Send(sid, std::move(buf)).ok()) return;
@@ -858,11 +910,174 @@ void Worker::StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why) {
       d.reason = why;
       SendPacket(c, 0, d);
     }
-    c.q->Close(kAppCtrlStreamDown);
-    if (c.north) c.dead = true;
+    CloseConn(c, kAppCtrlStreamDown);
   } else {
     // Only that data stream closes (EMQX: malformed or oversized on a data stream).
     c.q->ResetStream(sid, uint64_t(why));
+  }
+}
+
+void Worker::CloseConn(Conn& c, uint64_t app_error) {
+  if (c.tcp) {
+    if (!c.tcp_close) {
+      c.tcp_close = true;
+      tcp_closing_.push_back(c.ref());
+    }
+    return;
+  }
+  if (c.q) c.q->Close(app_error);
+  if (c.north) c.dead = true;
+}
+
+// --- TCP ---------------------------------------------------------------------------------------
+
+namespace {
+constexpr int kMaxTcpEvents = 64;
+constexpr size_t kTcpReadBytes = 64 * 1024;
+constexpr int kMaxReadsPerEvent = 4;  // per connection per iteration: fairness
+}  // namespace
+
+void Worker::TcpWatch(Conn& c, bool out) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | (out ? uint32_t(EPOLLOUT) : 0u);
+  ev.data.u32 = c.slot;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
+  c.tcp_out = out;
+}
+
+size_t Worker::PollTcp(MonoNs now) {
+  epoll_event evs[kMaxTcpEvents];
+  const int n = ::epoll_wait(epoll_fd_, evs, kMaxTcpEvents, 0);
+  for (int i = 0; i < n; ++i) {
+    const uint32_t tag = evs[i].data.u32;
+    if (tag == kListenTag) {
+      TcpAccept(now);
+      continue;
+    }
+    Conn* c = tag < slots_.size() ? slots_[tag].get() : nullptr;
+    if (c == nullptr || c->fd < 0 || c->tcp_close) continue;
+    const uint32_t e = evs[i].events;
+    if (c->tcp_connecting) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0 || (e & (EPOLLERR | EPOLLHUP))) {
+        CloseConn(*c, kAppNoError);
+        continue;
+      }
+      c->tcp_connecting = false;
+      c->streams_open = true;  // one stream: every slot writes on it
+      TcpWatch(*c, false);
+      Msg m = MakeMsg(MsgType::kBridgeUp, c->ref());
+      m.aux = c->bridge;
+      ToControlplane(m);
+      continue;
+    }
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) TcpRead(*c, now);
+    if (c->fd >= 0 && !c->tcp_close && (e & EPOLLOUT)) TcpFlush(*c);
+  }
+  return n > 0 ? size_t(n) : 0;
+}
+
+void Worker::TcpAccept(MonoNs now) {
+  for (int i = 0; i < kMaxTcpEvents; ++i) {
+    const int fd = ::accept4(config_.tcp_listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    Conn* c = AllocConn(/*north=*/false, 0);
+    if (c == nullptr) {
+      ::close(fd);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->fd = fd;
+    c->tcp = true;
+    activity_->at(c->slot).Reset(now);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u32 = c->slot;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    stats_.conns_opened.Inc();
+  }
+}
+
+void Worker::TcpRead(Conn& c, MonoNs now) {
+  uint8_t buf[kTcpReadBytes];
+  for (int i = 0; i < kMaxReadsPerEvent && !c.tcp_close; ++i) {
+    const ssize_t n = ::recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      stats_.rx_bytes.Inc(size_t(n));
+      OnStreamData(c, 0, std::span<const uint8_t>(buf, size_t(n)), false, now);
+      if (size_t(n) < sizeof(buf)) return;
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    CloseConn(c, kAppNoError);  // EOF or error: the connection is over
+    return;
+  }
+}
+
+void Worker::TcpFlush(Conn& c) {
+  while (c.tx_off < c.tx.size()) {
+    const ssize_t n = ::send(c.fd, c.tx.data() + c.tx_off, c.tx.size() - c.tx_off,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      c.tx_off += size_t(n);
+      stats_.tx_bytes.Inc(size_t(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!c.tcp_out) TcpWatch(c, true);
+      return;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return CloseConn(c, kAppNoError);
+  }
+  c.tx.clear();
+  c.tx_off = 0;
+  if (c.tcp_out) TcpWatch(c, false);
+}
+
+void Worker::DialTcpBridge(Conn& c, const BridgeDial& d) {
+  const int fd = ::socket(d.remote.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return OnNorthClosed(&c);
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  c.fd = fd;
+  c.tcp = true;
+  c.tcp_connecting = true;
+  c.version = d.version;
+  north_[c.bridge] = &c;
+  activity_->at(c.slot).Reset(now_);
+  stats_.conns_opened.Inc();
+  if (::connect(fd, d.remote.sa(), d.remote.len) != 0 && errno != EINPROGRESS) {
+    c.tcp_connecting = false;
+    return CloseConn(c, kAppNoError);
+  }
+  epoll_event ev{};
+  ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+  ev.data.u32 = c.slot;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  c.tcp_out = true;
+}
+
+void Worker::FinishTcpCloses() {
+  std::vector<ConnRef> now_closing;
+  now_closing.swap(tcp_closing_);
+  for (const ConnRef& r : now_closing) {
+    Conn* c = Lookup(r);
+    if (c == nullptr || !c->tcp) continue;
+    if (c->fd >= 0 && c->tx_off < c->tx.size() && !c->tcp_connecting) {
+      // Last words (CONNACK refusal, DISCONNECT): one more non-blocking try, then close.
+      (void)::send(c->fd, c->tx.data() + c->tx_off, c->tx.size() - c->tx_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (c->north) {
+      OnNorthClosed(c);
+    } else {
+      Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
+      ToControlplane(m);
+      FreeConn(c);
+    }
   }
 }
 
@@ -910,6 +1125,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
 uint64_t Worker::NorthBuffered(uint32_t bridge, int slot) const {
   if (!BridgeUp(bridge)) return 0;
   const Conn& c = *north_[bridge];
+  if (c.tcp) return c.tx.size() - c.tx_off;
   const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
   return c.q->BufferedBytes(sid);
 }
@@ -928,7 +1144,7 @@ MonoNs Worker::NextDeadline() const {
     if (c && c->gen == r.gen && c->close_at) t = std::min(t, c->close_at);
   }
   for (const Conn* c : north_) {
-    if (c) t = c->dead ? 0 : std::min(t, c->q->Expiry());
+    if (c && c->q) t = c->dead ? 0 : std::min(t, c->q->Expiry());
   }
   return t;
 }
@@ -937,15 +1153,15 @@ void Worker::RunPendingCloses(MonoNs now) {
   for (size_t i = 0; i < closing_.size();) {
     Conn* c = Lookup(closing_[i]);
     // Close once the control stream's bytes are acknowledged, or at the linger deadline.
-    if (c != nullptr && now < c->close_at && c->q->BufferedBytes(0) > 0 &&
-        c->q->state() == quic::Connection::State::kEstablished) {
+    const bool draining =
+        c != nullptr && (c->tcp ? c->tx_off < c->tx.size()
+                                : c->q->BufferedBytes(0) > 0 &&
+                                      c->q->state() == quic::Connection::State::kEstablished);
+    if (c != nullptr && now < c->close_at && draining) {
       ++i;
       continue;
     }
-    if (c != nullptr) {
-      c->q->Close(c->close_error);
-      if (c->north) c->dead = true;
-    }
+    if (c != nullptr) CloseConn(*c, c->close_error);
     closing_[i] = closing_.back();
     closing_.pop_back();
   }
@@ -955,7 +1171,7 @@ void Worker::RunTimers(MonoNs now) {
   if (!closing_.empty()) RunPendingCloses(now);
   if (endpoint_ && endpoint_->Expiry() <= now) endpoint_->HandleExpiry(now);
   for (Conn* c : north_) {
-    if (c && c->q->Expiry() <= now && !c->q->HandleExpiry(now)) c->dead = true;
+    if (c && c->q && c->q->Expiry() <= now && !c->q->HandleExpiry(now)) c->dead = true;
   }
 }
 
@@ -963,7 +1179,7 @@ void Worker::WriteAll(MonoNs now, Emit emit) {
   if (endpoint_) endpoint_->WriteAll(now, scratch_, kMaxDatagramsPerConn, emit);
   for (size_t b = 0; b < north_.size(); ++b) {
     Conn* c = north_[b];
-    if (c == nullptr) continue;
+    if (c == nullptr || c->q == nullptr) continue;  // TCP bridges write as they go
     quic::Connection& q = *c->q;
     // The control-first promise, checked on every write: data must not leave while
     // control bytes wait (counted; tests assert it stays 0).

@@ -49,6 +49,8 @@ struct BridgeDial {
   // QoS 1 messages held for the upstream while it is away or the packet-id window is full
   // (NanoMQ's max_send_queue_len), in memory; beyond it the publisher is refused.
   size_t max_queue = 10'000;
+  // MQTT over TCP instead of QUIC (mqtt-tcp://): one byte stream, every slot on it.
+  bool tcp = false;
 };
 
 // The south PUBLISH a forwarded QoS 1 message came from: it is acknowledged only when every
@@ -70,6 +72,8 @@ struct WorkerConfig {
   // keeps such streams inactive); beyond this many bytes per connection they are dropped.
   size_t pre_activation_bytes = 256 * 1024;
   std::vector<BridgeDial> bridges;  // indexed by bridge number (the controlplane's)
+  // A listening MQTT-over-TCP socket this worker accepts on (-1: none; the caller owns it).
+  int tcp_listen_fd = -1;
 };
 
 // A PUBLISH a connection received on a data path, for routing (the worker has acked or
@@ -93,6 +97,9 @@ class Worker {
   // datagrams, segment)). Returns true when it did any work.
   template <typename Io>
   bool PollOnce(Io& io, MonoNs now);
+  // TCP connections (south listener, north mqtt-tcp:// bridges): kernel sockets polled with
+  // epoll from the same loop; each is a connection with one stream (stream 0).
+  size_t PollTcp(MonoNs now);
 
   // The earliest time PollOnce has timer work (for simulations and idle sleeping).
   MonoNs NextDeadline() const;
@@ -170,6 +177,15 @@ class Worker {
   void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
+  // Transport-neutral: a QUIC connection closes with `app_error`; a TCP one is flushed and
+  // closed at the end of the iteration.
+  void CloseConn(Conn& c, uint64_t app_error);
+  void TcpAccept(MonoNs now);
+  void TcpRead(Conn& c, MonoNs now);
+  void TcpFlush(Conn& c);
+  void TcpWatch(Conn& c, bool out);
+  void DialTcpBridge(Conn& c, const BridgeDial& d);
+  void FinishTcpCloses();
   void ToControlplane(Msg m);
   void OnControlMsg(Msg& m, MonoNs now);
   void OnRoutedPublish(const Msg& m);
@@ -184,6 +200,8 @@ class Worker {
   size_t live_conns_ = 0;
   std::vector<Conn*> north_;  // by bridge index; null when down
   std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
+  int epoll_fd_ = -1;
+  std::vector<ConnRef> tcp_closing_;  // TCP connections to close at the end of the iteration
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
   // A QoS 1 PUBLISH for an upstream, encoded once (the packet id patched in at send time).
   struct NorthMsg {
@@ -227,6 +245,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   size_t n = io.Receive(now, [&](const quic::Path& p, std::span<const uint8_t> d) {
     OnDatagram(p, d, now, send, /*steer=*/true);
   });
+  if (epoll_fd_ >= 0) n += PollTcp(now);
   const bool drained = DrainRings(now, send);
   RunTimers(now);
   WriteAll(now, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
@@ -234,6 +253,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
     stats_.tx_bytes.Inc(d.size());
     io.Send(p, d, seg);
   });
+  if (!tcp_closing_.empty()) FinishTcpCloses();
   FlushOutbox();
   stats_.loops.Inc();
   const bool busy = n > 0 || drained || stats_.tx_datagrams.Get() != tx_before;

@@ -55,6 +55,7 @@ struct BridgeDialSettings {
   uint16_t worker = 0;
   int proto_ver = 5;            // 3, 4 or 5: how PUBLISH and its acks are encoded
   size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
+  bool tcp = false;             // mqtt-tcp:// (no TLS, no QUIC settings)
 };
 
 struct RuntimeConfig {
@@ -64,6 +65,12 @@ struct RuntimeConfig {
   // without a QUIC listener an ephemeral port on `local_ip`.
   std::string local_ip = "127.0.0.1";
   std::optional<QuicListenerSettings> listener;
+  // MQTT over TCP on kernel sockets ([listeners.tcp]), accepted by every worker.
+  struct TcpListener {
+    std::string ip = "0.0.0.0";
+    uint16_t port = 1883;
+  };
+  std::optional<TcpListener> tcp_listener;
   std::vector<BridgeDialSettings> bridges;
   uint32_t idle_sleep_us = 50;  // nap when an iteration found nothing to do (0: spin)
   // dpdk backend
@@ -88,6 +95,7 @@ class Runtime {
   virtual const WorkerStats& stats(size_t worker) const = 0;
   // The south QUIC listener's UDP port (the bound one when 0 was asked for).
   virtual uint16_t quic_port() const = 0;
+  virtual uint16_t tcp_port() const = 0;
   virtual BridgeTrafficTotals BridgeTraffic(size_t bridge) const = 0;
   // Backend counters as name -> value (socket: rx/tx calls; dpdk: port counters and drops).
   virtual std::vector<std::pair<std::string, uint64_t>> BackendCounters() const = 0;

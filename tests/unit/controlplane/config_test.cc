@@ -128,7 +128,7 @@ bind = "nowhere"
 bind = "127.0.0.1:8081"
 
 [bridges.mqtt.up]
-server = "mqtt-tcp://10.0.0.1:1883"
+server = "tls+mqtt-tcp://10.0.0.1:8883"
 keepalive = "60s"
 quic_keepalive = "120s"
 quic_idle_timeout = "120s"
@@ -150,7 +150,7 @@ pingresp_timeout = "2m"
            "listeners.quic.bind: expected \"ip:port\"",
            "listeners.quic.certfile: required",
            "http_server.password: required",
-           "bridges.mqtt.up.server: MQTT over TCP upstreams are not built yet",
+           "bridges.mqtt.up.server: MQTT over TLS/TCP upstreams are not built yet",
            "bridges.mqtt.up.ssl.cacertfile: required to verify",
            "bridges.mqtt.up: bridges.mqtt.up.quic_keepalive (120000 ms) must be below "
            "bridges.mqtt.up.quic_idle_timeout",
