@@ -158,10 +158,13 @@ class RuntimeImpl final : public Runtime {
     if (cfg.backend == "dpdk" && cfg.workers != 1) {
       return absl::UnimplementedError("the dpdk backend runs one worker (one queue pair) so far");
     }
-    if (cfg.listener) {
+    // One server TLS context per worker: a context's 0-RTT anti-replay table is not shared
+    // between threads. (Tickets are sealed per context, so a client that resumes on
+    // another worker gets a full handshake.)
+    for (int i = 0; cfg.listener && i < cfg.workers; ++i) {
       auto t = quic::TlsContext::Create(quic::TlsContext::Side::kServer, Tls(cfg.listener->tls, ""));
       if (!t.ok()) return t.status();
-      server_tls_ = std::move(*t);
+      server_tls_.push_back(std::move(*t));
     }
     bridges_ = cfg.bridges.size();
     std::vector<BridgeDial> dials;
@@ -288,7 +291,7 @@ class RuntimeImpl final : public Runtime {
     wc.core = core;
     wc.max_conns = activity->size();
     if (cfg.listener) {
-      wc.server_tls = server_tls_.get();
+      wc.server_tls = server_tls_[core].get();
       wc.endpoint.transport = Transport(cfg.listener->quic);
       wc.endpoint.max_connections = cfg.listener->max_connections;
       wc.endpoint.retry = cfg.listener->retry == "off"      ? quic::RetryMode::kOff
@@ -322,7 +325,7 @@ class RuntimeImpl final : public Runtime {
   }
 
   std::atomic<bool> stop_{false};
-  std::unique_ptr<quic::TlsContext> server_tls_;
+  std::vector<std::unique_ptr<quic::TlsContext>> server_tls_;  // per worker
   std::vector<std::unique_ptr<quic::TlsContext>> client_tls_;
   std::vector<std::unique_ptr<UdpSocket>> sockets_;        // the listener's, per worker
   std::vector<std::unique_ptr<UdpSocket>> north_sockets_;  // bridges', per worker
