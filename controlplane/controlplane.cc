@@ -189,10 +189,9 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
     case MsgType::kSnapshotAck:
       return OnSnapshotAck(m.src_core, m.arg);
     case MsgType::kConnClosed: {
-      if (m.aux != 0) {  // a bridge connection
+      if (m.aux != 0) {  // a bridge connection: only the current dial's end counts
         const size_t i = m.aux - 1;
-        if (i < bridges_.size() && (bridges_[i].conn == m.conn || !m.conn.valid() ||
-                                    !bridges_[i].conn.valid())) {
+        if (i < bridges_.size() && uint64_t(m.stream) == bridges_[i].dial) {
           OnBridgeClosed(bridges_[i], m.arg, now);
         }
         return;
@@ -412,7 +411,7 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   if (auto old = by_client_id_.find(client_id); old != by_client_id_.end() && old->second != m.conn) {
     auto it = sessions_.find(old->second);
     if (it != sessions_.end()) {
-      ++south_.takeovers;
+      if (!it->second.closing) ++south_.takeovers;
       if (!c.clean_start) {
         for (const Sub& sub : it->second.subs)
           if (sub.stream == 0) inherited.push_back(sub);
@@ -497,8 +496,8 @@ void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error)
   Msg close = dp::MakeMsg(MsgType::kClose, s.conn);
   close.arg = app_error;
   Post(s.conn.core, close);
-  auto id = by_client_id_.find(s.client_id);
-  if (id != by_client_id_.end() && id->second == s.conn) by_client_id_.erase(id);
+  // The client id stays mapped to this session until the connection is gone: a client that
+  // reconnects meanwhile takes the session over (and its subscriptions, clean start 0).
 }
 
 std::optional<Controlplane::SessionView> Controlplane::Session(std::string_view client_id) const {
@@ -526,13 +525,19 @@ void Controlplane::Dial(Bridge& b, MonoNs now) {
   b.ping_sent_at = 0;
   Msg m = dp::MakeMsg(MsgType::kBridgeConnect, ConnRef{});
   m.aux = uint32_t(i);
+  m.arg = ++b.dial;
   Post(b.cfg.worker, m);
   wheel_.Cancel(b.timer);
   b.timer = wheel_.Schedule(now + b.cfg.connect_timeout_ns, kBridgeCookie | i);
 }
 
 void Controlplane::OnBridgeUp(Bridge& b, const Msg& m, MonoNs now) {
-  if (b.status.state != BridgeState::kDialing && b.status.state != BridgeState::kConnecting) return;
+  if (m.arg != b.dial ||
+      (b.status.state != BridgeState::kDialing && b.status.state != BridgeState::kConnecting)) {
+    // A connection nobody waits for (an older dial, or the bridge was switched off): close it.
+    Post(b.cfg.worker, dp::MakeMsg(MsgType::kClose, m.conn));
+    return;
+  }
   b.conn = m.conn;
   mqtt::Connect c;
   c.version = b.cfg.version;
@@ -674,11 +679,10 @@ void Controlplane::OnBridgeTimer(Bridge& b, MonoNs now) {
 
 void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now) {
   const size_t i = size_t(&b - bridges_.data());
-  if (b.conn.valid()) {
-    Msg m = dp::MakeMsg(MsgType::kClose, b.conn);
-    m.arg = app_error;
-    Post(b.cfg.worker, m);
-  }
+  Msg m = dp::MakeMsg(MsgType::kClose, b.conn);  // invalid conn: whatever the dial opened
+  m.arg = app_error;
+  if (!b.conn.valid()) m.aux = uint32_t(i + 1);
+  Post(b.cfg.worker, m);
   b.status.state = BridgeState::kClosing;
   wheel_.Cancel(b.timer);
   // If the worker's report never comes, dial again after the longest backoff.
@@ -719,10 +723,9 @@ void Controlplane::Shutdown(MonoNs now) {
     if (b.conn.valid() && b.status.state == BridgeState::kUp) {
       Send(b.conn, 0, mqtt::Disconnect{}, b.cfg.version);
     }
-    if (b.conn.valid()) {
-      Msg m = dp::MakeMsg(MsgType::kClose, b.conn);
-      Post(b.cfg.worker, m);
-    }
+    Msg m = dp::MakeMsg(MsgType::kClose, b.conn);
+    if (!b.conn.valid()) m.aux = uint32_t(&b - bridges_.data() + 1);  // a dial in progress
+    Post(b.cfg.worker, m);
     b.status.state = BridgeState::kIdle;
   }
   for (auto& [ref, s] : sessions_) {
@@ -759,6 +762,52 @@ bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs 
       wheel_.Cancel(b.timer);
       b.status.state = BridgeState::kIdle;
     }
+    Flush();
+    return true;
+  }
+  return false;
+}
+
+bool Controlplane::UpdateBridgeRules(std::string_view name, const std::vector<BridgeForward>& forwards,
+                                     const std::vector<BridgeSubscription>& subscriptions, MonoNs now) {
+  for (Bridge& b : bridges_) {
+    if (b.cfg.name != name) continue;
+    b.cfg.forwards = forwards;
+    routes_dirty_ = true;
+    auto same = [](const BridgeSubscription& x, const BridgeSubscription& y) {
+      return x.topic == y.topic && x.slot == y.slot && x.qos == y.qos && x.local_topic == y.local_topic &&
+             x.prefix == y.prefix && x.suffix == y.suffix;
+    };
+    const bool up = b.status.state == BridgeState::kUp && b.conn.valid();
+    auto next_id = [&] {
+      const uint16_t id = b.next_packet_id;
+      b.next_packet_id = id == 65535 ? dp::kControlPacketIdFirst : uint16_t(id + 1);
+      return id;
+    };
+    for (const BridgeSubscription& old : b.cfg.subscriptions) {
+      if (std::any_of(subscriptions.begin(), subscriptions.end(), [&](const auto& n) { return same(old, n); }))
+        continue;
+      if (up) {
+        mqtt::Unsubscribe un;
+        un.packet_id = next_id();
+        un.filters.push_back(old.topic);
+        Send(b.conn, old.slot < 0 ? 0 : dp::BridgeDataSlot(old.slot), un, b.cfg.version);
+        if (old.slot < 0) b.ping_requested_at = now;
+      }
+    }
+    for (const BridgeSubscription& n : subscriptions) {
+      if (std::any_of(b.cfg.subscriptions.begin(), b.cfg.subscriptions.end(),
+                      [&](const auto& old) { return same(old, n); }))
+        continue;
+      if (up) {
+        mqtt::Subscribe sub;
+        sub.packet_id = next_id();
+        sub.subscriptions.push_back(mqtt::Subscription{n.topic, n.qos});
+        Send(b.conn, n.slot < 0 ? 0 : dp::BridgeDataSlot(n.slot), sub, b.cfg.version);
+        if (n.slot < 0) b.ping_requested_at = now;
+      }
+    }
+    b.cfg.subscriptions = subscriptions;
     Flush();
     return true;
   }

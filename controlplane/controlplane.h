@@ -158,6 +158,11 @@ class Controlplane {
   bool ShutdownDone() const;
   // `enable` at run time (REST): off closes the bridge and keeps it closed; on dials.
   bool SetBridgeEnabled(std::string_view name, bool enabled, MonoNs now);
+  // SIGHUP: new forwards and subscriptions for a running bridge, without reconnecting it.
+  // Forwards take effect with the next routing snapshot; subscriptions added are subscribed
+  // and removed ones unsubscribed at once when the bridge is up. False for an unknown name.
+  bool UpdateBridgeRules(std::string_view name, const std::vector<BridgeForward>& forwards,
+                         const std::vector<BridgeSubscription>& subscriptions, MonoNs now);
 
   // What REST and metrics show, copied out of the loop.
   struct BridgeReport {
@@ -246,6 +251,7 @@ class Controlplane {
     MonoNs last_pingreq_at = 0;
     uint8_t last_disconnect_reason = 0;
     uint16_t next_packet_id = dp::kControlPacketIdFirst;
+    uint64_t dial = 0;  // the current dial's number: reports about older ones are ignored
   };
 
   static uint64_t CookieOf(ConnRef r) {

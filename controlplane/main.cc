@@ -5,7 +5,8 @@
 //   qbridge --hash-password        read a password on stdin, print a user-file secret
 //
 // SIGTERM/SIGINT drain (bridges and clients are sent DISCONNECT and closed, within a bound)
-// and exit 0; SIGHUP reloads the bridges' forwarding rules and `enable` flags.
+// and exit 0; SIGHUP reloads the bridges' forwards, subscriptions and `enable` flags without
+// touching any connection that does not need it.
 #include <signal.h>
 #include <unistd.h>
 
@@ -165,8 +166,22 @@ int Run(const std::string& path) {
       if (!again.ok()) {
         Log("reload refused, keeping the running config:\n%s", std::string(again.status().message()));
       } else {
-        for (const auto& b : again->control.bridges) cplane.SetBridgeEnabled(b.name, b.enabled, now);
-        Log("reloaded %s (bridge enable flags)", path);
+        // Rules and enable flags of the bridges that exist apply now; anything else (new or
+        // removed bridges, listeners, servers, timers) needs a restart, and says so.
+        size_t applied = 0;
+        for (const auto& b : again->control.bridges) {
+          if (cplane.UpdateBridgeRules(b.name, b.forwards, b.subscriptions, now)) {
+            cplane.SetBridgeEnabled(b.name, b.enabled, now);
+            ++applied;
+          } else {
+            Log("reload: bridge %s is new: restart to start it", b.name);
+          }
+        }
+        if (again->control.bridges.size() != cfg.control.bridges.size() || applied != cfg.control.bridges.size()) {
+          Log("reload: bridges were added or removed: restart to apply that");
+        }
+        Log("reloaded %s: forwards, subscriptions and enable flags of %zu bridge%s", path, applied,
+            applied == 1 ? "" : "s");
       }
     }
     if (g_stop && drain_until == 0) {

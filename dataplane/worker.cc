@@ -24,6 +24,9 @@ constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection writes 
 constexpr uint64_t kAppNoError = 0;
 constexpr uint64_t kAppCtrlStreamDown = 1;
 constexpr uint32_t kListenTag = UINT32_MAX;  // epoll tag of the TCP listener
+// A south connection that has not sent CONNECT by then is closed (EMQX closes QUIC
+// connections that never open a control stream).
+constexpr uint64_t kConnectTimeoutNs = 10'000'000'000;
 // A close asked for by the controlplane waits this long at most for the control stream's
 // last packets (DISCONNECT with its reason) to be acknowledged (EMQX waits 1-3 s).
 constexpr uint64_t kCloseLingerNs = 1'000'000'000;
@@ -42,6 +45,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
     explicit Stream(uint32_t max) : framer(max) {}
     mqtt::Framer framer;
     bool failed = false;
+    bool fin_pending = false;  // the peer ended it; we end it after the acks we owe
   };
   struct Held {
     int64_t sid;
@@ -71,6 +75,8 @@ class Worker::Conn final : public quic::ConnectionEvents {
     dead = false;
     close_at = 0;
     close_error = 0;
+    dial = 0;
+    connect_deadline = 0;
     fd = -1;
     tcp = tcp_connecting = tcp_close = tcp_out = false;
     tx.clear();
@@ -105,6 +111,10 @@ class Worker::Conn final : public quic::ConnectionEvents {
   }
 
   void StreamGone(int64_t sid) {
+    // An upstream that ends one of our data streams: its slot writes on the control stream
+    // from now on (nothing is written into a dead stream).
+    for (int64_t& id : data_ids)
+      if (id == sid && north) id = 0;
     if (streams.erase(sid) == 0) return;
     inbound.CloseStream(uint64_t(sid));
     if (!north && sid != 0) {
@@ -139,6 +149,8 @@ class Worker::Conn final : public quic::ConnectionEvents {
   absl::flat_hash_map<uint64_t, AwaitingAck> e2e;
   uint64_t control_sent = 0;    // SentBytes(0) when last looked at
   bool dead = false;
+  uint64_t dial = 0;            // north: the controlplane's dial number
+  MonoNs connect_deadline = 0;  // south: CONNECT must have come by then
   MonoNs close_at = 0;          // a close is pending; at the latest then
   uint64_t close_error = 0;
   // TCP transport (south listener or mqtt-tcp:// bridge): the socket, bytes not yet written.
@@ -183,8 +195,7 @@ absl::Status Worker::Init() {
   // Slots are numbered up front; a connection's state is allocated the first time its slot
   // is used and kept for reuse, so memory follows the connections actually seen.
   slots_.resize(config_.max_conns);
-  free_slots_.reserve(config_.max_conns);
-  for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(uint32_t(config_.max_conns - 1 - i));
+  for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(i);
   north_.assign(bridges, nullptr);
   bstate_.resize(bridges);
   for (BridgeState& b : bstate_) {
@@ -214,6 +225,7 @@ absl::Status Worker::Init() {
       c->q = &q;
       slot_of_[&q] = c->slot;
       activity_->at(c->slot).Reset(now_);
+      awaiting_connect_.emplace_back(c->ref(), now_ + kConnectTimeoutNs);
       stats_.conns_opened.Inc();
       return c;
     });
@@ -251,8 +263,8 @@ absl::Status Worker::Init() {
 
 Worker::Conn* Worker::AllocConn(bool north, uint32_t bridge) {
   if (free_slots_.empty()) return nullptr;
-  const uint32_t slot = free_slots_.back();
-  free_slots_.pop_back();
+  const uint32_t slot = free_slots_.front();
+  free_slots_.pop_front();
   if (!slots_[slot]) slots_[slot] = std::make_unique<Conn>(this, slot);
   Conn* c = slots_[slot].get();
   c->Reset(north, bridge);
@@ -282,21 +294,22 @@ Worker::Conn* Worker::Lookup(ConnRef ref) {
   return c;
 }
 
-void Worker::DialBridge(uint32_t bridge, MonoNs now) {
+void Worker::DialBridge(uint32_t bridge, uint64_t dial, MonoNs now) {
   if (bridge >= config_.bridges.size()) return;
   if (Conn* old = north_[bridge]) {  // a reconnect ordered while the old one lingers
     if (old->q) old->q->Close(kAppNoError);
     OnNorthClosed(old);
   }
   const BridgeDial& d = config_.bridges[bridge];
-  Conn* c = AllocConn(/*north=*/true, bridge);
+  Conn* c = live_conns_ < config_.max_conns ? AllocConn(/*north=*/true, bridge) : nullptr;
   if (c == nullptr) {
-    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX});
+    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX}, int64_t(dial));
     m.aux = bridge + 1;
     m.arg = 2;  // overloaded: no slot
     ToControlplane(m);
     return;
   }
+  c->dial = dial;
   if (d.tcp) return DialTcpBridge(*c, d);
   const quic::ResumptionTicket* ticket =
       !d.zero_rtt || tickets_[bridge].tls_session.empty() ? nullptr : &tickets_[bridge];
@@ -304,7 +317,7 @@ void Worker::DialBridge(uint32_t bridge, MonoNs now) {
                                      ticket);
   if (!q.ok()) {
     FreeConn(c);
-    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX});
+    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX}, int64_t(dial));
     m.aux = bridge + 1;
     ToControlplane(m);
     return;
@@ -333,6 +346,7 @@ void Worker::OpenBridgeStreams(Conn& c) {
   }
   Msg m = MakeMsg(MsgType::kBridgeUp, c.ref());
   m.aux = c.bridge;
+  m.arg = c.dial;
   m.flags = c.q->handshake_confirmed() ? 0 : 1;  // 1: early data
   ToControlplane(m);
 }
@@ -341,7 +355,7 @@ void Worker::OnNorthClosed(Conn* c) {
   bstate_[c->bridge].ready = false;  // what is in flight is replayed on the next connection
   if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
   if (c->close_at) c->close_at = 0;
-  Msg m = MakeMsg(MsgType::kConnClosed, c->ref());
+  Msg m = MakeMsg(MsgType::kConnClosed, c->ref(), int64_t(c->dial));
   m.aux = c->bridge + 1;
   m.arg = c->q && c->q->peer_closed() ? c->q->peer_app_error() : kAppNoError;
   ToControlplane(m);
@@ -360,6 +374,13 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
   stats_.rx_datagrams.Inc();
   stats_.rx_bytes.Inc(d.size());
   if (d.empty()) return;
+  // Our own bridges' traffic first: their client CIDs are random, not owner-encoded.
+  for (Conn* c : north_) {
+    if (c && c->q && c->q->path().remote == path.remote) {
+      if (!c->q->Read(path, d, now)) c->dead = true;
+      return;
+    }
+  }
   if (steer && rings_->workers() > 1) {
     // Short headers and Handshake packets carry a CID we issued: its owner is the core
     // that holds the connection. Initial and 0-RTT packets carry the client's own DCID
@@ -383,12 +404,6 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
         stats_.cid_forwarded.Inc();
         return;
       }
-    }
-  }
-  for (Conn* c : north_) {
-    if (c && c->q && c->q->path().remote == path.remote) {
-      if (!c->q->Read(path, d, now)) c->dead = true;
-      return;
     }
   }
   if (endpoint_) endpoint_->Receive(path, d, now, emit);
@@ -454,7 +469,12 @@ void Worker::OnRoutedPublish(const Msg& m) {
 }
 
 void Worker::OnControlMsg(Msg& m, MonoNs now) {
-  if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, now);
+  if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, m.arg, now);
+  if (m.type == MsgType::kClose && !m.conn.valid()) {
+    // The controlplane gave up on a dial it has no reference for yet.
+    if (m.aux != 0 && m.aux - 1 < north_.size() && north_[m.aux - 1]) CloseConn(*north_[m.aux - 1], m.arg);
+    return;
+  }
   if (m.type == MsgType::kSnapshot) {
     routes_ = reinterpret_cast<const RouteSnapshot*>(m.arg);
     stats_.snapshots.Inc();
@@ -489,6 +509,8 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
       c->held.clear();
       c->held_bytes = 0;
       for (const Conn::Held& h : held) {
+        auto st = c->streams.find(h.sid);
+        if (st == c->streams.end() || st->second->failed) continue;  // reset before CONNACK
         mqtt::Framer f(config_.max_packet_size);
         (void)f.Feed(h.bytes, [&](const mqtt::Frame& fr) {
           OnFrame(*c, h.sid, fr, now);
@@ -531,7 +553,14 @@ void Worker::OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, b
       // The client ended its control stream: the MQTT connection is over (EMQX: app error 0).
       c.q->Close(kAppNoError);
     } else if (sid != 0) {
-      (void)c.q->SendFin(sid);  // peer FIN -> FIN (EMQX)
+      // Peer FIN -> FIN (EMQX), once the PUBACKs owed on the stream have gone out.
+      bool owed = false;
+      for (const auto& [key, a] : c.e2e) owed |= int64_t(key >> 16) == sid;
+      if (owed) {
+        st.fin_pending = true;
+      } else {
+        (void)c.q->SendFin(sid);
+      }
     }
   }
 }
@@ -701,6 +730,14 @@ void Worker::AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed) {
   const bool any_failed = it->second.failed;
   c->e2e.erase(it);
   SendSouthAck(*c, stream, id, any_failed);
+  if (auto st = c->streams.find(stream); st != c->streams.end() && st->second->fin_pending && c->q) {
+    bool owed = false;
+    for (const auto& [key, a] : c->e2e) owed |= int64_t(key >> 16) == stream;
+    if (!owed) {
+      st->second->fin_pending = false;
+      (void)c->q->SendFin(stream);
+    }
+  }
 }
 
 void Worker::OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason) {
@@ -807,9 +844,12 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
           if (o) out_r.failed = true;
         }
       } else {
-        PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out, o);
-        stats_.routed_north.Inc();
-        if (o) ++out_r.awaiting;  // that core acknowledges, or reports the failure
+        if (PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out, o)) {
+          stats_.routed_north.Inc();
+          if (o) ++out_r.awaiting;  // that core acknowledges, or reports the failure
+        } else if (o) {
+          out_r.failed = true;
+        }
       }
       return;
     }
@@ -855,13 +895,12 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
   return true;
 }
 
-void Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
+bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
                          const mqtt::Publish& p, const Origin* origin) {
   route_buf_.clear();
   if (!mqtt::EncodeTo(p, mqtt::Version::k5, route_buf_)) {
     stats_.drop_route_failed.Inc();
-    if (origin) AckOrigin(*origin, /*failed=*/true);
-    return;
+    return false;
   }
   Msg m = MakeMsg(MsgType::kPublish, to, stream, route_buf_);
   m.aux = aux;
@@ -873,6 +912,7 @@ void Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux
   }
   stats_.routed_cross_core.Inc();
   outbox_workers_[core].push_back(m);
+  return true;
 }
 
 void Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
@@ -970,6 +1010,7 @@ size_t Worker::PollTcp(MonoNs now) {
       TcpWatch(*c, false);
       Msg m = MakeMsg(MsgType::kBridgeUp, c->ref());
       m.aux = c->bridge;
+      m.arg = c->dial;
       ToControlplane(m);
       continue;
     }
@@ -983,7 +1024,9 @@ void Worker::TcpAccept(MonoNs now) {
   for (int i = 0; i < kMaxTcpEvents; ++i) {
     const int fd = ::accept4(config_.tcp_listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
-    Conn* c = AllocConn(/*north=*/false, 0);
+    // The last slots are the bridges': south clients never take them.
+    Conn* c = live_conns_ + config_.bridges.size() < config_.max_conns ? AllocConn(/*north=*/false, 0)
+                                                                         : nullptr;
     if (c == nullptr) {
       ::close(fd);
       continue;
@@ -993,6 +1036,7 @@ void Worker::TcpAccept(MonoNs now) {
     c->fd = fd;
     c->tcp = true;
     activity_->at(c->slot).Reset(now);
+    awaiting_connect_.emplace_back(c->ref(), now + kConnectTimeoutNs);
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u32 = c->slot;
@@ -1025,6 +1069,10 @@ void Worker::TcpFlush(Conn& c) {
       c.tx_off += size_t(n);
       stats_.tx_bytes.Inc(size_t(n));
       continue;
+    }
+    if (c.tx_off > (64u << 10) && c.tx_off * 2 > c.tx.size()) {  // keep the buffer bounded
+      c.tx.erase(c.tx.begin(), c.tx.begin() + long(c.tx_off));
+      c.tx_off = 0;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (!c.tcp_out) TcpWatch(c, true);
@@ -1139,6 +1187,7 @@ void Worker::ToControlplane(Msg m) {
 
 MonoNs Worker::NextDeadline() const {
   MonoNs t = endpoint_ ? endpoint_->Expiry() : kNeverNs;
+  if (!awaiting_connect_.empty()) t = std::min(t, awaiting_connect_.front().second);
   for (const ConnRef& r : closing_) {
     const Conn* c = r.slot < slots_.size() ? slots_[r.slot].get() : nullptr;  // may be null
     if (c && c->gen == r.gen && c->close_at) t = std::min(t, c->close_at);
@@ -1169,6 +1218,14 @@ void Worker::RunPendingCloses(MonoNs now) {
 
 void Worker::RunTimers(MonoNs now) {
   if (!closing_.empty()) RunPendingCloses(now);
+  while (!awaiting_connect_.empty() && awaiting_connect_.front().second <= now) {
+    Conn* c = Lookup(awaiting_connect_.front().first);
+    awaiting_connect_.pop_front();
+    if (c != nullptr && !c->connect_seen) {
+      stats_.drop_connect_timeout.Inc();
+      CloseConn(*c, kAppCtrlStreamDown);
+    }
+  }
   if (endpoint_ && endpoint_->Expiry() <= now) endpoint_->HandleExpiry(now);
   for (Conn* c : north_) {
     if (c && c->q && c->q->Expiry() <= now && !c->q->HandleExpiry(now)) c->dead = true;
@@ -1218,11 +1275,18 @@ void Worker::FlushOutbox() {
     auto& box = outbox_workers_[w];
     if (box.empty()) continue;
     const size_t n = rings_->ring(config_.core, w).EnqueueBurst(box);
-    for (size_t i = n; i < box.size(); ++i) {  // datagrams: dropped and counted, QUIC recovers
-      stats_.drop_ring_full.Inc();
-      ReleaseMsg(box[i]);
+    // What the ring cannot take now: forwarded datagrams are dropped and counted (QUIC
+    // recovers); PUBLISHes and acks wait for the next iteration, in order, never dropped.
+    size_t kept = 0;
+    for (size_t i = n; i < box.size(); ++i) {
+      if (box[i].type == MsgType::kDatagram) {
+        stats_.drop_ring_full.Inc();
+        ReleaseMsg(box[i]);
+      } else {
+        box[kept++] = box[i];
+      }
     }
-    box.clear();
+    box.resize(kept);
   }
 }
 

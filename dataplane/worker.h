@@ -147,7 +147,7 @@ class Worker {
   Conn* AllocConn(bool north, uint32_t bridge);
   void FreeConn(Conn* c);
   Conn* Lookup(ConnRef ref);
-  void DialBridge(uint32_t bridge, MonoNs now);
+  void DialBridge(uint32_t bridge, uint64_t dial, MonoNs now);
   void OpenBridgeStreams(Conn& c);
   void OnNorthClosed(Conn* c);
 
@@ -172,7 +172,7 @@ class Worker {
   void DrainNorthQueue(uint32_t bridge);
   // Writes a PUBLISH to one of this core's south connections on `stream`.
   bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
-  void PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
+  bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
                    const Origin* origin = nullptr);
   void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
@@ -195,12 +195,15 @@ class Worker {
   ActivityTable* activity_;
   std::unique_ptr<quic::ServerEndpoint> endpoint_;
   std::vector<std::unique_ptr<Conn>> slots_;
-  std::vector<uint32_t> free_slots_;
+  std::deque<uint32_t> free_slots_;  // oldest first: a slot's generation wraps late
   absl::flat_hash_map<const quic::Connection*, uint32_t> slot_of_;  // south connections
   size_t live_conns_ = 0;
   std::vector<Conn*> north_;  // by bridge index; null when down
   std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
   int epoll_fd_ = -1;
+  // South connections in accept order with the time their CONNECT must have come by (every
+  // entry gets the same timeout, so the front is always the earliest).
+  std::deque<std::pair<ConnRef, MonoNs>> awaiting_connect_;
   std::vector<ConnRef> tcp_closing_;  // TCP connections to close at the end of the iteration
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
   // A QoS 1 PUBLISH for an upstream, encoded once (the packet id patched in at send time).

@@ -121,14 +121,16 @@ class Client : public quic::ConnectionEvents {
     const uint64_t end = o_.seconds > 0 ? start + uint64_t(o_.seconds * 1e9) : UINT64_MAX;
     uint64_t next_report = start + quic::kSecond;
     next_send_ = start;
-    while (!g_stop && Now() < end && !failed_) {
+    // A publisher stops sending at the end, then waits (at most 10 s) for its acks.
+    while (!g_stop && !failed_) {
       const uint64_t now = Now();
+      if (now >= end && (o_.mode != "pub" || inflight_ == 0 || now >= end + 10 * quic::kSecond)) break;
       (*sock)->Receive([&](const quic::Path& p, std::span<const uint8_t> d) {
         if (!conn_->Read(p, d, now)) closed_ = true;
       });
       if (conn_->Expiry() <= now && !conn_->HandleExpiry(now)) closed_ = true;
       if (closed_) return Fail("the connection closed");
-      if (connected_ && o_.mode == "pub") Publish(now);
+      if (connected_ && o_.mode == "pub" && now < end) Publish(now);
       // MQTT keepalive (30 s in CONNECT): a PINGREQ on the control stream every 10 s.
       if (connected_ && now >= next_ping_) {
         Send(0, mqtt::Pingreq{});
@@ -142,14 +144,15 @@ class Client : public quic::ConnectionEvents {
         next_report += quic::kSecond;
       }
       pollfd pfd{(*sock)->fd(), POLLIN, 0};
-      const uint64_t wake = std::min({conn_->Expiry(), next_report, end, connected_ ? next_ping_ : UINT64_MAX,
-                                      o_.mode == "pub" && connected_ ? next_send_ : UINT64_MAX});
+      const uint64_t wake = std::min({conn_->Expiry(), next_report, now < end ? end : now + quic::kMillisecond * 10,
+                                      connected_ ? next_ping_ : UINT64_MAX,
+                                      o_.mode == "pub" && connected_ && now < end ? next_send_ : UINT64_MAX});
       const uint64_t t = Now();
       const uint64_t wait = wake > t ? wake - t : 0;
       const timespec ts{time_t(wait / quic::kSecond), long(wait % quic::kSecond)};
       ::ppoll(&pfd, 1, &ts, nullptr);
     }
-    Summary(Now() - start);
+    Summary(std::min(Now(), end) - start);
     conn_->Close(0);
     conn_->Write(Now(), scratch, 1, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
       (*sock)->Send(p, d, seg);

@@ -42,6 +42,7 @@ class Counter {
   X(drop_not_activated)  /* data-stream bytes beyond the pre-CONNACK buffer */          \
   X(drop_bad_stream)     /* packets not allowed on the stream they came on */           \
   X(drop_stale_conn)     /* controlplane messages for a connection already gone */     \
+  X(drop_connect_timeout) /* south connections closed for sending no CONNECT */         \
   X(routed_south)        /* PUBLISHes delivered to south subscribers */                 \
   X(routed_north)        /* PUBLISHes forwarded to bridges */                           \
   X(routed_cross_core)   /* ... of which through another core's ring */                 \

@@ -30,14 +30,16 @@ enum class MsgType : uint8_t {
   // worker -> controlplane
   kControlPacket,  // conn, stream, bytes: one whole MQTT packet the controlplane decides on
   kConnClosed,     // conn, arg: the QUIC application error (ours or the peer's); aux: bridge + 1
-  kBridgeUp,       // conn, aux: bridge index: QUIC is up, control and data streams are open
+                   // and stream: the dial it ends (bridges)
+  kBridgeUp,       // conn, aux: bridge index, arg: its dial: control and data streams are open
   kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
   kSnapshotAck,    // arg: the routing snapshot version the worker now uses
   // controlplane -> worker
   kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
   kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
   kClose,          // conn, arg: QUIC application error; after what is already queued
-  kBridgeConnect,  // aux: bridge index: open (or reopen) the bridge's connection
+                   // (conn invalid and aux = bridge + 1: whatever that bridge has open)
+  kBridgeConnect,  // aux: bridge index, arg: dial number: open (or reopen) the connection
   kBridgeReady,    // conn, aux: bridge index: CONNACK accepted; replay and send what waits
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   // worker -> worker

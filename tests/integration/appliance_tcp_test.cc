@@ -111,3 +111,41 @@ TEST_F(ApplianceTcpTest, SouthTcpClientsToMosquittoUpstreamAndBack) {
 
 }  // namespace
 }  // namespace qbridge::testing
+
+namespace qbridge::testing {
+namespace {
+
+// SIGHUP: the bridge's rules change without a reconnect (mosquitto sees one connection).
+TEST_F(ApplianceTcpTest, SighupReloadsRulesWithoutReconnecting) {
+  const std::string mosq = std::to_string(broker_->port());
+  const std::string qb = std::to_string(tcp_port_);
+  std::ofstream(dir_ + "/qbridge.toml") << R"(
+[listeners.tcp]
+bind = "127.0.0.1:0"
+
+[bridges.mqtt.mosq]
+server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
+proto_ver = 4
+clientid = "qbridge-tcp-bridge"
+keepalive = "5s"
+forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site2/", qos = 1 }]
+subscription = [{ remote_topic = "ctl/#", local_topic = "", prefix = "down/", qos = 1 }]
+)";
+  qbridge_.Signal(SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  auto up_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", mosq, "-t", "site2/#", "-q", "1", "-v",
+                       "-C", "1", "-W", "15"});
+  auto down_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", qb, "-t", "down/#", "-q", "1", "-v",
+                         "-C", "1", "-W", "15"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", qb, "-t", "up/x", "-m", "new-rule", "-q", "1"});
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", mosq, "-t", "cmd/old", "-m", "unsubscribed", "-q", "1"});
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", mosq, "-t", "ctl/new", "-m", "subscribed", "-q", "1"});
+  EXPECT_EQ(up_sub->ReadLine(15000), "site2/up/x new-rule") << Log();
+  EXPECT_EQ(down_sub->ReadLine(15000), "down/ctl/new subscribed") << Log();
+  EXPECT_NE(Log().find("reloaded"), std::string::npos) << Log();
+  EXPECT_EQ(Log().find("-> mqtt-tcp", Log().find("reloaded")), std::string::npos);
+}
+
+}  // namespace
+}  // namespace qbridge::testing
