@@ -188,6 +188,8 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       return;
     case MsgType::kSnapshotAck:
       return OnSnapshotAck(m.src_core, m.arg);
+    case MsgType::kRetain:
+      return OnRetain(m);
     case MsgType::kConnClosed: {
       if (m.aux != 0) {  // a bridge connection: only the current dial's end counts
         const size_t i = m.aux - 1;
@@ -201,7 +203,10 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       ++south_.closes;
       wheel_.Cancel(it->second.timer);
       // A takeover already handed the session to the new connection.
-      if (!it->second.taken_over) StoreSession(it->second, now);
+      if (!it->second.taken_over) {
+        PublishWill(it->second);  // still set: the connection did not end with DISCONNECT
+        StoreSession(it->second, now);
+      }
       auto id = by_client_id_.find(it->second.client_id);
       if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
       if (!it->second.subs.empty()) routes_dirty_ = true;
@@ -331,7 +336,15 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
         routes_dirty_ = true;
         ack.reasons.push_back(static_cast<ReasonCode>(e.max_qos));
       }
-      return Send(s.conn, m.stream, ack, s.version);
+      Send(s.conn, m.stream, ack, s.version);
+      // Retained messages follow the SUBACK, on the subscription's stream.
+      for (const mqtt::Subscription& e : sub.subscriptions) {
+        if (e.retain_handling == mqtt::RetainHandling::kDoNotSend) continue;
+        if (mqtt::ValidateTopicFilter(e.filter) != ReasonCode::kSuccess) continue;
+        if (e.filter.starts_with("$share/")) continue;  // never to shared subscriptions
+        SendRetained(s, m.stream, e.filter, e.max_qos);
+      }
+      return;
     }
     case PacketType::kUnsubscribe: {
       ++south_.unsubscribes;
@@ -356,6 +369,8 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
     }
     case PacketType::kDisconnect:
       if (m.stream != 0) return;  // a data stream's DISCONNECT ends only that stream (EMQX)
+      // A normal DISCONNECT cancels the will; 0x04 (5.0) asks for it to be published.
+      if (std::get<mqtt::Disconnect>(p).reason != ReasonCode::kDisconnectWithWill) s.will.clear();
       s.closing = true;
       if (!s.subs.empty()) routes_dirty_ = true;
       wheel_.Cancel(s.timer);
@@ -456,6 +471,15 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
     ack.properties.server_keep_alive = s.keepalive_s;
   }
   s.limit_ns = uint64_t(s.keepalive_s) * dp::kSecNs * 3 / 2;
+  if (c.will) {
+    mqtt::Publish w;
+    w.topic = c.will->topic;
+    w.payload = c.will->payload;
+    w.qos = c.will->qos;
+    w.retain = c.will->retain;
+    w.packet_id = w.qos == mqtt::QoS::k0 ? 0 : 1;
+    if (mqtt::EncodeTo(w, mqtt::Version::k5, s.will)) s.will_retain = w.retain;
+  }
   by_client_id_[client_id] = m.conn;
   if (c.client_id.empty() && v == mqtt::Version::k5) {
     ack.properties.assigned_client_identifier = s.client_id;
@@ -498,6 +522,64 @@ void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error)
   Post(s.conn.core, close);
   // The client id stays mapped to this session until the connection is gone: a client that
   // reconnects meanwhile takes the session over (and its subscriptions, clean start 0).
+}
+
+void Controlplane::OnRetain(const Msg& m) {
+  uint8_t header;
+  mqtt::Bytes body;
+  mqtt::Publish p;
+  if (!Unframe(m.bytes(), &header, &body) ||
+      !mqtt::DecodePublish(header, body, mqtt::Version::k5, &p).ok()) {
+    return;
+  }
+  const std::string topic(p.topic);
+  if (p.payload.empty()) {  // an empty retained message clears the topic
+    if (retained_.erase(topic)) --south_.retained;
+    return;
+  }
+  auto it = retained_.find(topic);
+  if (it == retained_.end() && retained_.size() >= config_.south.max_retained) {
+    ++south_.retained_refused;
+    return;
+  }
+  if (it == retained_.end()) ++south_.retained;
+  const auto b = m.bytes();
+  retained_[topic].assign(b.begin(), b.end());
+}
+
+void Controlplane::SendRetained(const SouthSession& s, int64_t stream, std::string_view filter,
+                                mqtt::QoS max) {
+  for (const auto& [topic, bytes] : retained_) {
+    if (!mqtt::TopicMatches(filter, topic)) continue;
+    uint8_t header;
+    mqtt::Bytes body;
+    mqtt::Publish p;
+    if (!Unframe(bytes, &header, &body) || !mqtt::DecodePublish(header, body, mqtt::Version::k5, &p).ok()) {
+      continue;
+    }
+    p.qos = std::min(p.qos, max);
+    p.retain = true;
+    p.packet_id = p.qos == mqtt::QoS::k0 ? 0 : 1;  // the worker assigns the real one
+    buf_.clear();
+    if (!mqtt::EncodeTo(p, mqtt::Version::k5, buf_)) continue;
+    Post(s.conn.core, dp::MakeMsg(MsgType::kPublish, s.conn, stream, buf_));
+    ++south_.retained_sent;
+  }
+}
+
+void Controlplane::PublishWill(SouthSession& s) {
+  if (s.will.empty()) return;
+  // Routed by the connection's worker as if the client had published it.
+  Msg m = dp::MakeMsg(MsgType::kPublish, ConnRef{}, 0, s.will);
+  m.aux = dp::kRouteAsPublished;
+  Post(s.conn.core, m);
+  if (s.will_retain) {
+    Msg r = dp::MakeMsg(MsgType::kRetain, s.conn, 0, s.will);
+    OnRetain(r);
+    dp::ReleaseMsg(r);
+  }
+  s.will.clear();
+  ++south_.wills_published;
 }
 
 std::optional<Controlplane::SessionView> Controlplane::Session(std::string_view client_id) const {

@@ -54,6 +54,7 @@ struct SouthConfig {
   // A session that asked to outlive its connection (clean start 0) keeps its control-stream
   // subscriptions for min(its Session Expiry Interval, this); 3.1.1 asks for "forever".
   uint32_t session_expiry_max_s = 7200;
+  size_t max_retained = 100'000;  // retained messages kept; more are refused and counted
 };
 
 // NanoMQ's `subscription` entry: remote -> local.
@@ -139,6 +140,8 @@ struct SouthStats {
   uint64_t malformed = 0;
   uint64_t closes = 0;
   uint64_t snapshots_built = 0, snapshots_freed = 0;
+  uint64_t retained = 0, retained_refused = 0, retained_sent = 0;
+  uint64_t wills_published = 0;
 };
 
 class Controlplane {
@@ -230,6 +233,9 @@ class Controlplane {
     bool taken_over = false;
     std::vector<Sub> subs;
     uint64_t pingreqs = 0;
+    // The will, encoded as the PUBLISH it becomes (5.0 encoding); empty: none or cancelled.
+    std::vector<uint8_t> will;
+    bool will_retain = false;
     MonoNs last_control_rx = 0;
     uint64_t max_control_gap_ns = 0;
   };
@@ -272,6 +278,9 @@ class Controlplane {
   void OnConnect(const dp::Msg& m, const mqtt::Connect& c, MonoNs now);
   void OnSouthKeepalive(SouthSession& s, MonoNs now);
   void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error);
+  void OnRetain(const dp::Msg& m);
+  void SendRetained(const SouthSession& s, int64_t stream, std::string_view filter, mqtt::QoS max);
+  void PublishWill(SouthSession& s);
   // North.
   Bridge* BridgeOf(ConnRef r);
   void Dial(Bridge& b, MonoNs now);
@@ -302,6 +311,7 @@ class Controlplane {
   absl::flat_hash_map<ConnRef, SouthSession> sessions_;
   absl::flat_hash_map<std::string, ConnRef> by_client_id_;
   absl::flat_hash_map<std::string, StoredSession> stored_;
+  absl::flat_hash_map<std::string, std::vector<uint8_t>> retained_;  // topic -> PUBLISH
   absl::flat_hash_map<uint64_t, std::string> stored_by_id_;
   uint64_t next_stored_id_ = 0;
   bool shutting_down_ = false;

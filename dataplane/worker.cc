@@ -241,6 +241,8 @@ absl::Status Worker::Init() {
     });
   }
   scratch_.resize(kMaxDatagramsPerConn * max_payload);
+  injector_ = std::make_unique<Conn>(this, UINT32_MAX);
+  injector_->Reset(/*north=*/false, 0);
   bool tcp_bridges = false;
   for (const BridgeDial& b : config_.bridges) tcp_bridges |= b.tcp;
   if (config_.tcp_listen_fd >= 0 || tcp_bridges) {
@@ -454,7 +456,9 @@ void Worker::OnRoutedPublish(const Msg& m) {
     mqtt::Publish p;
     if (!mqtt::DecodePublish(fr.header, fr.body, mqtt::Version::k5, &p).ok()) return false;
     handled = true;
-    if (m.aux != 0) {
+    if (m.aux == kRouteAsPublished) {
+      Route(*injector_, p, nullptr);
+    } else if (m.aux != 0) {
       if (!PublishNorth(m.aux - 1, int(m.stream), p, now_, has_origin ? &origin : nullptr)) {
         stats_.drop_route_failed.Inc();
         if (m.aux - 1 < north_.size()) bridge_traffic_[m.aux - 1].drops.Inc();
@@ -675,6 +679,17 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
   Routed routed;
   if (deliver) {
     if (on_delivery_) on_delivery_(Delivery{c.ref(), c.north, sid, &p});
+    if (p.retain && !c.north) {
+      // The controlplane keeps retained messages (and hands them to new subscribers).
+      mqtt::Publish r = p;
+      r.dup = false;
+      r.packet_id = r.qos == mqtt::QoS::k0 ? 0 : 1;
+      r.properties.topic_alias.reset();
+      route_buf_.clear();
+      if (mqtt::EncodeTo(r, mqtt::Version::k5, route_buf_)) {
+        ToControlplane(MakeMsg(MsgType::kRetain, c.ref(), sid, route_buf_));
+      }
+    }
     routed = Route(c, p, e2e ? &origin : nullptr);
   } else if (e2e && c.e2e.contains(KeyOf(sid, p.packet_id))) {
     return;  // a resend while the upstream's ack is awaited: that ack answers both

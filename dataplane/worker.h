@@ -236,6 +236,7 @@ class Worker {
   std::vector<uint8_t> encode_buf_;
   std::vector<uint8_t> route_buf_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
+  std::unique_ptr<Conn> injector_;  // the "publisher" of messages the controlplane injects
 };
 
 template <typename Io>

@@ -34,6 +34,7 @@ enum class MsgType : uint8_t {
   kBridgeUp,       // conn, aux: bridge index, arg: its dial: control and data streams are open
   kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
   kSnapshotAck,    // arg: the routing snapshot version the worker now uses
+  kRetain,         // bytes: a PUBLISH with RETAIN (5.0 encoding) to store (empty payload: clear)
   // controlplane -> worker
   kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
   kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
@@ -72,6 +73,8 @@ struct alignas(64) Msg {
 static_assert(sizeof(Msg) == 64 && std::is_trivially_copyable_v<Msg>);
 
 inline constexpr uint8_t kMsgHasOrigin = 1;
+// kPublish with this aux: route it as if a client had published it (wills).
+inline constexpr uint32_t kRouteAsPublished = UINT32_MAX;
 inline constexpr uint8_t kMsgFailed = 2;
 // The packet ids the controlplane uses on a bridge connection (SUBSCRIBE, UNSUBSCRIBE); the
 // worker allocates PUBLISH ids below them, so the two never collide on one connection.

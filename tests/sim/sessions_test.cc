@@ -183,3 +183,100 @@ TEST(SessionsSim, OfflineSessionExpires) {
 
 }  // namespace
 }  // namespace qbridge::testing
+
+namespace qbridge::testing {
+namespace {
+
+// The retain flag of the first PUBLISH on `stream`.
+std::optional<bool> FirstRetain(SimMqttClient& c, int64_t stream) {
+  for (const auto& raw : c.Received(stream)) {
+    if ((raw[0] >> 4) == uint8_t(PacketType::kPublish)) return (raw[0] & 1) != 0;
+  }
+  return std::nullopt;
+}
+
+TEST(SessionsSim, RetainedMessagesReachLaterSubscribers) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient pub(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return pub.confirmed(); }, 2 * kSecond));
+  pub.Connect("pub");
+  mqtt::Publish p;
+  p.topic = "state/door";
+  static const uint8_t kOpen[] = {'o', 'p', 'e', 'n'};
+  p.payload = kOpen;
+  p.retain = true;
+  pub.Send(0, p);
+  p.topic = "state/gone";
+  pub.Send(0, p);
+  p.payload = {};  // an empty retained message clears the topic
+  pub.Send(0, p);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->south().retained == 1; }, 2 * kSecond));
+
+  SimMqttClient sub(net, *tls.client, Addr("198.18.3.2", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return sub.confirmed(); }, 2 * kSecond));
+  sub.Connect("sub");
+  const int64_t s4 = sub.Open();
+  mqtt::Subscribe s;
+  s.packet_id = 1;
+  s.subscriptions.push_back(mqtt::Subscription{"state/#", mqtt::QoS::k1});
+  sub.Send(s4, s);
+  ASSERT_TRUE(net.RunUntil([&] { return sub.Publishes(s4).size() == 1; }, 2 * kSecond));
+  EXPECT_EQ(sub.Publishes(s4)[0], (std::pair<std::string, std::string>{"state/door", "open"}));
+  EXPECT_EQ(FirstRetain(sub, s4), true);
+  net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
+  EXPECT_EQ(sub.Publishes(s4).size(), 1u);
+  // Retain Handling 2: no retained messages for this subscription.
+  const int64_t s8 = sub.Open();
+  s.packet_id = 2;
+  s.subscriptions[0].retain_handling = mqtt::RetainHandling::kDoNotSend;
+  sub.Send(s8, s);
+  ASSERT_TRUE(net.RunUntil([&] { return sub.CountType(s8, PacketType::kSuback) == 1; }, 2 * kSecond));
+  net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
+  EXPECT_TRUE(sub.Publishes(s8).empty());
+}
+
+TEST(SessionsSim, WillIsPublishedWhenTheConnectionDiesNotOnDisconnect) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient watcher(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.confirmed(); }, 2 * kSecond));
+  watcher.Connect("watcher");
+  mqtt::Subscribe s;
+  s.packet_id = 1;
+  s.subscriptions.push_back(mqtt::Subscription{"wills/#", mqtt::QoS::k0});
+  watcher.Send(0, s);
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.CountType(0, PacketType::kSuback) == 1; }, 2 * kSecond));
+
+  auto connect_with_will = [&](SimMqttClient& c, const char* id) {
+    mqtt::Connect m;
+    m.client_id = id;
+    m.keep_alive = 30;
+    mqtt::Will w;
+    w.topic = id[0] == 'l' ? "wills/lost" : "wills/polite";
+    static const uint8_t kGone[] = {'g', 'o', 'n', 'e'};
+    w.payload = kGone;
+    m.will = w;
+    EXPECT_EQ(c.Open(), 0);
+    c.Send(0, m);
+  };
+  SimMqttClient lost(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  SimMqttClient polite(net, *tls.client, Addr("198.18.3.2", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return lost.confirmed() && polite.confirmed(); }, 2 * kSecond));
+  connect_with_will(lost, "lost");
+  connect_with_will(polite, "polite");
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 3; }, 2 * kSecond));
+  polite.Send(0, mqtt::Disconnect{});  // normal: the will is cancelled
+  lost.conn().Close(0);                 // the connection just ends: the will goes out
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.Publishes(0).size() == 1; }, 5 * kSecond));
+  EXPECT_EQ(watcher.Publishes(0)[0], (std::pair<std::string, std::string>{"wills/lost", "gone"}));
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 1; }, 5 * kSecond));
+  net.RunUntil([] { return false; }, 200 * quic::kMillisecond);
+  EXPECT_EQ(watcher.Publishes(0).size(), 1u);
+  EXPECT_EQ(cloud.cp->south().wills_published, 1u);
+}
+
+}  // namespace
+}  // namespace qbridge::testing
