@@ -276,8 +276,48 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
   ReadQuic(r, t, path, &d.quic);
   b.connect_timeout_ns = d.quic.handshake_timeout_ns + 10 * dp::kSecNs;
   if (auto v = r.Bool(t, path, "quic_0rtt")) d.zero_rtt = *v;
-  if (auto v = r.Bool(t, path, "hybrid_bridging"); v && *v) {
-    r.Error(Reader::Join(path, "hybrid_bridging"), "fallback across servers is not built yet");
+  if (r.Bool(t, path, "hybrid_bridging").value_or(false)) {
+    const toml::array* hs = t.get_as<toml::array>("hybrid_servers");
+    if (!hs || hs->empty()) {
+      r.Error(Reader::Join(path, "hybrid_servers"), "required with hybrid_bridging = true");
+    }
+    for (size_t i = 0; hs && i < hs->size(); ++i) {
+      const std::string hp = absl::StrCat(path, ".hybrid_servers[", i, "]");
+      auto url = hs->get(i)->value<std::string>();
+      if (!url) {
+        r.Error(hp, "expected a URL string");
+        continue;
+      }
+      dp::BridgeDialSettings::Hybrid h;
+      std::string rest;
+      if (url->starts_with("mqtt-quic://")) {
+        rest = url->substr(12);
+      } else if (url->starts_with("mqtt-tcp://")) {
+        rest = url->substr(11);
+        h.tcp = true;
+      } else {
+        r.Error(hp, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
+        continue;
+      }
+      std::string host;
+      h.port = h.tcp ? 1883 : 14567;
+      if (rest.find(':') == std::string::npos) {
+        host = rest;
+      } else if (!ParseHostPort(rest, &host, &h.port)) {
+        r.Error(hp, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
+        continue;
+      }
+      if (server && *url == *server) continue;  // the primary is server 0 already
+      auto ip = g_checks.resolve ? Resolve(host) : std::optional<std::string>(host);
+      if (!ip) {
+        r.Error(hp, absl::StrCat("cannot resolve '", host, "'"));
+        continue;
+      }
+      h.ip = *ip;
+      h.server_name = host;  // ssl.server_name, when set, applies to `server` only
+      d.hybrid.push_back(h);
+    }
+    b.servers = 1 + d.hybrid.size();
   }
   if (auto v = r.Int(t, path, "worker", 0, 1023)) {
     if (*v >= cfg->runtime.workers) {

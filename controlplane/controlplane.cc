@@ -608,6 +608,8 @@ void Controlplane::Dial(Bridge& b, MonoNs now) {
   Msg m = dp::MakeMsg(MsgType::kBridgeConnect, ConnRef{});
   m.aux = uint32_t(i);
   m.arg = ++b.dial;
+  m.stream = int64_t(b.status.server);
+  b.reached_up = false;
   Post(b.cfg.worker, m);
   wheel_.Cancel(b.timer);
   b.timer = wheel_.Schedule(now + b.cfg.connect_timeout_ns, kBridgeCookie | i);
@@ -654,6 +656,7 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
         return CloseBridge(b, kAppNoError, now);
       }
       b.status.state = BridgeState::kUp;
+      b.reached_up = true;
       if (b.status.connects++ > 0) ++b.status.reconnects;
       {
         // The worker may now replay what the last connection left unacknowledged and send
@@ -788,6 +791,9 @@ void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
   b.conn = ConnRef{};
   b.ping_sent_at = 0;
   b.status.state = BridgeState::kBackoff;
+  // Hybrid bridging: an upstream we could not reach (or that refused us) gives way to the
+  // next; one that was up is tried again first.
+  if (!b.reached_up && b.cfg.servers > 1) b.status.server = (b.status.server + 1) % b.cfg.servers;
   // Exponential backoff with jitter in [delay/2, delay]; longer after "overloaded" (2).
   const uint32_t shift = std::min<uint32_t>(b.attempt++, 20);
   uint64_t delay = std::min(b.cfg.backoff_max_ns, b.cfg.backoff_base_ns << shift);

@@ -92,6 +92,9 @@ struct BridgeConfig {
   uint64_t connect_timeout_ns = 10 * dp::kSecNs;  // dial to CONNACK
   std::vector<BridgeSubscription> subscriptions;
   std::vector<BridgeForward> forwards;
+  // hybrid_bridging: upstreams to dial in turn (server first); a dial that never reached
+  // CONNACK moves on to the next one.
+  size_t servers = 1;
 };
 
 struct ControlplaneConfig {
@@ -128,6 +131,7 @@ struct BridgeStatus {
   std::map<uint64_t, uint64_t> closes_by_app_error;
   std::map<uint8_t, uint64_t> disconnects_by_reason;  // DISCONNECT packets from upstream
   MonoNs last_backoff_ns = 0;
+  size_t server = 0;  // which upstream (server, then hybrid_servers) the bridge dials now
 };
 
 struct SouthStats {
@@ -258,6 +262,7 @@ class Controlplane {
     uint8_t last_disconnect_reason = 0;
     uint16_t next_packet_id = dp::kControlPacketIdFirst;
     uint64_t dial = 0;  // the current dial's number: reports about older ones are ignored
+    bool reached_up = false;  // this dial got CONNACK
   };
 
   static uint64_t CookieOf(ConnRef r) {

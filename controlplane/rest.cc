@@ -45,6 +45,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
         {"pingresp_timeout_ms", double(r->pingresp_timeout_ns) / 1e6},
         {"keepalive_kicks", s.keepalive_kicks}};
     j["reconnects"] = s.reconnects;
+    j["server_index"] = s.server;  // 0: `server`; 1..: hybrid_servers
     j["connects"] = s.connects;
   }
   if (i < o.traffic.size()) {

@@ -185,6 +185,21 @@ class RuntimeImpl final : public Runtime {
       d.zero_rtt = b.zero_rtt;
       d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
       d.max_queue = b.max_queue;
+      for (const auto& h : b.hybrid) {
+        BridgeDial::Alternate a;
+        a.remote = quic::Address::FromIpPort(h.ip, h.port);
+        if (a.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("hybrid server '", h.ip, "'"));
+        a.tcp = h.tcp;
+        if (!h.tcp) {
+          TlsFiles files = b.tls;
+          files.server_name = h.server_name;
+          auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(files, h.ip));
+          if (!t.ok()) return t.status();
+          a.tls = t->get();
+          client_tls_.push_back(std::move(*t));
+        }
+        d.alternates.push_back(a);
+      }
       dials.push_back(std::move(d));
     }
 
@@ -227,7 +242,10 @@ class RuntimeImpl final : public Runtime {
                                           (dc.ip >> 8) & 255, ".", dc.ip & 255);
       const uint16_t port = cfg.listener ? cfg.listener->port : 14567;
       quic_port_ = port;
-      for (auto& d : dials) d.local = quic::Address::FromIpPort(ip, port);
+      for (auto& d : dials) {
+        d.local = quic::Address::FromIpPort(ip, port);
+        for (auto& a : d.alternates) a.local = d.local;
+      }
       if (absl::Status s = MakeWorker(cfg, 0, dials, rings, activity[0]); !s.ok()) return s;
       Worker* w = workers_[0].get();
       DpdkIo* io_ptr = dpdk_.get();
@@ -254,17 +272,29 @@ class RuntimeImpl final : public Runtime {
     quic_port_ = port;
     std::vector<std::vector<BridgeDial>> per_worker(size_t(cfg.workers), dials);
     bool quic_bridges = false;
-    for (const BridgeDial& d : dials) quic_bridges |= !d.tcp;
+    for (const BridgeDial& d : dials) {
+      quic_bridges |= !d.tcp;
+      for (const auto& a : d.alternates) quic_bridges |= !a.tcp;
+    }
     for (int i = 0; quic_bridges && i < cfg.workers; ++i) {
       auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.local_ip, 0));
       if (!s.ok()) return s.status();
+      auto local_for = [&](const quic::Address& remote) {
+        quic::Address src = cfg.local_ip == "0.0.0.0" ? SourceFor(remote) : (*s)->local();
+        if (!src.empty()) {
+          reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
+              reinterpret_cast<const sockaddr_in*>(&(*s)->local().storage)->sin_port;
+        }
+        return src;
+      };
       for (auto& d : per_worker[i]) {
-        if (d.tcp) continue;
-        quic::Address src = cfg.local_ip == "0.0.0.0" ? SourceFor(d.remote) : (*s)->local();
-        if (src.empty()) return absl::UnavailableError("no route to a bridge's upstream");
-        reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
-            reinterpret_cast<const sockaddr_in*>(&(*s)->local().storage)->sin_port;
-        d.local = src;
+        if (!d.tcp) {
+          d.local = local_for(d.remote);
+          if (d.local.empty()) return absl::UnavailableError("no route to a bridge's upstream");
+        }
+        for (auto& a : d.alternates) {
+          if (!a.tcp) a.local = local_for(a.remote);
+        }
       }
       north_sockets_.push_back(std::move(*s));
     }

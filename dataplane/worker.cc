@@ -206,6 +206,9 @@ absl::Status Worker::Init() {
   size_t max_payload = 1500;
   for (const BridgeDial& b : config_.bridges) {
     if (b.tls == nullptr && !b.tcp) return absl::InvalidArgumentError("bridge without TLS context");
+    for (const auto& a : b.alternates) {
+      if (a.tls == nullptr && !a.tcp) return absl::InvalidArgumentError("hybrid server without TLS context");
+    }
     max_payload = std::max(max_payload, b.transport.max_udp_payload);
   }
   if (config_.server_tls) {
@@ -244,7 +247,10 @@ absl::Status Worker::Init() {
   injector_ = std::make_unique<Conn>(this, UINT32_MAX);
   injector_->Reset(/*north=*/false, 0);
   bool tcp_bridges = false;
-  for (const BridgeDial& b : config_.bridges) tcp_bridges |= b.tcp;
+  for (const BridgeDial& b : config_.bridges) {
+    tcp_bridges |= b.tcp;
+    for (const auto& a : b.alternates) tcp_bridges |= a.tcp;
+  }
   if (config_.tcp_listen_fd >= 0 || tcp_bridges) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
@@ -296,13 +302,20 @@ Worker::Conn* Worker::Lookup(ConnRef ref) {
   return c;
 }
 
-void Worker::DialBridge(uint32_t bridge, uint64_t dial, MonoNs now) {
+void Worker::DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs now) {
   if (bridge >= config_.bridges.size()) return;
   if (Conn* old = north_[bridge]) {  // a reconnect ordered while the old one lingers
     if (old->q) old->q->Close(kAppNoError);
     OnNorthClosed(old);
   }
-  const BridgeDial& d = config_.bridges[bridge];
+  BridgeDial d = config_.bridges[bridge];
+  if (server > 0 && server - 1 < d.alternates.size()) {  // hybrid: another upstream this time
+    const BridgeDial::Alternate& a = d.alternates[server - 1];
+    d.local = a.local;
+    d.remote = a.remote;
+    d.tcp = a.tcp;
+    d.tls = a.tls;
+  }
   Conn* c = live_conns_ < config_.max_conns ? AllocConn(/*north=*/true, bridge) : nullptr;
   if (c == nullptr) {
     Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX}, int64_t(dial));
@@ -473,7 +486,7 @@ void Worker::OnRoutedPublish(const Msg& m) {
 }
 
 void Worker::OnControlMsg(Msg& m, MonoNs now) {
-  if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, m.arg, now);
+  if (m.type == MsgType::kBridgeConnect) return DialBridge(m.aux, m.arg, size_t(m.stream), now);
   if (m.type == MsgType::kClose && !m.conn.valid()) {
     // The controlplane gave up on a dial it has no reference for yet.
     if (m.aux != 0 && m.aux - 1 < north_.size() && north_[m.aux - 1]) CloseConn(*north_[m.aux - 1], m.arg);

@@ -51,6 +51,14 @@ struct BridgeDial {
   size_t max_queue = 10'000;
   // MQTT over TCP instead of QUIC (mqtt-tcp://): one byte stream, every slot on it.
   bool tcp = false;
+  // hybrid_servers: further upstreams to dial instead (server 1, 2, ...; server 0 is the
+  // one above), QUIC or TCP, chosen by the controlplane for each dial.
+  struct Alternate {
+    quic::Address local, remote;
+    bool tcp = false;
+    const quic::TlsContext* tls = nullptr;
+  };
+  std::vector<Alternate> alternates;
 };
 
 // The south PUBLISH a forwarded QoS 1 message came from: it is acknowledged only when every
@@ -147,7 +155,7 @@ class Worker {
   Conn* AllocConn(bool north, uint32_t bridge);
   void FreeConn(Conn* c);
   Conn* Lookup(ConnRef ref);
-  void DialBridge(uint32_t bridge, uint64_t dial, MonoNs now);
+  void DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs now);
   void OpenBridgeStreams(Conn& c);
   void OnNorthClosed(Conn* c);
 

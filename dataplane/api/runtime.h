@@ -56,6 +56,14 @@ struct BridgeDialSettings {
   int proto_ver = 5;            // 3, 4 or 5: how PUBLISH and its acks are encoded
   size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
   bool tcp = false;             // mqtt-tcp:// (no TLS, no QUIC settings)
+  // hybrid_servers: more upstreams to fall back to, in turn (same TLS and QUIC settings).
+  struct Hybrid {
+    std::string ip;
+    uint16_t port = 0;
+    bool tcp = false;
+    std::string server_name;
+  };
+  std::vector<Hybrid> hybrid;
 };
 
 struct RuntimeConfig {

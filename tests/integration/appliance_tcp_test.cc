@@ -149,3 +149,60 @@ subscription = [{ remote_topic = "ctl/#", local_topic = "", prefix = "down/", qo
 
 }  // namespace
 }  // namespace qbridge::testing
+
+namespace qbridge::testing {
+namespace {
+
+// hybrid_bridging: the QUIC upstream is not there, so the bridge falls back to the next
+// server in hybrid_servers, mosquitto over TCP, and forwards through it.
+TEST_F(ApplianceTcpTest, HybridBridgingFallsBackFromQuicToTcp) {
+  Subprocess hybrid;
+  const std::string conf = dir_ + "/hybrid.toml";
+  std::ofstream(conf) << R"(
+[listeners.tcp]
+bind = "127.0.0.1:0"
+
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "pw"
+
+[bridges.mqtt.either]
+server = "mqtt-quic://127.0.0.1:9"
+proto_ver = 4
+clientid = "qbridge-hybrid"
+keepalive = "5s"
+backoff_max = "1s"
+quic_handshake_timeout = "1s"
+quic_idle_timeout = "10s"
+quic_keepalive = "4s"
+ssl = { verify_peer = false }
+hybrid_bridging = true
+hybrid_servers = ["mqtt-quic://127.0.0.1:9", "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("]
+forwards = [{ local_topic = "hy/#", remote_topic = "", prefix = "via-tcp/", qos = 1 }]
+)";
+  ASSERT_TRUE(hybrid.Start({QBRIDGE_BIN, "--config", conf}, dir_ + "/hybrid.log"));
+  const auto j = nlohmann::json::parse(hybrid.ReadLine(15000), nullptr, false);
+  const int tcp = j.value("tcp_port", 0);
+  const int http = j.value("http_port", 0);
+  ASSERT_GT(tcp, 0);
+  // Wait until the bridge is up (on the TCP fallback).
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto out = Run({"curl", "-s", "-w", "\\n", "-u", "admin:pw",
+                    "http://127.0.0.1:" + std::to_string(http) + "/api/v4/bridges/either"});
+    up = !out.empty() && out[0].find("\"connected\":true") != std::string::npos;
+  }
+  ASSERT_TRUE(up);
+  auto sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-t", "via-tcp/#",
+                    "-q", "1", "-v", "-C", "1", "-W", "15"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(tcp), "-t", "hy/x", "-m", "fallback", "-q", "1"});
+  EXPECT_EQ(sub->ReadLine(15000), "via-tcp/hy/x fallback");
+  hybrid.Signal(SIGTERM);
+  EXPECT_EQ(hybrid.Wait(10000), 0);
+}
+
+}  // namespace
+}  // namespace qbridge::testing
