@@ -19,6 +19,22 @@ json Error(int code, const std::string& message) { return json{{"code", code}, {
 
 double Seconds(uint64_t ns) { return double(ns) / 1e9; }
 
+// The 99th percentile of the PINGRESP round trips as the upper edge of the histogram bucket
+// it falls in (ms; the last bucket reports the maximum seen).
+double RttP99BoundMs(const BridgeStatus& s) {
+  static const double kEdgesMs[] = {1, 10, 100, 1000, 10000};
+  uint64_t total = 0;
+  for (uint64_t n : s.rtt_hist) total += n;
+  if (total == 0) return 0;
+  const uint64_t rank = (total * 99 + 99) / 100;
+  uint64_t seen = 0;
+  for (size_t k = 0; k < 5; ++k) {
+    seen += s.rtt_hist[k];
+    if (seen >= rank) return kEdgesMs[k];
+  }
+  return double(s.rtt_max_ns) / 1e6;
+}
+
 json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) {
   const BridgeConfig& b = cfg.control.bridges[i];
   const dp::BridgeDialSettings& d = cfg.runtime.bridges[i];
@@ -40,6 +56,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
         {"pingresp_timeouts", s.pingresp_timeouts},
         {"pingresp_rtt_last_ms", double(s.rtt_last_ns) / 1e6},
         {"pingresp_rtt_max_ms", double(s.rtt_max_ns) / 1e6},
+        {"pingresp_rtt_p99_ms_at_most", RttP99BoundMs(s)},
         {"max_pingreq_gap_ms", double(s.max_pingreq_gap_ns) / 1e6},
         {"control_stream_idle_ms", double(r->control_idle_ns) / 1e6},
         {"pingresp_timeout_ms", double(r->pingresp_timeout_ns) / 1e6},
