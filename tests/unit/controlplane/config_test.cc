@@ -172,3 +172,39 @@ TEST(Config, TomlSyntaxErrorsNameTheLine) {
 
 }  // namespace
 }  // namespace qbridge::cp
+
+namespace qbridge::cp {
+namespace {
+
+// Found by config_fuzz: toml++ asserted on a broken table header instead of reporting it.
+TEST(Config, BrokenTableHeaderIsAnErrorNotAnAbort) {
+  auto c = ParseConfig("[= [{ local_topic = \"a/#\" }]\n", "typo.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("typo.toml:1"), std::string::npos) << c.status();
+}
+
+}  // namespace
+}  // namespace qbridge::cp
+
+namespace qbridge::cp {
+namespace {
+
+// toml++ only ever sees ASCII (it has undefined behaviour on some non-ASCII characters):
+// UTF-8 in basic strings keeps its value, anything else non-ASCII is refused by line.
+TEST(Config, NonAsciiTextOnlyInStringsAndComments) {
+  auto ok = ParseConfig("# température\n[bridges.mqtt.b]\nserver = \"mqtt-tcp://127.0.0.1:1883\"\n"
+                        "forwards = [{ local_topic = \"température/#\", remote_topic = \"\", prefix = \"ß/\" }]\n",
+                        "u.toml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->control.bridges[0].forwards[0].local_topic, "température/#");
+  EXPECT_EQ(ok->control.bridges[0].forwards[0].prefix, "ß/");
+  auto bare = ParseConfig("[dataplane]\nbackend\xEF\xBB\x87 = \"socket\"\n", "u.toml");
+  ASSERT_FALSE(bare.ok());
+  EXPECT_NE(bare.status().message().find("u.toml:2: a non-ASCII character"), std::string::npos) << bare.status();
+  auto literal = ParseConfig("[http_server]\npassword = 'pässword'\n", "u.toml");
+  ASSERT_FALSE(literal.ok());
+  EXPECT_NE(literal.status().message().find("literal string"), std::string::npos) << literal.status();
+}
+
+}  // namespace
+}  // namespace qbridge::cp
