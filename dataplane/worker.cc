@@ -95,6 +95,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
 
   // quic::ConnectionEvents
   void OnHandshakeConfirmed() override {
+    if (north && q && q->early_data_accepted()) w_->stats_.north_0rtt_accepted.Inc();
     if (north && !streams_open) w_->OpenBridgeStreams(*this);
   }
   void OnStreamData(int64_t sid, std::span<const uint8_t> data, bool fin) override {
@@ -344,7 +345,10 @@ void Worker::DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs no
   north_[bridge] = c;
   stats_.conns_opened.Inc();
   // With a ticket, CONNECT may go out as 0-RTT early data: open the streams now.
-  if (c->q->early_data_possible()) OpenBridgeStreams(*c);
+  if (c->q->early_data_possible()) {
+    stats_.north_0rtt_dials.Inc();
+    OpenBridgeStreams(*c);
+  }
 }
 
 void Worker::OpenBridgeStreams(Conn& c) {

@@ -48,7 +48,9 @@ class Counter {
   X(routed_cross_core)   /* ... of which through another core's ring */                 \
   X(drop_no_route)       /* PUBLISHes no route matched */                               \
   X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
-  X(snapshots)           /* routing snapshots installed */
+  X(snapshots)           /* routing snapshots installed */                              \
+  X(north_0rtt_dials)    /* bridge dials that sent CONNECT as 0-RTT early data */       \
+  X(north_0rtt_accepted) /* ... whose early data the upstream accepted */
 
 struct alignas(64) WorkerStats {
 #define QBRIDGE_X(name) Counter name;

@@ -342,6 +342,9 @@ TEST(KeepaliveSim, MissingPingrespReconnectsWithBackoffAndResubscribes) {
       15 * kSecond));
   EXPECT_EQ(t.bridge().reconnects, 1u);
   EXPECT_EQ(t.bridge().suback_failures, 0u);
+  // The reconnect resumed the first connection's TLS session with CONNECT in 0-RTT.
+  EXPECT_GE(t.edge->worker->stats().north_0rtt_dials.Get(), 1u);
+  EXPECT_EQ(t.edge->worker->stats().north_0rtt_accepted.Get(), 1u);
   // And keepalive runs again on the new connection.
   const uint64_t pings = t.bridge().pingreqs_sent;
   t.net.RunUntil([] { return false; }, 3 * kKa);
