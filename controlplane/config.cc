@@ -167,6 +167,40 @@ std::string PathKey(Reader& r, const toml::table& t, const std::string& path, co
   return v ? ExpandPath(r, Reader::Join(path, key), *v) : std::string();
 }
 
+// An upstream's URL, as NanoMQ writes them: mqtt-quic://host[:port] (14567) or
+// mqtt-tcp://host[:port] (1883). Errors are reported at `key`; nullopt then.
+struct Upstream {
+  std::string host, ip;
+  uint16_t port = 0;
+  bool tcp = false;
+};
+std::optional<Upstream> ParseUpstream(Reader& r, const std::string& key, const std::string& url) {
+  Upstream u;
+  std::string rest;
+  if (url.starts_with("mqtt-quic://")) {
+    rest = url.substr(12);
+  } else if (url.starts_with("mqtt-tcp://")) {
+    rest = url.substr(11);
+    u.tcp = true;
+  } else if (url.starts_with("tls+mqtt-tcp://")) {
+    r.Error(key, "MQTT over TLS/TCP upstreams are not built yet; use mqtt-quic:// or mqtt-tcp://");
+    return std::nullopt;
+  }
+  u.port = u.tcp ? 1883 : 14567;
+  if (rest.empty() || (rest.find(':') == std::string::npos ? (u.host = rest, false)
+                                                            : !ParseHostPort(rest, &u.host, &u.port))) {
+    r.Error(key, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
+    return std::nullopt;
+  }
+  auto ip = g_checks.resolve ? Resolve(u.host) : std::optional<std::string>(u.host);
+  if (!ip) {
+    r.Error(key, absl::StrCat("cannot resolve '", u.host, "'"));
+    return std::nullopt;
+  }
+  u.ip = *ip;
+  return u;
+}
+
 void CheckReadable(Reader& r, const std::string& path, const std::string& file) {
   if (!g_checks.files || file.find("${") != std::string::npos) return;  // already reported
   if (!file.empty() && ::access(file.c_str(), R_OK) != 0) {
@@ -226,38 +260,11 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
   const std::optional<std::string> server = r.Str(t, path, "server");
   if (!server) {
     r.Error(Reader::Join(path, "server"), "required, e.g. \"mqtt-quic://broker:14567\"");
-  } else {
-    std::string rest;
-    if (server->starts_with("mqtt-quic://")) {
-      rest = server->substr(12);
-    } else if (server->starts_with("mqtt-tcp://")) {
-      rest = server->substr(11);
-      d.tcp = true;
-    } else if (server->starts_with("tls+mqtt-tcp://")) {
-      r.Error(Reader::Join(path, "server"),
-              "MQTT over TLS/TCP upstreams are not built yet; use mqtt-quic:// or mqtt-tcp://");
-    } else {
-      r.Error(Reader::Join(path, "server"), "expected mqtt-quic://host:port or mqtt-tcp://host:port");
-    }
-    if (!rest.empty()) {
-      std::string host;
-      uint16_t port = d.tcp ? 1883 : 14567;
-      if (rest.find(':') == std::string::npos) {
-        host = rest;
-      } else if (!ParseHostPort(rest, &host, &port)) {
-        r.Error(Reader::Join(path, "server"), "expected mqtt-quic://host:port");
-      }
-      if (!host.empty()) {
-        auto ip = g_checks.resolve ? Resolve(host) : std::optional<std::string>(host);
-        if (!ip) {
-          r.Error(Reader::Join(path, "server"), absl::StrCat("cannot resolve '", host, "'"));
-        } else {
-          d.ip = *ip;
-          d.port = port;
-          d.tls.server_name = host;
-        }
-      }
-    }
+  } else if (auto u = ParseUpstream(r, Reader::Join(path, "server"), *server)) {
+    d.ip = u->ip;
+    d.port = u->port;
+    d.tcp = u->tcp;
+    d.tls.server_name = u->host;
   }
   d.proto_ver = 4;  // NanoMQ's default
   if (auto v = r.Int(t, path, "proto_ver", 3, 5)) {
@@ -294,34 +301,12 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
         r.Error(hp, "expected a URL string");
         continue;
       }
-      dp::BridgeDialSettings::Hybrid h;
-      std::string rest;
-      if (url->starts_with("mqtt-quic://")) {
-        rest = url->substr(12);
-      } else if (url->starts_with("mqtt-tcp://")) {
-        rest = url->substr(11);
-        h.tcp = true;
-      } else {
-        r.Error(hp, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
-        continue;
-      }
-      std::string host;
-      h.port = h.tcp ? 1883 : 14567;
-      if (rest.find(':') == std::string::npos) {
-        host = rest;
-      } else if (!ParseHostPort(rest, &host, &h.port)) {
-        r.Error(hp, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
-        continue;
-      }
       if (server && *url == *server) continue;  // the primary is server 0 already
-      auto ip = g_checks.resolve ? Resolve(host) : std::optional<std::string>(host);
-      if (!ip) {
-        r.Error(hp, absl::StrCat("cannot resolve '", host, "'"));
-        continue;
-      }
-      h.ip = *ip;
-      h.server_name = host;  // ssl.server_name, when set, applies to `server` only
-      d.hybrid.push_back(h);
+      auto u = ParseUpstream(r, hp, *url);
+      if (!u) continue;
+      // ssl.server_name, when set, applies to `server` only.
+      d.hybrid.push_back(dp::BridgeDialSettings::Hybrid{u->ip, u->port, u->tcp, u->host});
+
     }
     b.servers = 1 + d.hybrid.size();
   }
