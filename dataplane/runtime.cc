@@ -235,6 +235,7 @@ class RuntimeImpl final : public Runtime {
         if (!gw.ok()) return gw.status();
         dc.gateway = gw->first;
       }
+      dc.udp_ports = {uint16_t(cfg.listener ? cfg.listener->port : 14567)};
       auto io = DpdkIo::Start(dc);
       if (!io.ok()) return io.status();
       dpdk_ = std::move(*io);

@@ -241,6 +241,8 @@ class Worker {
   WorkerStats stats_;
   std::unique_ptr<BridgeTraffic[]> bridge_traffic_;
   uint64_t control_overtaken_ = 0;
+  bool last_busy_ = false;
+  MonoNs last_now_ = 0;
   std::vector<uint8_t> encode_buf_;
   std::vector<uint8_t> route_buf_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
@@ -267,9 +269,13 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   });
   if (!tcp_closing_.empty()) FinishTcpCloses();
   FlushOutbox();
+  // A busy iteration's length, seen from the next one's clock read (no extra read).
+  if (last_busy_ && now > last_now_) stats_.max_loop_ns.Max(now - last_now_);
   stats_.loops.Inc();
   const bool busy = n > 0 || drained || stats_.tx_datagrams.Get() != tx_before;
   if (busy) stats_.busy_loops.Inc();
+  last_busy_ = busy;
+  last_now_ = now;
   return busy;
 }
 

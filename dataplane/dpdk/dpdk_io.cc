@@ -1,5 +1,7 @@
 #include "dataplane/dpdk/dpdk_io.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <rte_errno.h>
@@ -176,6 +178,11 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   net::UdpHeader udp;
   if (!net::ParseUdp(ip, l4, &udp, payload, &drop)) return count(drop);
   if (udp.src_port == 0) return count(net::Drop::kMartianSource);
+  if (!config_.udp_ports.empty() &&
+      std::find(config_.udp_ports.begin(), config_.udp_ports.end(), udp.dst_port) ==
+          config_.udp_ports.end()) {
+    return count(net::Drop::kClosedPort);
+  }
   ++stats_.rx_udp;
   path->local = ToAddress(ip.dst, udp.dst_port);
   path->remote = ToAddress(ip.src, udp.src_port);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "dataplane/net/arp_cache.h"
@@ -30,6 +31,9 @@ struct DpdkIoConfig {
   unsigned mbufs = 8191;
   std::string pool_name;  // default "qb_pool_<port>"
   std::optional<net::Mac> mac;  // override the port's MAC (virtual devices)
+  // UDP destination ports accepted (the QUIC listener's); empty: any. Others are dropped and
+  // counted as closed_port.
+  std::vector<uint16_t> udp_ports;
 };
 
 #define QBRIDGE_DPDK_COUNTERS(X) \
@@ -66,6 +70,8 @@ class DpdkIo {
 
   const net::Mac& mac() const { return mac_; }
   const DpdkIoStats& stats() const { return stats_; }
+  // The UDP ports accepted from now on (empty: any).
+  void set_udp_ports(std::vector<uint16_t> ports) { config_.udp_ports = std::move(ports); }
 
   // Polls one RX burst: answers ARP, learns neighbours, and calls
   // fn(const quic::Path&, std::span<const uint8_t>) for each UDP datagram to our address.

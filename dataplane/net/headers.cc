@@ -44,6 +44,7 @@ const char* DropName(Drop d) {
     case Drop::kBadArp: return "bad_arp";
     case Drop::kBadIcmp: return "bad_icmp";
     case Drop::kMartianSource: return "martian_source";
+    case Drop::kClosedPort: return "closed_port";
     case Drop::kCount: break;
   }
   return "unknown";

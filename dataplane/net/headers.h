@@ -45,6 +45,7 @@ enum class Drop : uint8_t {
   kBadArp,
   kBadIcmp,
   kMartianSource,    // a source no peer can have: 0/8, 127/8, multicast, broadcast, ours, port 0
+  kClosedPort,       // UDP to a port nothing listens on
   kCount,
 };
 const char* DropName(Drop d);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -347,6 +348,10 @@ TEST_F(ApplianceTest, RestAndMetrics) {
         "# TYPE qbridge_bridge_connected gauge"}) {
     EXPECT_NE(r->body.find(series), std::string::npos) << "missing " << series << "\n" << r->body;
   }
+  // Per-core loop figures are filled in.
+  const size_t at = r->body.find("qbridge_worker_max_loop_ns{worker=\"0\"} ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GT(std::stoull(r->body.substr(at + std::strlen("qbridge_worker_max_loop_ns{worker=\"0\"} "))), 0u);
   json metrics = edge_.Get("/api/v4/metrics");
   EXPECT_EQ(metrics["code"], 0);
   EXPECT_TRUE(metrics["data"]["workers"].contains("rx_datagrams{worker=\"0\"}"));

@@ -70,6 +70,24 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
   EXPECT_EQ(at_a[0].second, "ok");
 }
 
+// Only the listener's port is open: UDP to any other port is dropped and counted.
+TEST_F(RingWire, ClosedPortsAreDroppedAndCounted) {
+  b_->set_udp_ports({14567});
+  const std::vector<uint8_t> d = {'x'};
+  a_->Send(quic::Path{Addr(kIpA, 40000), Addr(kIpB, 9999)}, d, 1);
+  a_->Send(quic::Path{Addr(kIpA, 40000), Addr(kIpB, 14567)}, d, 1);
+  std::vector<uint16_t> ports;
+  for (int i = 0; i < 10 && ports.empty(); ++i) {
+    const uint64_t now = MonotonicNs();
+    b_->Receive(now, [&](const quic::Path& p, std::span<const uint8_t>) {
+      ports.push_back(ntohs(reinterpret_cast<const sockaddr_in*>(&p.local.storage)->sin_port));
+    });
+    a_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+  }
+  EXPECT_EQ(ports, std::vector<uint16_t>{14567});
+  EXPECT_EQ(b_->stats().rx_drops[size_t(net::Drop::kClosedPort)], 1u);
+}
+
 TEST_F(RingWire, NoRouteIsCountedNotSent) {
   const std::vector<uint8_t> d = {1};
   a_->Send(quic::Path{Addr(kIpA, 1), Addr(net::MakeIpv4(203, 0, 113, 9), 2)}, d, 1);
