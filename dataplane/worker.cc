@@ -414,10 +414,12 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
     if (dcidlen == quic::kServerCidLen) {
       const uint16_t owner = quic::CidOwner(dcid, dcidlen);
       if (owner != config_.core && owner < rings_->workers()) {
-        const auto* p = reinterpret_cast<const uint8_t*>(&path);
-        std::vector<uint8_t> buf(p, p + sizeof(quic::Path));
-        buf.insert(buf.end(), d.begin(), d.end());
-        Msg m = MakeMsg(MsgType::kDatagram, ConnRef{}, 0, buf);
+        // One copy, straight into the block the message hands over: the path, then the bytes.
+        Msg m = MakeMsg(MsgType::kDatagram, ConnRef{});
+        m.len = uint32_t(sizeof(quic::Path) + d.size());
+        m.heap = new uint8_t[m.len];
+        std::memcpy(m.heap, &path, sizeof(quic::Path));
+        std::memcpy(m.heap + sizeof(quic::Path), d.data(), d.size());
         m.src_core = config_.core;
         outbox_workers_[owner].push_back(m);
         stats_.cid_forwarded.Inc();
@@ -661,7 +663,8 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
       const mqtt::ReasonCode r = c.inbound.OnPubrel(uint64_t(sid), rel.packet_id);
       if (r == mqtt::ReasonCode::kProtocolError) return StreamError(c, sid, r);
       if (c.version == mqtt::Version::k5) comp.reason = r;
-      return SendPacket(c, sid, comp);
+      SendPacket(c, sid, comp);
+      return;
     }
     default:
       stats_.drop_bad_stream.Inc();
@@ -793,10 +796,12 @@ void Worker::OnBridgeReady(uint32_t bridge) {
   std::sort(order.begin(), order.end());
   for (const auto& [seq, id] : order) {
     NorthMsg& m = b.inflight[id];
-    m.packet[0] |= 0x08;
+    // The last connection may still hold the old buffer: the replay is a copy, with DUP.
+    m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
+    (*m.packet)[0] |= 0x08;
     Conn& c = *north_[bridge];
     const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
-    SendBytes(c, sid, m.packet);
+    SendBuffer(c, sid, m.packet);
   }
   DrainNorthQueue(bridge);
 }
@@ -814,12 +819,13 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   if (!b.ready || !BridgeUp(bridge)) return false;
   auto id = b.ids.Allocate();
   if (!id) return false;
-  m.packet[m.id_offset] = uint8_t(*id >> 8);
-  m.packet[m.id_offset + 1] = uint8_t(*id);
-  if (dup) m.packet[0] |= 0x08;
+  std::vector<uint8_t>& pk = *m.packet;  // not shared yet: patch in place
+  pk[m.id_offset] = uint8_t(*id >> 8);
+  pk[m.id_offset + 1] = uint8_t(*id);
+  if (dup) pk[0] |= 0x08;
   Conn& c = *north_[bridge];
   const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
-  SendBytes(c, sid, m.packet);
+  SendBuffer(c, sid, m.packet);
   b.inflight.emplace(*id, std::move(m));
   return true;
 }
@@ -843,6 +849,7 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
     // A delivery from an upstream: its subscription rule maps the topic to a local one.
     for (const InboundRoute& r : routes_->inbound) {
       if (r.bridge == from.bridge && mqtt::TopicMatches(r.remote_filter, in.topic)) {
+        if (r.rewrite.identity()) break;
         local = r.rewrite.Apply(in.topic);
         if (!local) {
           stats_.drop_no_route.Inc();
@@ -859,9 +866,12 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
     if (e.key.kind == RouteKey::kForward) {
       if (from.north) return;  // never back upstream: no bridge loops
       const ForwardRoute& f = routes_->forwards[e.key.rule];
-      std::optional<std::string> remote = f.rewrite.Apply(p.topic);
-      if (!remote) return stats_.drop_route_failed.Inc();
-      out.topic = *remote;
+      std::optional<std::string> remote;  // no string built when the rule keeps the topic
+      if (!f.rewrite.identity()) {
+        remote = f.rewrite.Apply(p.topic);
+        if (!remote) return stats_.drop_route_failed.Inc();
+        out.topic = *remote;
+      }
       out.qos = std::min(p.qos, f.qos);
       out.retain = f.retain && p.retain;
       any = true;
@@ -915,13 +925,11 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
     }
     out.packet_id = *id;
   }
-  encode_buf_.clear();
-  if (!mqtt::EncodeTo(out, c->version, encode_buf_)) {
+  if (!SendPacket(*c, stream, out)) {
     if (out.qos != mqtt::QoS::k0) c->ids.Release(out.packet_id);
     stats_.drop_route_failed.Inc();
     return false;
   }
-  SendBytes(*c, stream, encode_buf_);
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
   return true;
@@ -947,14 +955,20 @@ bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux
   return true;
 }
 
-void Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
-  encode_buf_.clear();
-  if (!mqtt::EncodeTo(p, c.version, encode_buf_)) return;
-  SendBytes(c, sid, encode_buf_);
+bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
+  return SendPacket(c, sid, p, c.version);
 }
 
-void Worker::SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
+bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v) {
+  auto buf = std::make_shared<std::vector<uint8_t>>();
+  if (!mqtt::EncodeTo(p, v, *buf)) return false;
+  SendBuffer(c, sid, std::move(buf));
+  return true;
+}
+
+void Worker::SendBuffer(Conn& c, int64_t sid, quic::Buffer buf) {
   if (c.tcp) {
+    const std::vector<uint8_t>& bytes = *buf;
     if (c.fd < 0 || c.tcp_close || c.tcp_connecting) return;
     // A peer that stops reading is cut off rather than buffered without bound.
     if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError);
@@ -966,7 +980,6 @@ void Worker::SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
     return;
   }
   if (c.q == nullptr) return;
-  auto buf = std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end());
   if (!c.q->Send(sid, std::move(buf)).ok()) return;
   stats_.mqtt_packets_out.Inc();
   if (sid == 0) ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
@@ -1172,9 +1185,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     if (!ready) return false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
-    encode_buf_.clear();
-    if (!mqtt::EncodeTo(p, v, encode_buf_)) return false;
-    SendBytes(c, sid, encode_buf_);
+    if (!SendPacket(c, sid, p, v)) return false;
   } else {
     if (b.inflight.size() + b.queued.size() >= config_.bridges[bridge].max_queue) return false;
     NorthMsg m;
@@ -1188,10 +1199,12 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     out.qos = mqtt::QoS::k1;
     out.dup = false;
     out.packet_id = 1;  // patched when sent
-    if (!mqtt::EncodeTo(out, v, m.packet)) return false;
+    m.packet = std::make_shared<std::vector<uint8_t>>();
+    if (!mqtt::EncodeTo(out, v, *m.packet)) return false;
     // The packet id follows the fixed header (type byte, remaining length) and the topic.
+    const std::vector<uint8_t>& pk = *m.packet;
     size_t hdr = 1;
-    while (hdr < m.packet.size() && (m.packet[hdr] & 0x80)) ++hdr;
+    while (hdr < pk.size() && (pk[hdr] & 0x80)) ++hdr;
     m.id_offset = hdr + 1 + 2 + out.topic.size();
     if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) b.queued.push_back(std::move(m));
   }

@@ -182,8 +182,14 @@ class Worker {
   bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
   bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
                    const Origin* origin = nullptr);
-  void SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);
-  void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes);
+  // Encodes `p` in `v` straight into the buffer the connection keeps until it is
+  // acknowledged: no copy between encoder and transport. False when it cannot be encoded.
+  bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v);
+  bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);  // in the connection's version
+  void SendBuffer(Conn& c, int64_t sid, quic::Buffer buf);
+  void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
+    SendBuffer(c, sid, std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end()));
+  }
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
   // Transport-neutral: a QUIC connection closes with `app_error`; a TCP one is flushed and
   // closed at the end of the iteration.
@@ -221,7 +227,9 @@ class Worker {
     int slot = 0;
     uint64_t seq = 0;  // arrival order, for replay
     size_t id_offset = 0;
-    std::vector<uint8_t> packet;
+    // Shared with the connection once sent (ngtcp2 retransmits from it): never changed
+    // after that; a replay sends a copy with DUP set.
+    std::shared_ptr<std::vector<uint8_t>> packet;
   };
   // What a worker keeps per bridge across that bridge's connections.
   struct BridgeState {
@@ -243,7 +251,6 @@ class Worker {
   uint64_t control_overtaken_ = 0;
   bool last_busy_ = false;
   MonoNs last_now_ = 0;
-  std::vector<uint8_t> encode_buf_;
   std::vector<uint8_t> route_buf_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
   std::unique_ptr<Conn> injector_;  // the "publisher" of messages the controlplane injects
