@@ -552,7 +552,8 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
 
   if (const toml::table* dp_t = root.get_as<toml::table>("dataplane")) {
     r.Unknown(*dp_t, "dataplane", {"backend", "workers", "local_ip", "idle_sleep_us", "eal_args",
-                                   "port_id", "address", "gateway"});
+                                   "port_id", "address", "gateway", "rx_desc", "tx_desc", "mbufs",
+                                   "checksum_offload", "worker_cpus"});
     if (auto v = r.Str(*dp_t, "dataplane", "backend")) {
       if (*v != "socket" && *v != "dpdk") r.Error("dataplane.backend", "expected \"socket\" or \"dpdk\"");
       cfg.runtime.backend = *v;
@@ -563,6 +564,26 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
     if (auto v = r.Int(*dp_t, "dataplane", "port_id", 0, 1023)) cfg.runtime.port_id = uint16_t(*v);
     if (auto v = r.Str(*dp_t, "dataplane", "address")) cfg.runtime.address = *v;
     if (auto v = r.Str(*dp_t, "dataplane", "gateway")) cfg.runtime.gateway = *v;
+    if (auto v = r.Int(*dp_t, "dataplane", "rx_desc", 64, 32768)) cfg.runtime.rx_desc = uint16_t(*v);
+    if (auto v = r.Int(*dp_t, "dataplane", "tx_desc", 64, 32768)) cfg.runtime.tx_desc = uint16_t(*v);
+    if (auto v = r.Int(*dp_t, "dataplane", "mbufs", 1023, 1 << 22)) cfg.runtime.mbufs = unsigned(*v);
+    if (auto v = r.Bool(*dp_t, "dataplane", "checksum_offload")) cfg.runtime.checksum_offload = *v;
+    if (dp_t->contains("worker_cpus")) {
+      const toml::array* a = dp_t->get_as<toml::array>("worker_cpus");
+      if (!a) r.Error("dataplane.worker_cpus", "expected an array of CPU numbers, one per worker");
+      for (size_t i = 0; a && i < a->size(); ++i) {
+        auto c = a->get(i)->value<int64_t>();
+        if (!c || *c < 0 || *c > 1023) {
+          r.Error(absl::StrCat("dataplane.worker_cpus[", i, "]"), "expected a CPU number (0-1023)");
+        } else {
+          cfg.runtime.worker_cpus.push_back(int(*c));
+        }
+      }
+      if (a && a->size() != size_t(cfg.runtime.workers)) {
+        r.Error("dataplane.worker_cpus", absl::StrCat("has ", a->size(), " entries for ",
+                                                     cfg.runtime.workers, " workers (one CPU each)"));
+      }
+    }
     if (const toml::array* a = dp_t->get_as<toml::array>("eal_args")) {
       cfg.runtime.eal_args.push_back("qbridge");
       for (size_t i = 0; i < a->size(); ++i) {

@@ -3,10 +3,13 @@
 #include "dataplane/api/runtime.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -102,6 +105,8 @@ class RuntimeImpl final : public Runtime {
   ~RuntimeImpl() override {
     Stop();
     workers_.clear();
+    dpdk_.clear();  // the queues before their port
+    dpdk_port_.reset();
     for (int fd : tcp_fds_) ::close(fd);
   }
 
@@ -141,22 +146,36 @@ class RuntimeImpl final : public Runtime {
       QBRIDGE_UDP_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
     }
-    if (dpdk_) {
-      const DpdkIoStats& s = dpdk_->stats();
-#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("dpdk_", #name), s.name);
+    for (size_t q = 0; q < dpdk_.size(); ++q) {
+      const DpdkIoStats& s = dpdk_[q]->stats();
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("dpdk_", #name, "{queue=\"", q, "\"}"), s.name);
       QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
+      for (size_t d = 0; d < s.rx_drops.size(); ++d) {
+        if (s.rx_drops[d] == 0) continue;  // reasons never seen stay out of the scrape
+        out.emplace_back(absl::StrCat("dpdk_rx_drops{queue=\"", q, "\",reason=\"",
+                                      net::DropName(net::Drop(d)), "\"}"),
+                         s.rx_drops[d]);
+      }
     }
     return out;
   }
 
   absl::Status Init(const RuntimeConfig& cfg, RingMesh* rings, std::vector<ActivityTable*> activity) {
+    worker_cpus_ = cfg.worker_cpus;
+    if (!worker_cpus_.empty()) {
+      cpu_set_t allowed;
+      CPU_ZERO(&allowed);
+      ::sched_getaffinity(0, sizeof(allowed), &allowed);
+      for (int cpu : worker_cpus_) {
+        if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed))
+          return absl::InvalidArgumentError(absl::StrCat("dataplane.worker_cpus: CPU ", cpu,
+                                                         " is not available to this process"));
+      }
+    }
     if (cfg.workers < 1 || size_t(cfg.workers) != rings->workers() ||
         activity.size() != size_t(cfg.workers)) {
       return absl::InvalidArgumentError("workers, rings and activity tables disagree");
-    }
-    if (cfg.backend == "dpdk" && cfg.workers != 1) {
-      return absl::UnimplementedError("the dpdk backend runs one worker (one queue pair) so far");
     }
     // One server TLS context per worker: a context's 0-RTT anti-replay table is not shared
     // between threads. (Tickets are sealed per context, so a client that resumes on
@@ -226,8 +245,17 @@ class RuntimeImpl final : public Runtime {
       if (absl::Status s = InitEal(cfg.eal_args); !s.ok()) return s;
       auto cidr = ParseCidr(cfg.address);
       if (!cidr.ok()) return cidr.status();
+      DpdkPortConfig pc;
+      pc.port_id = cfg.port_id;
+      pc.queues = uint16_t(cfg.workers);
+      pc.rx_desc = cfg.rx_desc;
+      pc.tx_desc = cfg.tx_desc;
+      pc.mbufs = cfg.mbufs;
+      pc.checksum_offload = cfg.checksum_offload;
+      auto port = DpdkPort::Start(pc);
+      if (!port.ok()) return port.status();
+      dpdk_port_ = std::move(*port);
       DpdkIoConfig dc;
-      dc.port_id = cfg.port_id;
       dc.ip = cidr->first;
       dc.prefix_len = cidr->second;
       if (!cfg.gateway.empty()) {
@@ -235,24 +263,45 @@ class RuntimeImpl final : public Runtime {
         if (!gw.ok()) return gw.status();
         dc.gateway = gw->first;
       }
-      dc.udp_ports = {uint16_t(cfg.listener ? cfg.listener->port : 14567)};
-      auto io = DpdkIo::Start(dc);
-      if (!io.ok()) return io.status();
-      dpdk_ = std::move(*io);
+      const uint16_t port_no = cfg.listener ? cfg.listener->port : 14567;
+      quic_port_ = port_no;
+      // Bridges dial from a UDP port per worker, so whichever queue the upstream's datagrams
+      // land on, the port names the worker that owns the connection (CIDs of our client
+      // connections are the upstream's choice to route on, not ours). One worker keeps
+      // the listener's port.
+      std::vector<uint16_t> north_ports;
+      if (cfg.workers > 1) {
+        uint16_t r = 0;
+        quic::RandomBytes(reinterpret_cast<uint8_t*>(&r), sizeof(r));
+        uint16_t base = uint16_t(49152 + r % (16384 - 64 * 2));
+        if (port_no >= base && port_no < base + cfg.workers) base = uint16_t(port_no + 1);
+        for (int i = 0; i < cfg.workers; ++i) north_ports.push_back(uint16_t(base + i));
+      } else {
+        north_ports.push_back(port_no);
+      }
+      dc.udp_ports = north_ports;
+      if (std::find(dc.udp_ports.begin(), dc.udp_ports.end(), port_no) == dc.udp_ports.end())
+        dc.udp_ports.push_back(port_no);
       const std::string ip = absl::StrCat((dc.ip >> 24) & 255, ".", (dc.ip >> 16) & 255, ".",
                                           (dc.ip >> 8) & 255, ".", dc.ip & 255);
-      const uint16_t port = cfg.listener ? cfg.listener->port : 14567;
-      quic_port_ = port;
-      for (auto& d : dials) {
-        d.local = quic::Address::FromIpPort(ip, port);
-        for (auto& a : d.alternates) a.local = d.local;
+      for (int i = 0; i < cfg.workers; ++i) {
+        dpdk_.push_back(DpdkIo::Attach(dpdk_port_.get(), uint16_t(i), dc));
+        std::vector<BridgeDial> mine = dials;
+        for (auto& d : mine) {
+          d.local = quic::Address::FromIpPort(ip, north_ports[size_t(i)]);
+          for (auto& a : d.alternates) a.local = d.local;
+        }
+        if (absl::Status s = MakeWorker(cfg, uint16_t(i), mine, rings, activity[size_t(i)],
+                                        cfg.workers > 1 ? north_ports : std::vector<uint16_t>{});
+            !s.ok()) {
+          return s;
+        }
       }
-      if (absl::Status s = MakeWorker(cfg, 0, dials, rings, activity[0]); !s.ok()) return s;
-      Worker* w = workers_[0].get();
-      DpdkIo* io_ptr = dpdk_.get();
-      threads_.emplace_back([this, w, io_ptr, nap = cfg.idle_sleep_us] {
-        Loop(*w, *io_ptr, nap);
-      });
+      for (int i = 0; i < cfg.workers; ++i) {
+        Worker* w = workers_[size_t(i)].get();
+        DpdkIo* io_ptr = dpdk_[size_t(i)].get();
+        threads_.emplace_back([this, w, io_ptr, nap = cfg.idle_sleep_us] { Loop(*w, *io_ptr, nap); });
+      }
       return absl::OkStatus();
     }
     if (cfg.backend != "socket") {
@@ -300,7 +349,7 @@ class RuntimeImpl final : public Runtime {
       north_sockets_.push_back(std::move(*s));
     }
     for (int i = 0; i < cfg.workers; ++i) {
-      if (absl::Status s = MakeWorker(cfg, uint16_t(i), per_worker[i], rings, activity[i]); !s.ok())
+      if (absl::Status s = MakeWorker(cfg, uint16_t(i), per_worker[size_t(i)], rings, activity[size_t(i)]); !s.ok())
         return s;
     }
     for (int i = 0; i < cfg.workers; ++i) {
@@ -317,9 +366,11 @@ class RuntimeImpl final : public Runtime {
 
  private:
   absl::Status MakeWorker(const RuntimeConfig& cfg, uint16_t core, const std::vector<BridgeDial>& dials,
-                          RingMesh* rings, ActivityTable* activity) {
+                          RingMesh* rings, ActivityTable* activity,
+                          std::vector<uint16_t> north_ports = {}) {
     WorkerConfig wc;
     wc.core = core;
+    wc.north_ports = std::move(north_ports);
     wc.max_conns = activity->size();
     if (cfg.listener) {
       wc.server_tls = server_tls_[core].get();
@@ -343,6 +394,12 @@ class RuntimeImpl final : public Runtime {
   // bounds how late a controlplane message, a PINGREQ say, is picked up when all is quiet).
   template <typename Io>
   void Loop(Worker& w, Io& io, uint32_t nap_us) {
+    if (w.core() < worker_cpus_.size()) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(worker_cpus_[w.core()], &set);
+      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
     SystemClock clock;
     uint32_t idle = 0;
     while (!stop_.load(std::memory_order_relaxed)) {
@@ -356,11 +413,13 @@ class RuntimeImpl final : public Runtime {
   }
 
   std::atomic<bool> stop_{false};
+  std::vector<int> worker_cpus_;
   std::vector<std::unique_ptr<quic::TlsContext>> server_tls_;  // per worker
   std::vector<std::unique_ptr<quic::TlsContext>> client_tls_;
   std::vector<std::unique_ptr<UdpSocket>> sockets_;        // the listener's, per worker
   std::vector<std::unique_ptr<UdpSocket>> north_sockets_;  // bridges', per worker
-  std::unique_ptr<DpdkIo> dpdk_;
+  std::unique_ptr<DpdkPort> dpdk_port_;        // destroyed after its queues' DpdkIo
+  std::vector<std::unique_ptr<DpdkIo>> dpdk_;  // per worker (queue)
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::vector<uint8_t> secret_ = [] {

@@ -393,6 +393,16 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
   stats_.rx_datagrams.Inc();
   stats_.rx_bytes.Inc(d.size());
   if (d.empty()) return;
+  if (steer && !config_.north_ports.empty()) {
+    // To another worker's bridge port: its connection, whatever queue it arrived on.
+    const uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&path.local.storage)->sin_port);
+    for (uint16_t k = 0; k < config_.north_ports.size(); ++k) {
+      if (config_.north_ports[k] == port && k != config_.core && k < rings_->workers()) {
+        ForwardDatagram(k, path, d);
+        return;
+      }
+    }
+  }
   // Our own bridges' traffic first: their client CIDs are random, not owner-encoded.
   for (Conn* c : north_) {
     if (c && c->q && c->q->path().remote == path.remote) {
@@ -414,20 +424,24 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
     if (dcidlen == quic::kServerCidLen) {
       const uint16_t owner = quic::CidOwner(dcid, dcidlen);
       if (owner != config_.core && owner < rings_->workers()) {
-        // One copy, straight into the block the message hands over: the path, then the bytes.
-        Msg m = MakeMsg(MsgType::kDatagram, ConnRef{});
-        m.len = uint32_t(sizeof(quic::Path) + d.size());
-        m.heap = new uint8_t[m.len];
-        std::memcpy(m.heap, &path, sizeof(quic::Path));
-        std::memcpy(m.heap + sizeof(quic::Path), d.data(), d.size());
-        m.src_core = config_.core;
-        outbox_workers_[owner].push_back(m);
-        stats_.cid_forwarded.Inc();
+        ForwardDatagram(owner, path, d);
         return;
       }
     }
   }
   if (endpoint_) endpoint_->Receive(path, d, now, emit);
+}
+
+void Worker::ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d) {
+  // One copy, straight into the block the message hands over: the path, then the bytes.
+  Msg m = MakeMsg(MsgType::kDatagram, ConnRef{});
+  m.len = uint32_t(sizeof(quic::Path) + d.size());
+  m.heap = new uint8_t[m.len];
+  std::memcpy(m.heap, &path, sizeof(quic::Path));
+  std::memcpy(m.heap + sizeof(quic::Path), d.data(), d.size());
+  m.src_core = config_.core;
+  outbox_workers_[owner].push_back(m);
+  stats_.cid_forwarded.Inc();
 }
 
 bool Worker::DrainRings(MonoNs now, Emit emit) {

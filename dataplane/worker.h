@@ -82,6 +82,10 @@ struct WorkerConfig {
   std::vector<BridgeDial> bridges;  // indexed by bridge number (the controlplane's)
   // A listening MQTT-over-TCP socket this worker accepts on (-1: none; the caller owns it).
   int tcp_listen_fd = -1;
+  // When workers share one address (a DPDK port's queues): the UDP port each worker's
+  // bridges dial from, indexed by core. A datagram to another worker's port is forwarded
+  // to it. Empty: every datagram this worker receives is its own or CID-steered.
+  std::vector<uint16_t> north_ports;
 };
 
 // A PUBLISH a connection received on a data path, for routing (the worker has acked or
@@ -143,6 +147,7 @@ class Worker {
   absl::Status Init();
 
   // The non-template halves of PollOnce.
+  void ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d);
   void OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
                   bool steer);
   bool DrainRings(MonoNs now, Emit emit);

@@ -80,12 +80,17 @@ struct RuntimeConfig {
   };
   std::optional<TcpListener> tcp_listener;
   std::vector<BridgeDialSettings> bridges;
+  std::vector<int> worker_cpus;  // pin worker i to CPU worker_cpus[i] (empty: not pinned)
   uint32_t idle_sleep_us = 50;  // nap when an iteration found nothing to do (0: spin)
-  // dpdk backend
+  // dpdk backend: one port, one RX/TX queue pair per worker
   std::vector<std::string> eal_args;  // argv for rte_eal_init (argv[0] included)
   uint16_t port_id = 0;
   std::string address;   // our IPv4 on the port, "a.b.c.d/len"
   std::string gateway;   // default route ("" none)
+  uint16_t rx_desc = 1024;  // descriptors per queue
+  uint16_t tx_desc = 1024;
+  unsigned mbufs = 8191;    // per queue (each worker's queue has its own pool)
+  bool checksum_offload = true;  // IPv4/UDP checksums by the NIC where the PMD offers them
 };
 
 class Runtime {

@@ -40,29 +40,64 @@ absl::Status DpdkError(const char* what, int rc) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config) {
-  std::unique_ptr<DpdkIo> io(new DpdkIo(config));
+absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Start(const DpdkPortConfig& config) {
+  std::unique_ptr<DpdkPort> p(new DpdkPort(config));
   const uint16_t port = config.port_id;
   if (!rte_eth_dev_is_valid_port(port))
     return absl::NotFoundError(absl::StrCat("dpdk: no port ", port));
+  rte_eth_dev_info info{};
+  int rc = rte_eth_dev_info_get(port, &info);
+  if (rc < 0) return DpdkError("dpdk: device info", rc);
+  p->driver_ = info.driver_name ? info.driver_name : "";
+  if (config.queues < 1 || config.queues > info.max_rx_queues || config.queues > info.max_tx_queues) {
+    return absl::InvalidArgumentError(absl::StrCat("dpdk: port ", port, " (", p->driver_, ") has ",
+                                                   info.max_rx_queues, " RX / ", info.max_tx_queues,
+                                                   " TX queues; ", config.queues, " asked for"));
+  }
   const int socket = rte_eth_dev_socket_id(port) < 0 ? 0 : rte_eth_dev_socket_id(port);
-  const std::string pool_name =
-      config.pool_name.empty() ? absl::StrCat("qb_pool_", port) : config.pool_name;
-  if (pool_name.size() >= RTE_MEMPOOL_NAMESIZE)
-    return absl::InvalidArgumentError(absl::StrCat("dpdk: pool name too long: ", pool_name));
-  io->pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), config.mbufs, 256, 0,
-                                      RTE_MBUF_DEFAULT_BUF_SIZE, socket);
-  if (!io->pool_) return DpdkError("dpdk: mbuf pool", rte_errno);
+  const std::string prefix =
+      config.pool_prefix.empty() ? absl::StrCat("qb_", port) : config.pool_prefix;
+  for (uint16_t q = 0; q < config.queues; ++q) {
+    const std::string name = absl::StrCat(prefix, "_", q);
+    if (name.size() >= RTE_MEMPOOL_NAMESIZE)
+      return absl::InvalidArgumentError(absl::StrCat("dpdk: pool name too long: ", name));
+    rte_mempool* pool = rte_pktmbuf_pool_create(name.c_str(), config.mbufs, 256, 0,
+                                                RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+    if (!pool) return DpdkError(absl::StrCat("dpdk: mbuf pool ", name).c_str(), rte_errno);
+    p->pools_.push_back(pool);
+  }
   rte_eth_conf conf{};
-  io->port_configured_ = true;  // from here on the destructor must close the port
-  int rc = rte_eth_dev_configure(port, 1, 1, &conf);
+  if (config.queues > 1) {
+    // RSS over the 4-tuple where the PMD hashes; otherwise the PMD spreads (TAP and
+    // AF_PACKET fan out by flow in the kernel) or not, and CID steering moves what lands on
+    // the wrong worker.
+    p->rss_hf_ = (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP) & info.flow_type_rss_offloads;
+    if (p->rss_hf_) {
+      conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+      conf.rx_adv_conf.rss_conf.rss_hf = p->rss_hf_;
+    }
+  }
+  if (config.checksum_offload) {
+    constexpr uint64_t kTx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+    constexpr uint64_t kRx = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+    if ((info.tx_offload_capa & kTx) == kTx) conf.txmode.offloads |= kTx, p->tx_csum_ = true;
+    if ((info.rx_offload_capa & kRx) == kRx) conf.rxmode.offloads |= kRx, p->rx_csum_ = true;
+  }
+  p->configured_ = true;  // from here on the destructor must close the port
+  rc = rte_eth_dev_configure(port, config.queues, config.queues, &conf);
   if (rc < 0) return DpdkError("dpdk: configure", rc);
   uint16_t nrx = config.rx_desc, ntx = config.tx_desc;
   rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
-  if ((rc = rte_eth_rx_queue_setup(port, 0, nrx, socket, nullptr, io->pool_)) < 0)
-    return DpdkError("dpdk: rx queue", rc);
-  if ((rc = rte_eth_tx_queue_setup(port, 0, ntx, socket, nullptr)) < 0)
-    return DpdkError("dpdk: tx queue", rc);
+  for (uint16_t q = 0; q < config.queues; ++q) {
+    rte_eth_rxconf rxc = info.default_rxconf;
+    rxc.offloads = conf.rxmode.offloads;
+    rte_eth_txconf txc = info.default_txconf;
+    txc.offloads = conf.txmode.offloads;
+    if ((rc = rte_eth_rx_queue_setup(port, q, nrx, socket, &rxc, p->pools_[q])) < 0)
+      return DpdkError("dpdk: rx queue", rc);
+    if ((rc = rte_eth_tx_queue_setup(port, q, ntx, socket, &txc)) < 0)
+      return DpdkError("dpdk: tx queue", rc);
+  }
   if (config.mac) {
     rte_ether_addr a;
     std::memcpy(a.addr_bytes, config.mac->data(), 6);
@@ -71,25 +106,83 @@ absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config
   if ((rc = rte_eth_dev_start(port)) < 0) return DpdkError("dpdk: start", rc);
   rte_ether_addr addr;
   rte_eth_macaddr_get(port, &addr);
-  std::memcpy(io->mac_.data(), addr.addr_bytes, 6);
+  std::memcpy(p->mac_.data(), addr.addr_bytes, 6);
+  const size_t q = config.queues;
+  for (size_t i = 0; q > 1 && i < q * q; ++i)
+    p->neighbour_rings_.push_back(std::make_unique<SpscRing<Neighbour>>(64));
+  return p;
+}
+
+DpdkPort::~DpdkPort() {
+  // The port's descriptors hold mbufs of our pools: release the port before the pools.
+  if (configured_) {
+    rte_eth_dev_stop(config_.port_id);
+    rte_eth_dev_close(config_.port_id);
+  }
+  for (rte_mempool* pool : pools_) rte_mempool_free(pool);
+}
+
+absl::StatusOr<std::unique_ptr<DpdkIo>> DpdkIo::Start(const DpdkIoConfig& config) {
+  DpdkPortConfig pc;
+  pc.port_id = config.port_id;
+  pc.rx_desc = config.rx_desc;
+  pc.tx_desc = config.tx_desc;
+  pc.mbufs = config.mbufs;
+  pc.pool_prefix = config.pool_name.empty() ? absl::StrCat("qb_pool_", config.port_id) : config.pool_name;
+  pc.mac = config.mac;
+  auto port = DpdkPort::Start(pc);
+  if (!port.ok()) return port.status();
+  std::unique_ptr<DpdkIo> io = Attach(port->get(), 0, config);
+  io->owned_port_ = std::move(*port);
+  return io;
+}
+
+std::unique_ptr<DpdkIo> DpdkIo::Attach(DpdkPort* port, uint16_t queue, const DpdkIoConfig& config) {
+  std::unique_ptr<DpdkIo> io(new DpdkIo(port, queue, config));
   const net::Ipv4 mask = config.prefix_len ? ~net::Ipv4(0) << (32 - config.prefix_len) : 0;
   io->routes_.Add(config.ip & mask, config.prefix_len, 0);
   if (config.gateway) io->routes_.Add(0, 0, config.gateway);
-  // Gratuitous ARP: neighbours learn (or refresh) where we are.
-  io->SendArp(1, net::kBroadcastMac, config.ip, net::Mac{});
-  io->FlushTx();
+  if (queue == 0) {
+    // Gratuitous ARP: neighbours learn (or refresh) where we are.
+    io->SendArp(1, net::kBroadcastMac, config.ip, net::Mac{});
+    io->FlushTx();
+  }
   return io;
 }
 
 DpdkIo::~DpdkIo() {
-  // The port's descriptors hold mbufs of our pool: release the port before the pool.
   FlushTx();
-  if (port_configured_) {
-    rte_eth_dev_stop(config_.port_id);
-    rte_eth_dev_close(config_.port_id);
-  }
   arp_.Clear([](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
-  if (pool_) rte_mempool_free(pool_);
+}
+
+void DpdkIo::Learn(const Neighbour& n, uint64_t now) {
+  arp_.Learn(n.ip, n.mac, now, n.for_us, [&](rte_mbuf*&& q, const net::Mac& mac) {
+    std::memcpy(rte_pktmbuf_mtod(q, uint8_t*), mac.data(), 6);  // the destination MAC
+    Transmit(&q, 1);
+  });
+}
+
+void DpdkIo::ShareNeighbour(const Neighbour& n) {
+  for (uint16_t q = 0; q < port_->queues(); ++q) {
+    if (q == queue_) continue;
+    if (port_->neighbours(queue_, q).Enqueue(n)) {
+      ++stats_.neighbours_shared;
+    } else {
+      ++stats_.neighbours_dropped;  // that queue asks again when its entry times out
+    }
+  }
+}
+
+void DpdkIo::DrainNeighbours(uint64_t now) {
+  Neighbour batch[16];
+  for (uint16_t q = 0; q < port_->queues(); ++q) {
+    if (q == queue_) continue;
+    SpscRing<Neighbour>& ring = port_->neighbours(q, queue_);
+    for (size_t n; (n = ring.DequeueBurst(batch)) != 0;) {
+      stats_.neighbours_received += n;
+      for (size_t i = 0; i < n; ++i) Learn(batch[i], now);
+    }
+  }
 }
 
 void DpdkIo::Transmit(rte_mbuf** pkts, uint16_t n) {
@@ -101,7 +194,7 @@ void DpdkIo::Transmit(rte_mbuf** pkts, uint16_t n) {
 
 void DpdkIo::FlushTx() {
   if (tx_count_ == 0) return;
-  const uint16_t sent = rte_eth_tx_burst(config_.port_id, 0, tx_.data(), tx_count_);
+  const uint16_t sent = rte_eth_tx_burst(port_->id(), queue_, tx_.data(), tx_count_);
   for (uint16_t i = 0; i < sent; ++i) {
     ++stats_.tx_packets;
     stats_.tx_bytes += rte_pktmbuf_pkt_len(tx_[i]);
@@ -123,9 +216,9 @@ void DpdkIo::SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip,
   auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, kMinFrame));
   std::memset(p, 0, kMinFrame);
   const std::span<uint8_t> f(p, kMinFrame);
-  net::WriteEthernet(f, dst_mac, mac_, net::kEtherTypeArp);
+  net::WriteEthernet(f, dst_mac, port_->mac(), net::kEtherTypeArp);
   net::WriteArp(f.subspan(net::kEthHeaderLen),
-                net::ArpPacket{op, mac_, config_.ip, target_mac, target_ip});
+                net::ArpPacket{op, port_->mac(), config_.ip, target_mac, target_ip});
   ++stats_.tx_arp;
   Transmit(&m, 1);
 }
@@ -144,24 +237,29 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   net::EthHeader eth;
   std::span<const uint8_t> l3;
   if (!net::ParseEthernet(frame, &eth, &l3, &drop)) return count(drop);
-  if (eth.dst != mac_ && eth.dst != net::kBroadcastMac) return count(net::Drop::kNotForUs);
+  if (eth.dst != port_->mac() && eth.dst != net::kBroadcastMac) return count(net::Drop::kNotForUs);
   if (eth.vlan != 0) return count(net::Drop::kNotForUs);  // no VLAN is configured
   if (eth.ether_type == net::kEtherTypeArp) {
     net::ArpPacket arp;
     if (!net::ParseArp(l3, &arp, &drop)) return count(drop);
     ++stats_.rx_arp;
-    const bool for_us = arp.target_ip == config_.ip;
-    arp_.Learn(arp.sender_ip, arp.sender_mac, now, for_us, [&](rte_mbuf*&& q, const net::Mac& mac) {
-      std::memcpy(rte_pktmbuf_mtod(q, uint8_t*), mac.data(), 6);  // the destination MAC
-      Transmit(&q, 1);
-    });
+    const Neighbour n{arp.sender_ip, arp.sender_mac, arp.target_ip == config_.ip};
+    Learn(n, now);
+    if (port_->queues() > 1) ShareNeighbour(n);
+    const bool for_us = n.for_us;
     if (for_us && arp.op == 1) SendArp(2, arp.sender_mac, arp.sender_ip, arp.sender_mac);
     return false;
   }
   if (eth.ether_type != net::kEtherTypeIpv4) return count(net::Drop::kUnknownEtherType);
   net::Ipv4Header ip;
   std::span<const uint8_t> l4;
-  if (!net::ParseIpv4(l3, &ip, &l4, &drop)) return count(drop);
+  // RX checksum offload: GOOD skips our check, BAD drops, UNKNOWN/NONE checks in software.
+  const uint64_t ip_flags = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+  const uint64_t l4_flags = m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
+  if (port_->rx_checksum_offload() && ip_flags == RTE_MBUF_F_RX_IP_CKSUM_BAD)
+    return count(net::Drop::kBadIpChecksum);
+  const bool ip_good = port_->rx_checksum_offload() && ip_flags == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
+  if (!net::ParseIpv4(l3, &ip, &l4, &drop, /*verify_checksum=*/!ip_good)) return count(drop);
   if (ip.dst != config_.ip) return count(net::Drop::kNotForUs);
   const uint8_t first = uint8_t(ip.src >> 24);
   if (first == 0 || first == 127 || first >= 224 || ip.src == config_.ip)
@@ -176,7 +274,11 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   }
   if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
   net::UdpHeader udp;
-  if (!net::ParseUdp(ip, l4, &udp, payload, &drop)) return count(drop);
+  const bool l4_checked = port_->rx_checksum_offload() && (l4_flags == RTE_MBUF_F_RX_L4_CKSUM_GOOD ||
+                                                           l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD);
+  if (l4_checked && l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD) return count(net::Drop::kBadUdpChecksum);
+  if (!net::ParseUdp(ip, l4, &udp, payload, &drop, /*verify_checksum=*/!l4_checked)) return count(drop);
+  if (ip_good && l4_checked) ++stats_.rx_checksum_offloaded;
   if (udp.src_port == 0) return count(net::Drop::kMartianSource);
   if (!config_.udp_ports.empty() &&
       std::find(config_.udp_ports.begin(), config_.udp_ports.end(), udp.dst_port) ==
@@ -215,7 +317,7 @@ void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
   reply[3] = uint8_t(c);
   net::WriteIpv4(f.subspan(net::kEthHeaderLen), config_.ip, ip.src, net::kIpProtoIcmp,
                  uint16_t(icmp.size()), ip_id_++);
-  net::WriteEthernet(f, eth.src, mac_, net::kEtherTypeIpv4);
+  net::WriteEthernet(f, eth.src, port_->mac(), net::kEtherTypeIpv4);
   Transmit(&m, 1);
 }
 
@@ -245,11 +347,19 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
     const std::span<uint8_t> f(p, frame_len);
     std::memcpy(p + kHeaders, datagrams.data() + off, len);
     if (frame_len > kHeaders + len) std::memset(p + kHeaders + len, 0, frame_len - kHeaders - len);
+    const net::TxChecksum csum =
+        port_->tx_checksum_offload() ? net::TxChecksum::kOffload : net::TxChecksum::kSoftware;
     net::WriteUdp(f.subspan(net::kEthHeaderLen + net::kIpv4MinHeaderLen), src, dst, sport, dport,
-                  uint16_t(len));
+                  uint16_t(len), csum);
     net::WriteIpv4(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoUdp,
-                   uint16_t(net::kUdpHeaderLen + len), ip_id_++);
-    net::WriteEthernet(f, net::Mac{}, mac_, net::kEtherTypeIpv4);
+                   uint16_t(net::kUdpHeaderLen + len), ip_id_++, 64, csum);
+    if (csum == net::TxChecksum::kOffload) {
+      m->l2_len = net::kEthHeaderLen;
+      m->l3_len = net::kIpv4MinHeaderLen;
+      m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_CKSUM;
+      ++stats_.tx_checksum_offloaded;
+    }
+    net::WriteEthernet(f, net::Mac{}, port_->mac(), net::kEtherTypeIpv4);
     net::Mac mac;
     bool ask = false;
     switch (arp_.Resolve(next_hop, now_, m, &mac, &ask)) {

@@ -1,7 +1,8 @@
-// The DPDK packet-I/O backend: one ethdev port (any PMD) with one RX/TX queue pair, our own
-// Ethernet/ARP/IPv4/UDP handling on top, and the same interface as the kernel UDP socket
-// (Receive -> (path, datagram); Send(path, datagrams, segment)), so QUIC endpoints and
-// connections run unchanged on either backend.
+// The DPDK packet-I/O backend: one ethdev port (any PMD) with one RX/TX queue pair per
+// worker (DpdkPort), and per queue our own Ethernet/ARP/IPv4/UDP handling with the same
+// interface as the kernel UDP socket (DpdkIo: Receive -> (path, datagram);
+// Send(path, datagrams, segment)), so QUIC endpoints and connections run unchanged on
+// either backend.
 #pragma once
 
 #include <rte_ethdev.h>
@@ -15,18 +16,77 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "dataplane/api/ring.h"
 #include "dataplane/net/arp_cache.h"
 #include "dataplane/net/headers.h"
 #include "quic/connection.h"
 
 namespace qbridge::dp {
 
+struct DpdkPortConfig {
+  uint16_t port_id = 0;
+  uint16_t queues = 1;     // RX/TX queue pairs, one per worker
+  uint16_t rx_desc = 1024;
+  uint16_t tx_desc = 1024;
+  unsigned mbufs = 8191;   // per queue (each queue has its own pool: no sharing between cores)
+  std::string pool_prefix;  // pools are "<prefix>_<queue>"; default "qb_<port>"
+  std::optional<net::Mac> mac;  // override the port's MAC (virtual devices)
+  bool checksum_offload = true;  // use the port's IPv4/UDP checksum offloads where offered
+};
+
+// A neighbour one queue learned from an ARP packet, passed to the port's other queues (ARP
+// replies arrive on whichever queue the PMD picks, usually the first).
+struct Neighbour {
+  net::Ipv4 ip = 0;
+  net::Mac mac{};
+  bool for_us = false;  // the ARP packet named our address: an entry may be created
+};
+
+// One started port: its queues, their pools, what the PMD offers. Outlives every DpdkIo
+// attached to it.
+class DpdkPort {
+ public:
+  // Configures and starts the port (after InitEal): RSS over IPv4/UDP where the PMD has it
+  // and there are several queues, checksum offloads where offered.
+  static absl::StatusOr<std::unique_ptr<DpdkPort>> Start(const DpdkPortConfig& config);
+  ~DpdkPort();
+  DpdkPort(const DpdkPort&) = delete;
+  DpdkPort& operator=(const DpdkPort&) = delete;
+
+  uint16_t id() const { return config_.port_id; }
+  uint16_t queues() const { return config_.queues; }
+  const net::Mac& mac() const { return mac_; }
+  rte_mempool* pool(uint16_t queue) const { return pools_[queue]; }
+  bool rss() const { return rss_hf_ != 0; }
+  uint64_t rss_hf() const { return rss_hf_; }
+  bool tx_checksum_offload() const { return tx_csum_; }
+  bool rx_checksum_offload() const { return rx_csum_; }
+  const std::string& driver() const { return driver_; }
+
+  // Single producer (queue `from`), single consumer (queue `to`) per ring.
+  SpscRing<Neighbour>& neighbours(uint16_t from, uint16_t to) {
+    return *neighbour_rings_[size_t(from) * config_.queues + to];
+  }
+
+ private:
+  explicit DpdkPort(const DpdkPortConfig& c) : config_(c) {}
+  DpdkPortConfig config_;
+  std::vector<rte_mempool*> pools_;
+  bool configured_ = false;
+  net::Mac mac_{};
+  uint64_t rss_hf_ = 0;
+  bool tx_csum_ = false;
+  bool rx_csum_ = false;
+  std::string driver_;
+  std::vector<std::unique_ptr<SpscRing<Neighbour>>> neighbour_rings_;
+};
+
 struct DpdkIoConfig {
   uint16_t port_id = 0;
   net::Ipv4 ip = 0;           // our address on this port
   uint8_t prefix_len = 24;    // the connected subnet
   net::Ipv4 gateway = 0;      // default route (0: none)
-  uint16_t rx_desc = 1024;
+  uint16_t rx_desc = 1024;    // (Start only: the port's settings)
   uint16_t tx_desc = 1024;
   unsigned mbufs = 8191;
   std::string pool_name;  // default "qb_pool_<port>"
@@ -49,7 +109,12 @@ struct DpdkIoConfig {
   X(tx_dropped_ring_full)        \
   X(tx_dropped_no_route)         \
   X(tx_dropped_arp)              \
-  X(tx_queued_arp)
+  X(tx_queued_arp)               \
+  X(rx_checksum_offloaded)       \
+  X(tx_checksum_offloaded)       \
+  X(neighbours_shared)           \
+  X(neighbours_received)         \
+  X(neighbours_dropped)
 
 struct DpdkIoStats {
 #define QBRIDGE_X(name) uint64_t name = 0;
@@ -62,13 +127,17 @@ class DpdkIo {
  public:
   static constexpr uint16_t kBurst = 32;
 
-  // Configures and starts the port (after InitEal) and sends a gratuitous ARP.
+  // Starts a one-queue port of its own (after InitEal) and attaches to its queue.
   static absl::StatusOr<std::unique_ptr<DpdkIo>> Start(const DpdkIoConfig& config);
+  // Attaches to one queue of a started port (which must outlive it). Queue 0 sends a
+  // gratuitous ARP.
+  static std::unique_ptr<DpdkIo> Attach(DpdkPort* port, uint16_t queue, const DpdkIoConfig& config);
   ~DpdkIo();
   DpdkIo(const DpdkIo&) = delete;
   DpdkIo& operator=(const DpdkIo&) = delete;
 
-  const net::Mac& mac() const { return mac_; }
+  const net::Mac& mac() const { return port_->mac(); }
+  uint16_t queue() const { return queue_; }
   const DpdkIoStats& stats() const { return stats_; }
   // The UDP ports accepted from now on (empty: any).
   void set_udp_ports(std::vector<uint16_t> ports) { config_.udp_ports = std::move(ports); }
@@ -85,17 +154,22 @@ class DpdkIo {
   void Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment);
 
  private:
-  explicit DpdkIo(const DpdkIoConfig& c) : config_(c) {}
+  DpdkIo(DpdkPort* port, uint16_t queue, const DpdkIoConfig& c)
+      : config_(c), port_(port), queue_(queue), pool_(port->pool(queue)) {}
   bool HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path, std::span<const uint8_t>* payload);
   void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
   void ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip, std::span<const uint8_t> icmp);
   void Transmit(rte_mbuf** pkts, uint16_t n);
   void FlushTx();
+  void Learn(const Neighbour& n, uint64_t now);
+  void ShareNeighbour(const Neighbour& n);
+  void DrainNeighbours(uint64_t now);
 
   DpdkIoConfig config_;
-  rte_mempool* pool_ = nullptr;
-  bool port_configured_ = false;
-  net::Mac mac_{};
+  std::unique_ptr<DpdkPort> owned_port_;  // Start(): the port is ours (destroyed last)
+  DpdkPort* port_;
+  uint16_t queue_;
+  rte_mempool* pool_;
   net::RouteTable routes_;
   net::ArpCache<rte_mbuf*> arp_;
   DpdkIoStats stats_;
@@ -110,8 +184,9 @@ class DpdkIo {
 template <typename Fn>
 size_t DpdkIo::Receive(uint64_t now, Fn&& fn) {
   now_ = now;
+  if (port_->queues() > 1) DrainNeighbours(now);
   rte_mbuf* rx[kBurst];
-  const uint16_t n = rte_eth_rx_burst(config_.port_id, 0, rx, kBurst);
+  const uint16_t n = rte_eth_rx_burst(port_->id(), queue_, rx, kBurst);
   for (uint16_t i = 0; i < n; ++i) {
     quic::Path path;
     std::span<const uint8_t> payload;

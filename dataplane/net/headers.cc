@@ -119,7 +119,7 @@ bool ParseEthernet(std::span<const uint8_t> frame, EthHeader* out, std::span<con
 }
 
 bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const uint8_t>* payload,
-               Drop* drop) {
+               Drop* drop, bool verify_checksum) {
   if (packet.size() < kIpv4MinHeaderLen) return Fail(drop, Drop::kRunt);
   const uint8_t* p = packet.data();
   if ((p[0] >> 4) != 4) return Fail(drop, Drop::kBadIpHeader);
@@ -129,7 +129,8 @@ bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const
   out->total_len = Get16(p + 2);
   if (out->total_len < out->header_len || out->total_len > packet.size())
     return Fail(drop, Drop::kBadIpHeader);  // frames may be padded; never shorter
-  if (Checksum(packet.first(out->header_len)) != 0) return Fail(drop, Drop::kBadIpChecksum);
+  if (verify_checksum && Checksum(packet.first(out->header_len)) != 0)
+    return Fail(drop, Drop::kBadIpChecksum);
   out->id = Get16(p + 4);
   const uint16_t frag = Get16(p + 6);
   out->dont_fragment = frag & 0x4000;
@@ -144,7 +145,7 @@ bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const
 }
 
 bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
-              std::span<const uint8_t>* payload, Drop* drop) {
+              std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum) {
   if (segment.size() < kUdpHeaderLen) return Fail(drop, Drop::kRunt);
   const uint8_t* p = segment.data();
   out->src_port = Get16(p);
@@ -154,7 +155,7 @@ bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader*
   if (out->length < kUdpHeaderLen || out->length > segment.size())
     return Fail(drop, Drop::kBadUdpLength);
   const auto udp = segment.first(out->length);
-  if (out->checksum != 0) {
+  if (verify_checksum && out->checksum != 0) {
     const uint32_t pseudo = (ip.src >> 16) + (ip.src & 0xffff) + (ip.dst >> 16) +
                             (ip.dst & 0xffff) + kIpProtoUdp + out->length;
     if (ChecksumFold(ChecksumPartial(udp, pseudo)) != 0) return Fail(drop, Drop::kBadUdpChecksum);
@@ -186,7 +187,7 @@ size_t WriteEthernet(std::span<uint8_t> out, const Mac& dst, const Mac& src, uin
 }
 
 size_t WriteIpv4(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint8_t protocol, uint16_t payload_len,
-                 uint16_t id, uint8_t ttl) {
+                 uint16_t id, uint8_t ttl, TxChecksum csum) {
   uint8_t* p = out.data();
   p[0] = 0x45;
   p[1] = 0;
@@ -198,19 +199,28 @@ size_t WriteIpv4(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint8_t protocol, u
   Put16(p + 10, 0);
   Put32(p + 12, src);
   Put32(p + 16, dst);
-  Put16(p + 10, Checksum(out.first(kIpv4MinHeaderLen)));
+  if (csum == TxChecksum::kSoftware) Put16(p + 10, Checksum(out.first(kIpv4MinHeaderLen)));
   return kIpv4MinHeaderLen;
 }
 
 size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, uint16_t dst_port,
-                uint16_t payload_len) {
+                uint16_t payload_len, TxChecksum csum) {
   uint8_t* p = out.data();
   const uint16_t len = uint16_t(kUdpHeaderLen + payload_len);
   Put16(p, src_port);
   Put16(p + 2, dst_port);
   Put16(p + 4, len);
   Put16(p + 6, 0);
-  Put16(p + 6, UdpChecksum(src, dst, out.first(len)));
+  if (csum == TxChecksum::kOffload) {
+    // The NIC adds header and payload to the pseudo-header sum and complements it.
+    const uint32_t pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) +
+                            kIpProtoUdp + len;
+    uint32_t sum = pseudo;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    Put16(p + 6, uint16_t(sum));
+  } else {
+    Put16(p + 6, UdpChecksum(src, dst, out.first(len)));
+  }
   return kUdpHeaderLen;
 }
 

@@ -92,22 +92,26 @@ uint16_t UdpChecksum(Ipv4 src, Ipv4 dst, std::span<const uint8_t> udp);
 // `*payload` is what follows the header (for IPv4, bounded by total length).
 bool ParseEthernet(std::span<const uint8_t> frame, EthHeader* out, std::span<const uint8_t>* payload,
                    Drop* drop);
+// `verify_checksum` false: the NIC has verified it (RX checksum offload said good).
 bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const uint8_t>* payload,
-               Drop* drop);
+               Drop* drop, bool verify_checksum = true);
 bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
-              std::span<const uint8_t>* payload, Drop* drop);
+              std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum = true);
 bool ParseArp(std::span<const uint8_t> body, ArpPacket* out, Drop* drop);
 
 // Writers: each writes its header at the front of `out` (which must have room) and
 // returns the bytes written.
+// Who completes the IPv4 and UDP checksums: we, or the NIC (TX checksum offload, where the
+// IPv4 field stays 0 and the UDP field holds the pseudo-header sum, as DPDK expects).
+enum class TxChecksum : uint8_t { kSoftware, kOffload };
 size_t WriteEthernet(std::span<uint8_t> out, const Mac& dst, const Mac& src, uint16_t ether_type);
 // `payload_len` is what follows the IPv4 header; the header checksum is filled in.
 size_t WriteIpv4(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint8_t protocol, uint16_t payload_len,
-                 uint16_t id, uint8_t ttl = 64);
+                 uint16_t id, uint8_t ttl = 64, TxChecksum csum = TxChecksum::kSoftware);
 // Writes the UDP header before `payload_len` bytes already in place after it, and
 // fills the checksum (over pseudo-header, header and payload).
 size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, uint16_t dst_port,
-                uint16_t payload_len);
+                uint16_t payload_len, TxChecksum csum = TxChecksum::kSoftware);
 size_t WriteArp(std::span<uint8_t> out, const ArpPacket& arp);
 
 }  // namespace qbridge::dp::net

@@ -73,7 +73,7 @@ class ApplianceTest : public ::testing::Test {
 
   // The cloud on kernel UDP; the edge on kernel UDP, or on the DPDK backend with a net_tap
   // port whose kernel side (198.18.<n>.1) is where the cloud and the devices live.
-  void StartPair(bool dpdk) {
+  void StartPair(bool dpdk, int edge_workers = 1) {
     const TestCerts& certs = GetTestCerts();
     ASSERT_FALSE(certs.dir.empty());
     dir_ = certs.dir + "/appliance-" + std::to_string(::getpid()) + "-" +
@@ -117,7 +117,8 @@ password = "s3cret"
     const std::string dataplane =
         dpdk ? "[dataplane]\nbackend = \"dpdk\"\neal_args = [\"--no-huge\", \"--no-pci\", "
                "\"--no-shconf\", \"-m\", \"256\", \"--file-prefix=qbapp" + std::to_string(::getpid()) +
-               "\", \"--vdev=net_tap0,iface=" + tap + "\"]\naddress = \"" + edge_ip_ + "/24\"\n"
+               "\", \"--vdev=net_tap0,iface=" + tap + "\"]\naddress = \"" + edge_ip_ + "/24\"\nworkers = " +
+                   std::to_string(edge_workers) + "\n"
              : "";
     Write("edge.toml", dataplane + R"(
 [listeners.quic]
@@ -225,7 +226,26 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
               backend, secs, (unsigned long)sent, s1.value("latency_p99_ms", 0.0),
               (unsigned long)s0.value("received", 0ull), (unsigned long)p0.value("sent", 0ull),
               ka.value("pingreqs_sent", 0), ka.value("max_pingreq_gap_ms", 0.0),
-              ka.value("pingresp_rtt_max_ms", 0.0), ka.value("pingresp_rtt_p99_ms_at_most", 0.0));}
+              ka.value("pingresp_rtt_max_ms", 0.0), ka.value("pingresp_rtt_p99_ms_at_most", 0.0));
+  // Where the edge's datagrams went: per worker, and what steering moved between workers.
+  const json em = edge_.Get("/api/v4/metrics")["data"];
+  for (size_t w = 0; em.is_object() && em["workers"].contains("rx_datagrams{worker=\"" + std::to_string(w) + "\"}"); ++w) {
+    const std::string k = "{worker=\"" + std::to_string(w) + "\"}";
+    std::printf("  edge worker %zu: rx_datagrams %lu, cid_forwarded %lu, cid_received %lu\n", w,
+                (unsigned long)em["workers"].value("rx_datagrams" + k, 0ull),
+                (unsigned long)em["workers"].value("cid_forwarded" + k, 0ull),
+                (unsigned long)em["workers"].value("cid_received" + k, 0ull));
+  }
+  if (em.is_object() && em["backend"].is_object()) {
+    for (const auto& [k, v] : em["backend"].items()) {
+      if (v.is_number() && v.get<uint64_t>() > 0 &&
+          (k.find("drop") != std::string::npos || k.find("rx_packets") != std::string::npos ||
+           k.find("neighbours") != std::string::npos || k.find("offloaded") != std::string::npos)) {
+        std::printf("  edge %s %lu\n", k.c_str(), (unsigned long)v.get<uint64_t>());
+      }
+    }
+  }
+}
 
   void Write(const std::string& name, const std::string& text) {
     std::ofstream(dir_ + "/" + name) << text;
@@ -260,7 +280,9 @@ class ApplianceDpdkTest : public ApplianceTest {
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "not root: net_tap needs CAP_NET_ADMIN";
     if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/net/tun is missing";
-    StartPair(/*dpdk=*/true);
+    // Two workers: two queue pairs on the TAP, which the kernel fills by flow hash, so CID
+    // and bridge-port steering between the workers carry part of the traffic.
+    StartPair(/*dpdk=*/true, /*edge_workers=*/2);
   }
 };
 

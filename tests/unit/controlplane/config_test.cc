@@ -120,6 +120,8 @@ TEST(Config, EveryProblemIsReportedByKeyPath) {
 [dataplane]
 backend = "kernel"
 wokers = 2
+worker_cpus = [1, 2]
+mbufs = 10
 
 [listeners.quic]
 bind = "nowhere"
@@ -147,6 +149,8 @@ pingresp_timeout = "2m"
   for (const char* want : {
            "dataplane.backend: expected \"socket\" or \"dpdk\"",
            "dataplane.wokers: unknown key",
+           "dataplane.worker_cpus: has 2 entries for 1 workers (one CPU each)",
+           "dataplane.mbufs:",
            "listeners.quic.bind: expected \"ip:port\"",
            "listeners.quic.certfile: required",
            "http_server.password: required",

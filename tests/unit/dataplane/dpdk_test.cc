@@ -20,6 +20,7 @@ using qbridge::testing::MonotonicNs;
 
 constexpr net::Ipv4 kIpA = qbridge::testing::DpdkRingPair::kIpA;
 constexpr net::Ipv4 kIpB = qbridge::testing::DpdkRingPair::kIpB;
+quic::Address Addr(net::Ipv4 ip, uint16_t port) { return qbridge::testing::DpdkRingPair::Addr(ip, port); }
 
 // Two ports joined by two rings: what A transmits, B receives, and back.
 class RingWire : public ::testing::Test {
@@ -129,6 +130,104 @@ TEST_F(RingWire, QuicHandshakeAndEchoOverOurStack) {
   EXPECT_EQ(s.stats().retry_sent, 1u);
   EXPECT_GT(b_->stats().rx_udp, 700u);
   EXPECT_EQ(a_->stats().tx_dropped_ring_full + b_->stats().tx_dropped_ring_full, 0u);
+}
+
+// Two queue pairs per port. The wiring is lopsided on purpose: everything A sends arrives on
+// B's queue 0, so B's queue 1 gets its ARP answer only through the neighbour ring from
+// queue 0. Both of B's queues answer and send from their own TX queue.
+TEST(MultiQueue, ArpAnswerOnOneQueueReleasesPacketsWaitingOnAnother) {
+  static int counter = 0;
+  const std::string tag = std::to_string(getpid()) + "_mq" + std::to_string(counter++);
+  auto ring = [&](const char* n) {
+    return rte_ring_create(("qb_" + std::string(n) + tag).c_str(), 1024, SOCKET_ID_ANY,
+                           RING_F_SP_ENQ | RING_F_SC_DEQ);
+  };
+  rte_ring* ab = ring("ab");      // A's two TX queues -> B's RX queue 0 (one thread: SP holds)
+  rte_ring* unused = ring("un");  // B's RX queue 1: nothing ever arrives there from A
+  rte_ring* ba0 = ring("b0");     // B's TX queue 0 -> A's RX queue 0
+  rte_ring* ba1 = ring("b1");     // B's TX queue 1 -> A's RX queue 1
+  ASSERT_TRUE(ab && unused && ba0 && ba1);
+  rte_ring* a_rx[2] = {ba0, ba1};
+  rte_ring* a_tx[2] = {ab, ab};
+  rte_ring* b_rx[2] = {ab, unused};
+  rte_ring* b_tx[2] = {ba0, ba1};
+  const int pa = rte_eth_from_rings(("qb_mqa_" + tag).c_str(), a_rx, 2, a_tx, 2, SOCKET_ID_ANY);
+  const int pb = rte_eth_from_rings(("qb_mqb_" + tag).c_str(), b_rx, 2, b_tx, 2, SOCKET_ID_ANY);
+  ASSERT_GE(pa, 0);
+  ASSERT_GE(pb, 0);
+  DpdkPortConfig pca;
+  pca.port_id = uint16_t(pa);
+  pca.queues = 2;
+  pca.mbufs = 2047;
+  pca.pool_prefix = "qb_mqa" + tag;
+  pca.mac = net::Mac{0x02, 0, 0, 0, 0, 0x1a};
+  DpdkPortConfig pcb = pca;
+  pcb.port_id = uint16_t(pb);
+  pcb.pool_prefix = "qb_mqb" + tag;
+  pcb.mac = net::Mac{0x02, 0, 0, 0, 0, 0x1b};
+  auto port_a = DpdkPort::Start(pca);
+  ASSERT_TRUE(port_a.ok()) << port_a.status();
+  auto port_b = DpdkPort::Start(pcb);
+  ASSERT_TRUE(port_b.ok()) << port_b.status();
+  EXPECT_EQ((*port_b)->queues(), 2);
+  DpdkIoConfig ca;
+  ca.ip = kIpA;
+  DpdkIoConfig cb;
+  cb.ip = kIpB;
+  std::unique_ptr<DpdkIo> a[2], b[2];
+  for (uint16_t q = 0; q < 2; ++q) {
+    a[q] = DpdkIo::Attach(port_a->get(), q, ca);
+    b[q] = DpdkIo::Attach(port_b->get(), q, cb);
+  }
+  // The gratuitous ARPs went out from queue 0 of each side; drain them so that what follows
+  // starts from empty caches on B's queue 1.
+  const uint64_t t0 = MonotonicNs();
+  std::vector<std::string> at_a;
+  auto poll_all = [&](uint64_t now) {
+    for (uint16_t q = 0; q < 2; ++q) {
+      b[q]->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+      a[q]->Receive(now, [&](const quic::Path&, std::span<const uint8_t> d) {
+        at_a.emplace_back(d.begin(), d.end());
+      });
+    }
+  };
+  poll_all(t0);
+  at_a.clear();
+  // B's queue 1 sends to A, which it has to resolve: its request leaves on TX queue 1, A's
+  // answer arrives on B's RX queue 0, and queue 0 passes it on.
+  const std::vector<uint8_t> hello = {'q', '1'};
+  b[1]->Send(quic::Path{Addr(kIpB, 14567), Addr(kIpA, 40000)}, hello, hello.size());
+  for (int i = 0; i < 20 && at_a.empty(); ++i) poll_all(MonotonicNs());
+  ASSERT_EQ(at_a.size(), 1u);
+  EXPECT_EQ(at_a[0], "q1");
+  // Nothing ever reached B's queue 1 from the wire: what it knows came over the ring.
+  EXPECT_EQ(b[1]->stats().rx_packets, 0u);
+  EXPECT_GE(b[1]->stats().neighbours_received, 1u);
+  EXPECT_GE(b[0]->stats().neighbours_shared, 1u);
+  // B's queue 0 sends from its own TX queue with what it learned.
+  at_a.clear();
+  b[0]->Send(quic::Path{Addr(kIpB, 14567), Addr(kIpA, 40001)}, hello, hello.size());
+  for (int i = 0; i < 20 && at_a.empty(); ++i) poll_all(MonotonicNs());
+  ASSERT_EQ(at_a.size(), 1u);
+  for (auto& io : a) io.reset();
+  for (auto& io : b) io.reset();
+}
+
+// A queue count the PMD cannot give is refused with the numbers, not a crash.
+TEST(MultiQueue, TooManyQueuesIsAClearError) {
+  static int counter = 0;
+  const std::string tag = std::to_string(getpid()) + "_tq" + std::to_string(counter++);
+  rte_ring* r = rte_ring_create(("qb_tq" + tag).c_str(), 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  ASSERT_NE(r, nullptr);
+  const int p = rte_eth_from_rings(("qb_tqp_" + tag).c_str(), &r, 1, &r, 1, SOCKET_ID_ANY);
+  ASSERT_GE(p, 0);
+  DpdkPortConfig pc;
+  pc.port_id = uint16_t(p);
+  pc.queues = 4;
+  pc.pool_prefix = "qb_tq" + tag;
+  auto port = DpdkPort::Start(pc);
+  ASSERT_FALSE(port.ok());
+  EXPECT_NE(port.status().message().find("4 asked for"), std::string::npos) << port.status();
 }
 
 }  // namespace

@@ -114,6 +114,44 @@ TEST(Udp, RoundTripThroughWritersAndParsers) {
   EXPECT_EQ(p.payload.data(), f.data() + 42);  // a view, not a copy
 }
 
+// With TX checksum offload the writers leave what the NIC completes: IPv4's field 0, UDP's
+// the pseudo-header sum. Completing both as a NIC does gives the software checksums.
+TEST(Udp, OffloadWritersLeaveWhatTheNicCompletes) {
+  const std::string_view payload = "offloaded datagram!";
+  const auto soft = UdpFrame(payload);
+  std::vector<uint8_t> f(soft.size());
+  WriteEthernet(f, kOurMac, kPeerMac, kEtherTypeIpv4);
+  const size_t l3 = kEthHeaderLen, l4 = l3 + kIpv4MinHeaderLen;
+  std::memcpy(f.data() + l4 + kUdpHeaderLen, payload.data(), payload.size());
+  WriteUdp(std::span(f).subspan(l4), kPeerIp, kOurIp, 50000, 14567, uint16_t(payload.size()),
+           TxChecksum::kOffload);
+  WriteIpv4(std::span(f).subspan(l3), kPeerIp, kOurIp, kIpProtoUdp,
+            uint16_t(kUdpHeaderLen + payload.size()), 7, 64, TxChecksum::kOffload);
+  EXPECT_EQ(f[l3 + 10], 0);
+  EXPECT_EQ(f[l3 + 11], 0);
+  // The NIC: IPv4 header checksum, then the UDP sum over the segment seeded by the field.
+  const uint16_t ip = Checksum(std::span<const uint8_t>(f).subspan(l3, kIpv4MinHeaderLen));
+  f[l3 + 10] = uint8_t(ip >> 8), f[l3 + 11] = uint8_t(ip);
+  const uint16_t udp = Checksum(std::span<const uint8_t>(f).subspan(l4));
+  f[l4 + 6] = uint8_t(udp >> 8), f[l4 + 7] = uint8_t(udp);
+  EXPECT_EQ(f, soft);
+  // A parser told the NIC checked them skips the check (a bad field passes)...
+  f[l4 + 6] ^= 0xff;
+  f[l3 + 10] ^= 0xff;
+  std::span<const uint8_t> l3s(f), l4s, pl;
+  l3s = l3s.subspan(l3);
+  Ipv4Header iph;
+  UdpHeader udph;
+  Drop drop;
+  EXPECT_TRUE(ParseIpv4(l3s, &iph, &l4s, &drop, /*verify_checksum=*/false));
+  EXPECT_TRUE(ParseUdp(iph, l4s, &udph, &pl, &drop, /*verify_checksum=*/false));
+  // ...and one that checks does not.
+  EXPECT_FALSE(ParseIpv4(l3s, &iph, &l4s, &drop));
+  EXPECT_EQ(drop, Drop::kBadIpChecksum);
+  EXPECT_FALSE(ParseUdp(iph, l4s, &udph, &pl, &drop));
+  EXPECT_EQ(drop, Drop::kBadUdpChecksum);
+}
+
 TEST(Udp, VlanTaggedFrame) {
   const auto f = UdpFrame("x", 42);
   const Parsed p = ParseAll(f);

@@ -1,5 +1,6 @@
-// CID steering between worker cores: a short-header datagram whose DCID names another core
-// is handed to that core over their ring (one copy) and counted on both sides.
+// Steering between worker cores: a short-header datagram whose DCID names another core, or
+// one addressed to another core's bridge port, is handed to that core over their ring (one
+// copy) and counted on both sides.
 #include "dataplane/worker.h"
 
 #include <gtest/gtest.h>
@@ -63,6 +64,48 @@ TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
   w[1]->PollOnce(io1, now);
   EXPECT_EQ(w[1]->stats().cid_received.Get(), 1u);
   // Core 1's endpoint saw it with its path intact (unknown to it: counted, not crashed).
+  EXPECT_EQ(w[1]->endpoint()->stats().datagrams_in, 1u);
+  EXPECT_EQ(w[1]->stats().cid_forwarded.Get(), 0u);  // never bounced back
+}
+
+// Workers sharing one address (DPDK queues): the UDP port a datagram is addressed to names
+// the worker whose bridges dial from it, whatever its CID looks like.
+TEST(WorkerSteering, DatagramToAnotherCoresBridgePortGoesOverItsRing) {
+  testing::TestTls tls;
+  ASSERT_TRUE(tls.ok());
+  RingMesh rings(2);
+  ActivityTable act0(64), act1(64);
+  std::unique_ptr<Worker> w[2];
+  ActivityTable* acts[2] = {&act0, &act1};
+  for (uint16_t core = 0; core < 2; ++core) {
+    WorkerConfig c;
+    c.core = core;
+    c.max_conns = 64;
+    c.server_tls = tls.server.get();
+    c.north_ports = {50001, 50002};
+    auto made = Worker::Create(std::move(c), &rings, acts[core]);
+    ASSERT_TRUE(made.ok()) << made.status();
+    w[core] = std::move(*made);
+  }
+  QueueIo io0, io1;
+  // From an upstream to core 1's bridge port; a long-header Initial whose random DCID
+  // would name core 0 if it were read as ours.
+  const quic::Path to_core1{quic::Address::FromIpPort("198.18.0.2", 50002),
+                            quic::Address::FromIpPort("198.18.0.9", 14567)};
+  std::vector<uint8_t> d(1200, 0);
+  d[0] = 0xc0;                 // long header, Initial
+  d[1] = 0, d[2] = 0, d[3] = 0, d[4] = 1;  // version 1
+  d[5] = 16;                   // DCID length
+  io0.in.emplace_back(to_core1, d);
+  // To core 0's own bridge port: stays (no bridge: the endpoint counts it).
+  const quic::Path to_core0{quic::Address::FromIpPort("198.18.0.2", 50001), to_core1.remote};
+  io0.in.emplace_back(to_core0, d);
+  const uint64_t now = quic::kSecond;
+  w[0]->PollOnce(io0, now);
+  EXPECT_EQ(w[0]->stats().cid_forwarded.Get(), 1u);
+  EXPECT_EQ(w[0]->endpoint()->stats().datagrams_in, 1u);
+  w[1]->PollOnce(io1, now);
+  EXPECT_EQ(w[1]->stats().cid_received.Get(), 1u);
   EXPECT_EQ(w[1]->endpoint()->stats().datagrams_in, 1u);
   EXPECT_EQ(w[1]->stats().cid_forwarded.Get(), 0u);  // never bounced back
 }
