@@ -952,7 +952,16 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
 bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
                          const mqtt::Publish& p, const Origin* origin) {
   route_buf_.clear();
-  if (!mqtt::EncodeTo(p, mqtt::Version::k5, route_buf_)) {
+  // The receiving core numbers the message for its own connection; QoS 1 and 2 cannot be
+  // encoded without a packet identifier, so the copy on the ring carries a placeholder.
+  const mqtt::Publish* carried = &p;
+  mqtt::Publish numbered;
+  if (p.qos != mqtt::QoS::k0 && p.packet_id == 0) {
+    numbered = p;
+    numbered.packet_id = 1;
+    carried = &numbered;
+  }
+  if (!mqtt::EncodeTo(*carried, mqtt::Version::k5, route_buf_)) {
     stats_.drop_route_failed.Inc();
     return false;
   }

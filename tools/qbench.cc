@@ -224,6 +224,8 @@ class Client : public quic::ConnectionEvents {
       if (ack->type == mqtt::PacketType::kPuback) {
         ++acked_;
         --inflight_;
+        // A PUBACK with a failure reason (MQTT 5) is an answer, not a delivery: counted apart.
+        if (ack->reason != mqtt::ReasonCode::kSuccess) ++ack_failed_;
       }
     } else if (std::holds_alternative<mqtt::Suback>(p)) {
       subscribed_ = true;
@@ -307,8 +309,9 @@ class Client : public quic::ConnectionEvents {
   void Summary(uint64_t elapsed) {
     const double s = double(elapsed) / 1e9;
     if (o_.mode == "pub") {
-      std::printf("{\"mode\":\"pub\",\"connected\":%s,\"sent\":%lu,\"acked\":%lu,\"rate\":%.1f,\"blocked\":%lu}\n",
-                  connected_ ? "true" : "false", seq_, acked_, double(seq_) / s, blocked_);
+      std::printf("{\"mode\":\"pub\",\"connected\":%s,\"sent\":%lu,\"acked\":%lu,\"ack_failed\":%lu,"
+                  "\"rate\":%.1f,\"blocked\":%lu}\n",
+                  connected_ ? "true" : "false", seq_, acked_, ack_failed_, double(seq_) / s, blocked_);
     } else {
       std::printf("{\"mode\":\"sub\",\"connected\":%s,\"subscribed\":%s,\"received\":%lu,\"unique\":%zu,"
                   "\"duplicates\":%lu,\"missing\":%lu,\"reordered\":%lu,\"highest_seq\":%lu,"
@@ -328,7 +331,8 @@ class Client : public quic::ConnectionEvents {
   std::map<int64_t, mqtt::Framer> framers_;
   bool connected_ = false, subscribed_ = false, closed_ = false, failed_ = false;
   uint64_t next_ping_ = 0;
-  uint64_t next_send_ = 0, seq_ = 0, acked_ = 0, inflight_ = 0, blocked_ = 0, last_count_ = 0;
+  uint64_t next_send_ = 0, seq_ = 0, acked_ = 0, ack_failed_ = 0, inflight_ = 0, blocked_ = 0,
+           last_count_ = 0;
   uint64_t received_ = 0, next_expected_ = 0, missing_ = 0, dups_ = 0, reordered_ = 0;
   size_t last_lat_ = 0;
   std::vector<uint64_t> lat_;

@@ -203,6 +203,7 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
   const uint64_t sent = p1.value("sent", 0ull);
   EXPECT_GT(sent, uint64_t(secs) * 900) << p1.dump();
   EXPECT_EQ(p1.value("acked", 0ull), sent) << p1.dump();
+  EXPECT_EQ(p1.value("ack_failed", 1ull), 0u) << p1.dump();
   // QoS 1 end to end: every message once, in order (sequence-checked by the subscriber).
   EXPECT_EQ(s1.value("received", 0ull), sent) << s1.dump();
   EXPECT_EQ(s1.value("duplicates", 1ull), 0u) << s1.dump();
@@ -227,6 +228,7 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
               (unsigned long)s0.value("received", 0ull), (unsigned long)p0.value("sent", 0ull),
               ka.value("pingreqs_sent", 0), ka.value("max_pingreq_gap_ms", 0.0),
               ka.value("pingresp_rtt_max_ms", 0.0), ka.value("pingresp_rtt_p99_ms_at_most", 0.0));
+  if (std::getenv("QBRIDGE_SOAK_LOGS")) std::printf("%s\n", logs().c_str());
   // Where the edge's datagrams went: per worker, and what steering moved between workers.
   const json em = edge_.Get("/api/v4/metrics")["data"];
   for (size_t w = 0; em.is_object() && em["workers"].contains("rx_datagrams{worker=\"" + std::to_string(w) + "\"}"); ++w) {
@@ -235,6 +237,14 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
                 (unsigned long)em["workers"].value("rx_datagrams" + k, 0ull),
                 (unsigned long)em["workers"].value("cid_forwarded" + k, 0ull),
                 (unsigned long)em["workers"].value("cid_received" + k, 0ull));
+  }
+  if (em.is_object() && em["workers"].is_object()) {
+    for (const auto& [k, v] : em["workers"].items()) {
+      if (v.is_number() && v.get<uint64_t>() > 0 &&
+          (k.find("drop") != std::string::npos || k.find("routed") != std::string::npos)) {
+        std::printf("  edge %s %lu\n", k.c_str(), (unsigned long)v.get<uint64_t>());
+      }
+    }
   }
   if (em.is_object() && em["backend"].is_object()) {
     for (const auto& [k, v] : em["backend"].items()) {

@@ -160,12 +160,6 @@ TEST(RoutingSim, BridgeForwardsUpAndSubscriptionsDown) {
   EXPECT_EQ(edge.worker->stats().routed_north.Get(), 1u);
 }
 
-}  // namespace
-}  // namespace qbridge::testing
-
-namespace qbridge::testing {
-namespace {
-
 // Nothing acknowledged is lost: a device's QoS 1 PUBLISH forwarded upstream is acknowledged
 // only after the upstream acknowledged it. With the path to the cloud cut, messages wait
 // (held, then replayed with DUP after the reconnect) and no PUBACK reaches the device; once
@@ -233,6 +227,62 @@ TEST(RoutingSim, QoS1IsAcknowledgedOnlyAfterTheUpstreamHasIt) {
   for (const auto& [topic, payload] : app.Publishes(a4)) got.insert(payload);
   EXPECT_EQ(got, (std::set<std::string>{"m0", "m1", "m2", "m3"}));
   EXPECT_GE(edge.cp->bridge(0).reconnects, 1u);
+}
+
+// Two worker cores: the device's connection on core 1, the bridge on core 0. QoS 1 goes
+// over the ring to the bridge's core and its PUBACK comes back the same way, only after the
+// cloud's; a subscriber on the other core gets QoS 1 deliveries over the ring too.
+TEST(RoutingSim, QoS1CrossesCoresBothWays) {
+  TestTls tls;
+  SimNet net;
+  const auto cloud_addr = Addr("198.18.2.1", 14567);
+  const auto edge0 = Addr("198.18.1.1", 14567), edge1 = Addr("198.18.1.2", 14567);
+  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  dp::BridgeDial d;
+  d.local = edge0;
+  d.remote = cloud_addr;
+  d.tls = tls.client.get();
+  std::vector<dp::WorkerConfig> wcs = {Listener(tls.server.get()), Listener(tls.server.get())};
+  for (auto& w : wcs) w.bridges.push_back(d);  // every worker knows every bridge
+  cp::ControlplaneConfig ec;
+  cp::BridgeConfig b;
+  b.name = "cloud";
+  b.client_id = "edge-1";
+  b.version = mqtt::Version::k5;
+  b.keepalive_s = 4;
+  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "up/", "", 0});
+  ec.bridges.push_back(b);
+  SimAppliance edge(net, {edge0, edge1}, wcs, ec);
+  edge.cp->Start(net.now());
+  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge1);   // core 1
+  SimMqttClient mon(net, *tls.client, Addr("198.18.4.2", 50000), edge0);   // core 0
+  ASSERT_TRUE(net.RunUntil([&] {
+    return app.confirmed() && dev.confirmed() && mon.confirmed() &&
+           edge.cp->bridge(0).state == cp::BridgeState::kUp;
+  }, 3 * kSecond));
+  app.Connect("app");
+  dev.Connect("dev");
+  mon.Connect("mon");
+  const int64_t a4 = app.Open(), d4 = dev.Open(), m4 = mon.Open();
+  app.Send(a4, Sub(1, "up/t/#"));
+  mon.Send(m4, Sub(1, "t/#"));
+  ASSERT_TRUE(net.RunUntil([&] {
+    return app.CountType(a4, PacketType::kSuback) == 1 && mon.CountType(m4, PacketType::kSuback) == 1;
+  }, 2 * kSecond));
+  for (uint16_t i = 1; i <= 20; ++i) dev.Send(d4, Pub("t/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+  ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPuback) == 20; }, 3 * kSecond));
+  for (const auto& raw : dev.Received(d4)) {  // MQTT 5 PUBACK: reason 0 or left out
+    if ((raw[0] >> 4) == uint8_t(PacketType::kPuback) && raw.size() > 4) {
+      EXPECT_EQ(raw[4], 0) << "a failed PUBACK for packet " << (raw[2] << 8 | raw[3]);
+    }
+  }
+  ASSERT_TRUE(net.RunUntil([&] { return app.Publishes(a4).size() == 20 && mon.Publishes(m4).size() == 20; },
+                           2 * kSecond));
+  EXPECT_EQ(app.Publishes(a4)[0].first, "up/t/x");
+  EXPECT_EQ(app.Publishes(a4)[19].second, "20");
+  EXPECT_EQ(edge.workers[1]->stats().routed_cross_core.Get(), 40u);  // to the bridge and to mon
+  EXPECT_EQ(edge.workers[1]->stats().drop_route_failed.Get(), 0u);
 }
 
 }  // namespace

@@ -156,30 +156,50 @@ class SimNet {
   std::map<std::string, Dir> dirs_;
 };
 
-// One appliance in the simulation: one worker core and the controlplane, wired by rings,
-// polled as two cores.
+// One appliance in the simulation: worker cores (each with its own address, as the socket
+// backend's workers have their own sockets) and the controlplane, wired by rings, polled as
+// separate cores. `worker` and `port` name the first worker's.
 struct SimAppliance {
-  dp::RingMesh rings{1};
-  dp::ActivityTable activity{256};
-  std::unique_ptr<dp::Worker> worker;
+  dp::RingMesh rings;
+  std::vector<std::unique_ptr<dp::ActivityTable>> activity;
+  std::vector<std::unique_ptr<dp::Worker>> workers;
+  std::unique_ptr<dp::Worker>& worker;
   std::unique_ptr<cp::Controlplane> cp;
+  std::vector<SimNet::Port*> ports;
   SimNet::Port* port = nullptr;
 
-  SimAppliance(SimNet& net, const quic::Address& addr, dp::WorkerConfig wc,
-               cp::ControlplaneConfig cc) {
-    wc.max_conns = 256;
-    auto w = dp::Worker::Create(std::move(wc), &rings, &activity);
-    EXPECT_TRUE(w.ok()) << w.status();
-    if (w.ok()) worker = std::move(*w);
+  SimAppliance(SimNet& net, const quic::Address& addr, dp::WorkerConfig wc, cp::ControlplaneConfig cc)
+      : SimAppliance(net, std::vector<quic::Address>{addr}, std::vector<dp::WorkerConfig>{std::move(wc)},
+                     std::move(cc)) {}
+
+  // One worker per address and config (core numbers are filled in).
+  SimAppliance(SimNet& net, const std::vector<quic::Address>& addrs, std::vector<dp::WorkerConfig> wcs,
+               cp::ControlplaneConfig cc)
+      : rings(addrs.size()), workers(addrs.size()), worker(workers[0]) {
+    std::vector<dp::ActivityTable*> tables;
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      activity.push_back(std::make_unique<dp::ActivityTable>(256));
+      tables.push_back(activity.back().get());
+      wcs[i].max_conns = 256;
+      wcs[i].core = uint16_t(i);
+      auto w = dp::Worker::Create(std::move(wcs[i]), &rings, tables.back());
+      EXPECT_TRUE(w.ok()) << w.status();
+      if (w.ok()) workers[i] = std::move(*w);
+    }
     cc.seed = cc.seed ? cc.seed : 7;
-    cp = std::make_unique<cp::Controlplane>(std::move(cc), &rings,
-                                            std::vector<dp::ActivityTable*>{&activity});
-    port = &net.AddPort(addr);
-    net.AddNode({[this](uint64_t now) { return worker->PollOnce(*port, now); },
-                 [this] { return worker->NextDeadline(); }});
+    cp = std::make_unique<cp::Controlplane>(std::move(cc), &rings, tables);
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      ports.push_back(&net.AddPort(addrs[i]));
+      dp::Worker* w = workers[i].get();
+      SimNet::Port* p = ports.back();
+      net.AddNode({[w, p](uint64_t now) { return w->PollOnce(*p, now); }, [w] { return w->NextDeadline(); }});
+    }
+    port = ports[0];
     net.AddNode({[this](uint64_t now) { return cp->PollOnce(now); },
                  [this] { return cp->NextDeadline(); }});
   }
+  SimAppliance(const SimAppliance&) = delete;
+  SimAppliance& operator=(const SimAppliance&) = delete;
 };
 
 }  // namespace qbridge::testing
