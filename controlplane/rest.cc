@@ -69,6 +69,8 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
     const dp::BridgeTrafficTotals& t = o.traffic[i];
     j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"rx_messages", t.rx_msgs},
                         {"rx_bytes", t.rx_bytes}, {"drops", t.drops}};
+    j["quic_path"] = json{{"srtt_ms", double(t.srtt_ns) / 1e6}, {"min_rtt_ms", double(t.min_rtt_ns) / 1e6},
+                          {"cwnd_bytes", t.cwnd_bytes}, {"bytes_in_flight", t.bytes_in_flight}};
   }
   if (detail) {
     json fw = json::array(), sub = json::array();
@@ -159,6 +161,10 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].rx_bytes) : 0; }},
       {"qbridge_bridge_drops_total", "counter", "Messages for the bridge that could not be sent (down).",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].drops) : 0; }},
+      {"qbridge_bridge_quic_srtt_seconds", "gauge", "Smoothed RTT of the bridge's QUIC path.",
+       [&](size_t i) { return i < o.traffic.size() ? Seconds(o.traffic[i].srtt_ns) : 0; }},
+      {"qbridge_bridge_quic_cwnd_bytes", "gauge", "Congestion window of the bridge's QUIC path.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].cwnd_bytes) : 0; }},
   };
   for (const Series& s : per_bridge) {
     family(s.name, s.type, s.help);

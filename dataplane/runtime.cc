@@ -129,6 +129,10 @@ class RuntimeImpl final : public Runtime {
       t.rx_msgs += b.rx_msgs.Get();
       t.rx_bytes += b.rx_bytes.Get();
       t.drops += b.drops.Get();
+      t.srtt_ns += b.srtt_ns.Get();  // gauges: only the bridge's own worker sets them
+      t.min_rtt_ns += b.min_rtt_ns.Get();
+      t.cwnd_bytes += b.cwnd_bytes.Get();
+      t.bytes_in_flight += b.bytes_in_flight.Get();
     }
     return t;
   }

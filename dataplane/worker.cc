@@ -198,6 +198,7 @@ absl::Status Worker::Init() {
   slots_.resize(config_.max_conns);
   for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(i);
   north_.assign(bridges, nullptr);
+  north_hold_.assign(bridges, 0);
   bstate_.resize(bridges);
   for (BridgeState& b : bstate_) {
     for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) b.ids.Reserve(uint16_t(id));
@@ -372,6 +373,8 @@ void Worker::OpenBridgeStreams(Conn& c) {
 
 void Worker::OnNorthClosed(Conn* c) {
   bstate_[c->bridge].ready = false;  // what is in flight is replayed on the next connection
+  BridgeTraffic& bt = bridge_traffic_[c->bridge];
+  bt.srtt_ns.Set(0), bt.min_rtt_ns.Set(0), bt.cwnd_bytes.Set(0), bt.bytes_in_flight.Set(0);
   if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
   if (c->close_at) c->close_at = 0;
   Msg m = MakeMsg(MsgType::kConnClosed, c->ref(), int64_t(c->dial));
@@ -1300,35 +1303,53 @@ void Worker::RunTimers(MonoNs now) {
   }
 }
 
+const quic::Path* Worker::NorthPath(size_t bridge) const {
+  const Conn* c = north_[bridge];
+  return c && c->q ? &c->q->path() : nullptr;
+}
+
 void Worker::WriteAll(MonoNs now, Emit emit) {
   if (endpoint_) endpoint_->WriteAll(now, scratch_, kMaxDatagramsPerConn, emit);
   for (size_t b = 0; b < north_.size(); ++b) {
     Conn* c = north_[b];
     if (c == nullptr || c->q == nullptr) continue;  // TCP bridges write as they go
     quic::Connection& q = *c->q;
-    // The control-first promise, checked on every write: data must not leave while
-    // control bytes wait (counted; tests assert it stays 0).
-    const uint64_t ctrl_before = q.SentBytes(0);
-    const uint64_t ctrl_unsent = c->streams_open ? q.UnsentBytes(0) : 0;
-    uint64_t data_before = 0;
-    for (int64_t id : c->data_ids) data_before += q.SentBytes(id);
-    q.Write(now, scratch_, kMaxDatagramsPerConn, emit);
-    if (ctrl_unsent > 0 && q.UnsentBytes(0) > 0) {
-      uint64_t data_after = 0;
-      for (int64_t id : c->data_ids) data_after += q.SentBytes(id);
-      if (data_after != data_before) ++control_overtaken_;
-    }
-    const uint64_t ctrl_after = q.SentBytes(0);
-    if (ctrl_after != ctrl_before) {
-      ConnActivity::Stamp(activity_->at(c->slot).last_control_wire, now);
-    }
-    c->control_sent = ctrl_after;
+    if (!north_hold_[b]) WriteNorth(c, b, now, emit);
     if (c->dead || q.state() == quic::Connection::State::kClosing ||
         q.state() == quic::Connection::State::kDraining ||
         q.state() == quic::Connection::State::kClosed) {
       OnNorthClosed(c);
     }
   }
+}
+
+// Held while the next hop is unresolved, a bridge's timers still run: a hop that never
+// answers ends in the handshake timeout as a silent upstream would.
+void Worker::WriteNorth(Conn* c, size_t b, MonoNs now, Emit emit) {
+  quic::Connection& q = *c->q;
+  // The control-first promise, checked on every write: data must not leave while
+  // control bytes wait (counted; tests assert it stays 0).
+  const uint64_t ctrl_before = q.SentBytes(0);
+  const uint64_t ctrl_unsent = c->streams_open ? q.UnsentBytes(0) : 0;
+  uint64_t data_before = 0;
+  for (int64_t id : c->data_ids) data_before += q.SentBytes(id);
+  q.Write(now, scratch_, kMaxDatagramsPerConn, emit);
+  if (ctrl_unsent > 0 && q.UnsentBytes(0) > 0) {
+    uint64_t data_after = 0;
+    for (int64_t id : c->data_ids) data_after += q.SentBytes(id);
+    if (data_after != data_before) ++control_overtaken_;
+  }
+  const uint64_t ctrl_after = q.SentBytes(0);
+  if (ctrl_after != ctrl_before) {
+    ConnActivity::Stamp(activity_->at(c->slot).last_control_wire, now);
+  }
+  c->control_sent = ctrl_after;
+  const quic::Connection::PathInfo pi = q.path_info();
+  BridgeTraffic& bt = bridge_traffic_[b];
+  bt.srtt_ns.Set(pi.smoothed_rtt_ns);
+  bt.min_rtt_ns.Set(pi.min_rtt_ns);
+  bt.cwnd_bytes.Set(pi.cwnd_bytes);
+  bt.bytes_in_flight.Set(pi.bytes_in_flight);
 }
 
 void Worker::FlushOutbox() {

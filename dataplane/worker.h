@@ -154,6 +154,8 @@ class Worker {
   void RunTimers(MonoNs now);
   void RunPendingCloses(MonoNs now);
   void WriteAll(MonoNs now, Emit emit);
+  const quic::Path* NorthPath(size_t bridge) const;  // a QUIC bridge's path, or null
+  void WriteNorth(Conn* c, size_t bridge, MonoNs now, Emit emit);
   void FlushOutbox();
 
   // Connections.
@@ -218,6 +220,7 @@ class Worker {
   absl::flat_hash_map<const quic::Connection*, uint32_t> slot_of_;  // south connections
   size_t live_conns_ = 0;
   std::vector<Conn*> north_;  // by bridge index; null when down
+  std::vector<uint8_t> north_hold_;  // by bridge index: next hop unresolved, do not write
   std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
   int epoll_fd_ = -1;
   // South connections in accept order with the time their CONNECT must have come by (every
@@ -274,6 +277,15 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   if (epoll_fd_ >= 0) n += PollTcp(now);
   const bool drained = DrainRings(now, send);
   RunTimers(now);
+  // A bridge whose next hop is not resolved yet does not write: its packets would wait in
+  // the ARP queue and their wait would count as round-trip time (an 800 ms first sample
+  // paces the connection for seconds).
+  if constexpr (requires(const quic::Path& p) { io.NextHopReady(p, now); }) {
+    for (size_t b = 0; b < north_.size(); ++b) {
+      const quic::Path* p = NorthPath(b);
+      north_hold_[b] = p != nullptr && !io.NextHopReady(*p, now);
+    }
+  }
   WriteAll(now, [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
     stats_.tx_datagrams.Inc((d.size() + seg - 1) / seg);
     stats_.tx_bytes.Inc(d.size());

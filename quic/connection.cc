@@ -452,6 +452,12 @@ uint64_t Connection::UnsentBytes(int64_t stream_id) const {
   return it == streams_.end() ? 0 : it->second.end - it->second.sent;
 }
 
+Connection::PathInfo Connection::path_info() const {
+  ngtcp2_conn_info ci;
+  ngtcp2_conn_get_conn_info(conn_, &ci);
+  return PathInfo{ci.smoothed_rtt, ci.min_rtt, ci.latest_rtt, ci.cwnd, ci.bytes_in_flight};
+}
+
 uint64_t Connection::StreamCredit() const {
   return ngtcp2_conn_get_streams_bidi_left(conn_);
 }

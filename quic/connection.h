@@ -195,6 +195,12 @@ class Connection {
   uint64_t BufferedBytes(int64_t stream_id) const;
   uint64_t SentBytes(int64_t stream_id) const;
   uint64_t UnsentBytes(int64_t stream_id) const;  // queued, not yet handed to the wire
+  // What the congestion controller and RTT estimator know of the path now.
+  struct PathInfo {
+    uint64_t smoothed_rtt_ns = 0, min_rtt_ns = 0, latest_rtt_ns = 0;
+    uint64_t cwnd_bytes = 0, bytes_in_flight = 0;
+  };
+  PathInfo path_info() const;
   uint64_t StreamCredit() const;  // bidirectional streams we may still open
 
   // Client: moves to a new local address at once (RFC 9000 9.2); the server validates

@@ -69,11 +69,14 @@ struct alignas(64) WorkerStats {
 // that counted drops for it).
 struct alignas(64) BridgeTraffic {
   Counter tx_msgs, tx_bytes, rx_msgs, rx_bytes, drops;
+  // Gauges of the QUIC path, set by the bridge's own worker while connected (0 otherwise).
+  Counter srtt_ns, min_rtt_ns, cwnd_bytes, bytes_in_flight;
 };
 
 // The same, summed and copied out.
 struct BridgeTrafficTotals {
   uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0, drops = 0;
+  uint64_t srtt_ns = 0, min_rtt_ns = 0, cwnd_bytes = 0, bytes_in_flight = 0;
 };
 
 }  // namespace qbridge::dp

@@ -321,6 +321,19 @@ void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
   Transmit(&m, 1);
 }
 
+bool DpdkIo::NextHopReady(const quic::Path& path, uint64_t now) {
+  net::Ipv4 dst, next_hop;
+  uint16_t port;
+  if (!FromAddress(path.remote, &dst, &port) || !routes_.NextHop(dst, &next_hop)) return true;  // Send counts it
+  bool ask = false;
+  const bool ready = arp_.Ready(next_hop, now, &ask);
+  if (ask) {
+    SendArp(1, net::kBroadcastMac, next_hop, net::Mac{});
+    FlushTx();
+  }
+  return ready;
+}
+
 void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
   net::Ipv4 src, dst, next_hop;
   uint16_t sport, dport;

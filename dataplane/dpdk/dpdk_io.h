@@ -148,6 +148,11 @@ class DpdkIo {
   template <typename Fn>
   size_t Receive(uint64_t now, Fn&& fn);
 
+  // Whether datagrams on `path` can leave now: the next hop's MAC is known. If not, asks
+  // for it (once per retry interval). A QUIC connection that writes only when this holds
+  // never measures ARP's wait as round-trip time.
+  bool NextHopReady(const quic::Path& path, uint64_t now);
+
   // Sends datagrams laid back to back (each `segment` bytes but the last) from
   // path.local to path.remote: one mbuf each, one TX burst. Unresolved next hops queue in
   // the ARP cache (bounded); a full TX ring drops and counts.

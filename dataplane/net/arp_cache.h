@@ -66,6 +66,24 @@ class ArpCache {
     return Result::kQueued;
   }
 
+  // Whether `ip` has a usable MAC, without a packet to queue: an unknown address gets an
+  // incomplete entry (*send_request: ask now), so the answer is waited for, retried and
+  // given up on as for a queued packet.
+  bool Ready(Ipv4 ip, uint64_t now, bool* send_request) {
+    *send_request = false;
+    auto it = table_.find(ip);
+    if (it == table_.end()) {
+      if (table_.size() >= config_.max_entries) return false;
+      Entry& e = table_.emplace(ip, Entry{}).first->second;
+      e.state = State::kIncomplete;
+      e.requested_at = now;
+      e.requests = 1;
+      *send_request = true;
+      return false;
+    }
+    return it->second.state != State::kIncomplete;
+  }
+
   // An ARP packet from `ip` said it is at `mac`. Existing entries are updated; a new one
   // is made only when `create` (the packet was for us, RFC 826's merge rule). Packets
   // waiting for `ip` are handed to release(P&&, const Mac&), in order.

@@ -228,7 +228,7 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
               (unsigned long)s0.value("received", 0ull), (unsigned long)p0.value("sent", 0ull),
               ka.value("pingreqs_sent", 0), ka.value("max_pingreq_gap_ms", 0.0),
               ka.value("pingresp_rtt_max_ms", 0.0), ka.value("pingresp_rtt_p99_ms_at_most", 0.0));
-  if (std::getenv("QBRIDGE_SOAK_LOGS")) std::printf("%s\n", logs().c_str());
+  if (std::getenv("QBRIDGE_SOAK_LOGS")) std::printf("%s\nbridge: %s\n", logs().c_str(), b.dump().c_str());
   // Where the edge's datagrams went: per worker, and what steering moved between workers.
   const json em = edge_.Get("/api/v4/metrics")["data"];
   for (size_t w = 0; em.is_object() && em["workers"].contains("rx_datagrams{worker=\"" + std::to_string(w) + "\"}"); ++w) {
@@ -246,6 +246,8 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
       }
     }
   }
+  const json cm = cloud_.Get("/api/v4/metrics")["data"];
+  if (std::getenv("QBRIDGE_SOAK_LOGS") && cm.is_object()) std::printf("cloud metrics: %s\n", cm.dump().c_str());
   if (em.is_object() && em["backend"].is_object()) {
     for (const auto& [k, v] : em["backend"].items()) {
       if (v.is_number() && v.get<uint64_t>() > 0 &&

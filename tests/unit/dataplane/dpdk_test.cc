@@ -71,6 +71,23 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
   EXPECT_EQ(at_a[0].second, "ok");
 }
 
+// A writer that asks before sending (a bridge's QUIC connection) gets false until the
+// neighbour answered, and no packet of its waits in the ARP queue meanwhile.
+TEST_F(RingWire, NextHopReadyAsksAndTurnsTrueOnTheAnswer) {
+  const quic::Path ab{Addr(kIpA, 40000), Addr(kIpB, 14567)};
+  EXPECT_FALSE(a_->NextHopReady(ab, MonotonicNs()));
+  const uint64_t arp_sent = a_->stats().tx_arp;
+  EXPECT_FALSE(a_->NextHopReady(ab, MonotonicNs()));  // asked already: no second request
+  EXPECT_EQ(a_->stats().tx_arp, arp_sent);
+  for (int i = 0; i < 10 && !a_->NextHopReady(ab, MonotonicNs()); ++i) {
+    const uint64_t now = MonotonicNs();
+    b_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+    a_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+  }
+  EXPECT_TRUE(a_->NextHopReady(ab, MonotonicNs()));
+  EXPECT_EQ(a_->stats().tx_queued_arp, 0u);
+}
+
 // Only the listener's port is open: UDP to any other port is dropped and counted.
 TEST_F(RingWire, ClosedPortsAreDroppedAndCounted) {
   b_->set_udp_ports({14567});

@@ -263,6 +263,23 @@ TEST(ArpCache, QueuesUntilTheAnswerThenReleasesInOrder) {
   EXPECT_FALSE(ask);
 }
 
+// Asking without a packet: the first question sends a request, later ones wait for the
+// answer (or the retry timer); after the answer the hop is ready.
+TEST(ArpCache, ReadyAsksOnceThenWaitsForTheAnswer) {
+  ArpCache<int, 4> cache;
+  bool ask;
+  EXPECT_FALSE(cache.Ready(kPeerIp, 0, &ask));
+  EXPECT_TRUE(ask);
+  EXPECT_FALSE(cache.Ready(kPeerIp, 1, &ask));
+  EXPECT_FALSE(ask);
+  std::vector<std::string> requests;
+  cache.Expire(ArpConfig{}.retry_ns, [&](Ipv4) { requests.push_back("again"); }, [](int&&) {});
+  EXPECT_EQ(requests.size(), 1u);  // unanswered: retried like a queued packet's
+  cache.Learn(kPeerIp, kPeerMac, 2, /*create=*/false, [](int&&, const Mac&) {});
+  EXPECT_TRUE(cache.Ready(kPeerIp, 3, &ask));
+  EXPECT_FALSE(ask);
+}
+
 TEST(ArpCache, BoundedQueueAndTable) {
   ArpConfig cfg;
   cfg.max_entries = 2;
