@@ -17,7 +17,7 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev
   clang-14 libclang-rt-14-dev llvm-14
   mosquitto mosquitto-clients
-  iproute2 iputils-ping openssl curl
+  iproute2 iputils-ping ethtool openssl curl
 )
 # Only these two come from backports; apt pulls their runtime libraries along.
 backports=(libngtcp2-dev/bookworm-backports libngtcp2-crypto-gnutls-dev/bookworm-backports)

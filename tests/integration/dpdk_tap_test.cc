@@ -1,6 +1,7 @@
 // The DPDK backend facing the kernel through a TAP device (net_tap): the kernel's ping is
-// answered by our ICMP code, and a QUIC client on kernel UDP sockets completes a verified
-// handshake and a 10 MiB echo with a server endpoint hosted on the DPDK port. Needs root
+// answered by our ICMP code, and QUIC clients on kernel UDP sockets (ours, and quiche via
+// node) complete a verified handshake, a Retry and a 10 MiB echo with a server endpoint
+// hosted on the DPDK port. Needs root
 // and /dev/net/tun; skipped with a message otherwise. Addresses: 198.18.5.0/24 on an
 // interface this test creates (it goes away with the process). Name and subnet are
 // per process: the kernel tears a tap down after its process exits, and a next test
@@ -17,8 +18,8 @@
 #include "dataplane/dpdk/dpdk_io.h"
 #include "dataplane/dpdk/eal.h"
 #include "dataplane/udp_socket.h"
+#include "tests/support/dpdk_echo.h"
 #include "tests/support/quic_test_util.h"
-#include "tests/support/quic_udp_pair.h"
 
 namespace qbridge::dp {
 namespace {
@@ -74,56 +75,25 @@ TEST_F(TapTest, KernelPingIsAnswered) {
 }
 
 TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
-  qbridge::testing::TestTls tls;  // the test certificate names localhost
-  ASSERT_TRUE(tls.ok());
-  auto ep = quic::ServerEndpoint::Create(*tls.server, quic::EndpointConfig{});
-  ASSERT_TRUE(ep.ok());
-  qbridge::testing::RecordingEvents server_events, client_events;
-  server_events.echo = true;
-  (*ep)->set_on_accept([&](quic::Connection& c) {
-    server_events.conn = &c;
-    return &server_events;
-  });
+  qbridge::testing::DpdkEchoServer server(io_.get());
+  ASSERT_TRUE(server.ok());
   auto sock = UdpSocket::Bind(quic::Address::FromIpPort(kKernelIp, 0));
   ASSERT_TRUE(sock.ok()) << sock.status();
-  const quic::Path path{(*sock)->local(), quic::Address::FromIpPort(kDpdkIpText, 14567)};
-  auto client = quic::Connection::Connect(*tls.client, quic::TransportConfig{}, path,
-                                          &client_events, MonotonicNs());
-  ASSERT_TRUE(client.ok());
-  client_events.conn = client->get();
-  quic::Connection& c = **client;
-  quic::ServerEndpoint& s = **ep;
-  std::vector<uint8_t> scratch(64 * 1500);
-  auto kernel_emit = [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) {
-    (*sock)->Send(p, d, seg);
-  };
-  auto dpdk_emit = [&](const quic::Path& p, std::span<const uint8_t> d, size_t seg) { io_->Send(p, d, seg); };
-  auto run = [&](const std::function<bool()>& done, uint64_t limit) {
-    const uint64_t end = MonotonicNs() + limit;
-    while (!done() && MonotonicNs() < end) {
-      const uint64_t now = MonotonicNs();
-      (*sock)->Receive([&](const quic::Path& p, std::span<const uint8_t> d) { c.Read(p, d, now); });
-      io_->Receive(now, [&](const quic::Path& p, std::span<const uint8_t> d) { s.Receive(p, d, now, dpdk_emit); });
-      if (c.Expiry() <= now) c.HandleExpiry(now);
-      if (s.Expiry() <= now) s.HandleExpiry(now);
-      c.Write(now, scratch, 64, kernel_emit);
-      s.WriteAll(now, scratch, 64, dpdk_emit);
-    }
-    return done();
-  };
-  ASSERT_TRUE(run([&] { return client_events.confirmed; }, 10 * quic::kSecond))
+  EXPECT_TRUE(qbridge::testing::OurClientEchoes(server, **sock, quic::Address::FromIpPort(kDpdkIpText, 14567),
+                                                10 << 20))
       << "dpdk rx " << io_->stats().rx_packets << " (udp " << io_->stats().rx_udp << ", arp "
-      << io_->stats().rx_arp << "), tx " << io_->stats().tx_packets << ", kernel socket rx "
-      << (*sock)->stats().rx_datagrams;
-  EXPECT_EQ(client_events.alpn, "mqtt");
-  auto sid = c.OpenStream();
-  ASSERT_TRUE(sid.ok());
-  auto payload = std::make_shared<std::vector<uint8_t>>(10 << 20);
-  for (size_t i = 0; i < payload->size(); ++i) (*payload)[i] = uint8_t(i * 5 + (i >> 12));
-  ASSERT_TRUE(c.Send(*sid, payload, true).ok());
-  ASSERT_TRUE(run([&] { return client_events.fin[*sid]; }, 60 * quic::kSecond))
-      << "echoed " << client_events.data[*sid].size();
-  EXPECT_TRUE(client_events.data[*sid] == *payload);
+      << io_->stats().rx_arp << "), tx " << io_->stats().tx_packets;
+  EXPECT_EQ(server.endpoint().stats().retry_sent, 1u);
+}
+
+// An independent stack (quiche, via node) as the kernel-side client.
+TEST_F(TapTest, QuicheClientToDpdkHostedServer) {
+  if (::access("/usr/bin/node", X_OK) != 0) GTEST_SKIP() << "node is not installed (tools/setup.sh installs it)";
+  qbridge::testing::DpdkEchoServer server(io_.get());
+  ASSERT_TRUE(server.ok());
+  EXPECT_TRUE(qbridge::testing::NodeClientEchoes(server, {}, kDpdkIpText, 14567, 10 << 20,
+                                                 qbridge::testing::GetTestCerts().dir + "/tap-node.log"));
+  EXPECT_EQ(server.endpoint().stats().retry_sent, 1u);
 }
 
 }  // namespace
