@@ -191,6 +191,11 @@ Worker::~Worker() {
 }
 
 absl::Status Worker::Init() {
+  if (rings_->workers() > 1) {
+    steer_pool_ = std::make_unique<uint8_t[]>(kSteerBlockSize * kSteerBlocks);
+    steer_free_.reserve(kSteerBlocks);
+    for (size_t i = 0; i < kSteerBlocks; ++i) steer_free_.push_back(steer_pool_.get() + i * kSteerBlockSize);
+  }
   const size_t bridges = config_.bridges.size();
   if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
   // Slots are numbered up front; a connection's state is allocated the first time its slot
@@ -437,9 +442,19 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
 
 void Worker::ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d) {
   // One copy, straight into the block the message hands over: the path, then the bytes.
+  // Blocks come from this core's pool and come back from the receiver; only when the pool
+  // is out (the receiver is far behind) or the datagram is oversized does one come from
+  // the heap (counted).
   Msg m = MakeMsg(MsgType::kDatagram, ConnRef{});
   m.len = uint32_t(sizeof(quic::Path) + d.size());
-  m.heap = new uint8_t[m.len];
+  if (m.len <= kSteerBlockSize && !steer_free_.empty()) {
+    m.heap = steer_free_.back();
+    steer_free_.pop_back();
+    m.flags |= kMsgPooled;
+  } else {
+    m.heap = new uint8_t[m.len];
+    stats_.steer_heap_blocks.Inc();
+  }
   std::memcpy(m.heap, &path, sizeof(quic::Path));
   std::memcpy(m.heap + sizeof(quic::Path), d.data(), d.size());
   m.src_core = config_.core;
@@ -453,6 +468,7 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
   for (size_t src = 0; src <= rings_->workers(); ++src) {
     if (src == config_.core) continue;
     MsgRing& ring = rings_->ring(src, config_.core);
+    stats_.ring_in_hwm.Max(ring.ApproxSize());
     size_t taken = 0;
     while (taken < kMaxMsgsPerRing) {
       const size_t n = ring.DequeueBurst(batch);
@@ -473,6 +489,14 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
             std::memcpy(&p, b.data(), sizeof(quic::Path));
             OnDatagram(p, b.subspan(sizeof(quic::Path)), now, emit, /*steer=*/false);
           }
+          if (m.flags & kMsgPooled) {  // back to its owner (never dropped: see FlushOutbox)
+            Msg r = MakeMsg(MsgType::kBlockReturn, ConnRef{});
+            r.arg = reinterpret_cast<uint64_t>(m.heap);
+            r.src_core = config_.core;
+            outbox_workers_[m.src_core].push_back(r);
+          }
+        } else if (m.type == MsgType::kBlockReturn) {
+          steer_free_.push_back(reinterpret_cast<uint8_t*>(m.arg));
         } else {
           OnControlMsg(m, now);
         }
@@ -1370,6 +1394,7 @@ void Worker::FlushOutbox() {
     for (size_t i = n; i < box.size(); ++i) {
       if (box[i].type == MsgType::kDatagram) {
         stats_.drop_ring_full.Inc();
+        if (box[i].flags & kMsgPooled) steer_free_.push_back(box[i].heap);
         ReleaseMsg(box[i]);
       } else {
         box[kept++] = box[i];

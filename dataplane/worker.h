@@ -138,6 +138,7 @@ class Worker {
   uint64_t control_overtaken() const { return control_overtaken_; }
   quic::ServerEndpoint* endpoint() { return endpoint_.get(); }
   size_t connections() const { return live_conns_; }
+  size_t steer_blocks_free() const { return steer_free_.size(); }
 
  private:
   class Conn;
@@ -250,6 +251,12 @@ class Worker {
   std::vector<BridgeState> bstate_;
   bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
   std::vector<uint8_t> scratch_;
+  // Blocks for datagrams forwarded to another core (steering), allocated once; a receiver
+  // hands each back with kBlockReturn. Only with several workers.
+  static constexpr size_t kSteerBlockSize = sizeof(quic::Path) + 2048;
+  static constexpr size_t kSteerBlocks = 512;
+  std::unique_ptr<uint8_t[]> steer_pool_;
+  std::vector<uint8_t*> steer_free_;
   std::vector<Msg> outbox_cp_;  // to the controlplane, flushed once per loop
   std::vector<std::vector<Msg>> outbox_workers_;
   MonoNs now_ = 0;  // the current iteration's time, for events raised from callbacks

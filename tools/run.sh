@@ -68,7 +68,7 @@ if [[ $backend == dpdk ]]; then
   awk -v tap="$tap" -v ip="$edge_ip" '
     { print }
     /^workers = 1/ && !done {
-      print "eal_args = [\"--no-huge\", \"--no-pci\", \"--no-shconf\", \"-m\", \"256\", \"--file-prefix=qbridge_demo_" tap "\", \"--vdev=net_tap0,iface=" tap "\"]"
+      print "eal_args = [\"--no-huge\", \"--no-pci\", \"--no-shconf\", \"-m\", \"256\", \"--file-prefix=qbridge_demo\", \"--vdev=net_tap0,iface=" tap "\"]"
       print "address = \"" ip "/24\""
       done = 1
     }' "$work/edge.toml" > "$work/edge2.toml"

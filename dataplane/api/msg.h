@@ -44,7 +44,9 @@ enum class MsgType : uint8_t {
   kBridgeReady,    // conn, aux: bridge index: CONNACK accepted; replay and send what waits
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   // worker -> worker
-  kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns
+  kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns; with
+                   // flags & kMsgPooled the block is the sender's, handed back with:
+  kBlockReturn,    // arg: a pooled block (uint8_t*) of the receiving core's, free again
   kPublish,        // bytes: a PUBLISH (5.0 encoding) for this core's connection `conn` on
                    // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`; then
                    // with flags & kMsgHasOrigin, `conn` and `arg` name the south PUBLISH
@@ -76,6 +78,9 @@ inline constexpr uint8_t kMsgHasOrigin = 1;
 // kPublish with this aux: route it as if a client had published it (wills).
 inline constexpr uint32_t kRouteAsPublished = UINT32_MAX;
 inline constexpr uint8_t kMsgFailed = 2;
+// kDatagram: `heap` is a block of the sending core's pool, not `new`ed; it goes back to
+// that core (kBlockReturn) instead of being deleted.
+inline constexpr uint8_t kMsgPooled = 4;
 // The packet ids the controlplane uses on a bridge connection (SUBSCRIBE, UNSUBSCRIBE); the
 // worker allocates PUBLISH ids below them, so the two never collide on one connection.
 inline constexpr uint16_t kControlPacketIdFirst = 65001;
@@ -101,7 +106,7 @@ inline Msg MakeMsg(MsgType type, ConnRef conn, int64_t stream = 0,
 }
 
 inline void ReleaseMsg(Msg& m) {
-  if (m.len > Msg::kInline) delete[] m.heap;
+  if (m.len > Msg::kInline && !(m.flags & kMsgPooled)) delete[] m.heap;
   m.heap = nullptr;
   m.len = 0;
 }

@@ -138,6 +138,8 @@ class DpdkIo {
 
   const net::Mac& mac() const { return port_->mac(); }
   uint16_t queue() const { return queue_; }
+  uint16_t port_id() const { return port_->id(); }
+  rte_mempool* pool() const { return pool_; }
   const DpdkIoStats& stats() const { return stats_; }
   // The UDP ports accepted from now on (empty: any).
   void set_udp_ports(std::vector<uint16_t> ports) { config_.udp_ports = std::move(ports); }

@@ -75,9 +75,15 @@ std::unique_ptr<Bulk> StartBulk(Net& net, const Path& client_path, Timestamp now
 // Times one bulk transfer per iteration over a network made by make_net(): a function
 // returning the network (QuicSim, UdpQuicPair, DpdkRingPair) or nullptr when it could not
 // be built. Set-up and the handshake are outside the timed part.
-template <typename MakeNet>
-void GoodputOver(benchmark::State& state, MakeNet&& make_net) {
+struct NoCount {
+  template <typename Net>
+  uint64_t operator()(const Net&) const { return 0; }
+};
+
+template <typename MakeNet, typename Datagrams = NoCount>
+void GoodputOver(benchmark::State& state, MakeNet&& make_net, Datagrams&& datagrams = {}) {
   const size_t total = size_t(state.range(0)) << 20;
+  uint64_t packets = 0;
   for (auto _ : state) {
     state.PauseTiming();
     auto net = make_net();
@@ -87,10 +93,14 @@ void GoodputOver(benchmark::State& state, MakeNet&& make_net) {
     }
     auto bulk = StartBulk(*net, net->ClientPath(), net->now(), total);
     state.ResumeTiming();
+    const uint64_t before = datagrams(*net);
     net->RunUntil([&] { return bulk->server_events.fin; }, 600 * kSecond);
+    packets += datagrams(*net) - before;
     if (bulk->server_events.received != total) state.SkipWithError("transfer incomplete");
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(total));
+  // QUIC datagrams received by both ends: packets processed per second on this one core.
+  if (packets) state.counters["datagrams_per_s"] = benchmark::Counter(double(packets), benchmark::Counter::kIsRate);
 }
 
 // Goodput of one stream through the in-process link (no kernel; the CPU cost of ngtcp2,
@@ -121,7 +131,7 @@ void BM_GoodputDpdkRing(benchmark::State& state) {
   GoodputOver(state, [&] {
     auto pair = std::make_unique<qbridge::testing::DpdkRingPair>();
     return pair->Create().ok() ? std::move(pair) : nullptr;
-  });
+  }, [](qbridge::testing::DpdkRingPair& p) { return p.a->stats().rx_udp + p.b->stats().rx_udp; });
 }
 BENCHMARK(BM_GoodputDpdkRing)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -116,7 +116,7 @@ password = "s3cret"
     }
     const std::string dataplane =
         dpdk ? "[dataplane]\nbackend = \"dpdk\"\neal_args = [\"--no-huge\", \"--no-pci\", "
-               "\"--no-shconf\", \"-m\", \"256\", \"--file-prefix=qbapp" + std::to_string(::getpid()) +
+               "\"--no-shconf\", \"-m\", \"256\", \"--file-prefix=qbapp"  // fixed: EAL leaves its directory
                "\", \"--vdev=net_tap0,iface=" + tap + "\"]\naddress = \"" + edge_ip_ + "/24\"\nworkers = " +
                    std::to_string(edge_workers) + "\n"
              : "";

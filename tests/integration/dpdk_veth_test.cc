@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   } else if (!(made = MakeNamespace())) {
     g_skip = "could not make the namespace " + kNetns + " and veth " + kHostIf + " (ip, ethtool)";
   } else {
-    auto args = DevEalArgs("qbridge_veth" + kTag);
+    auto args = DevEalArgs("qbridge_veth");  // fixed: EAL leaves a directory per prefix
     args.push_back("--vdev=net_af_packet0,iface=" + kHostIf);
     const auto s = InitEal(args);
     g_eal_ok = s.ok();

@@ -9,6 +9,7 @@
 #include "dataplane/dpdk/dpdk_io.h"
 #include "dataplane/dpdk/eal.h"
 #include "tests/support/quic_test_util.h"
+#include "tests/support/dpdk_pair_echo.h"
 #include "tests/support/dpdk_ring_pair.h"
 #include "tests/support/quic_udp_pair.h"
 
@@ -112,42 +113,7 @@ TEST_F(RingWire, NoRouteIsCountedNotSent) {
   EXPECT_EQ(a_->stats().tx_dropped_no_route, 1u);
 }
 
-TEST_F(RingWire, QuicHandshakeAndEchoOverOurStack) {
-  qbridge::testing::TestTls tls("198.18.0.2");  // verified against the IP SAN
-  ASSERT_TRUE(tls.ok());
-  quic::EndpointConfig ec;
-  ec.retry = quic::RetryMode::kAlways;
-  auto ep = quic::ServerEndpoint::Create(*tls.server, ec);
-  ASSERT_TRUE(ep.ok());
-  qbridge::testing::RecordingEvents server_events, client_events;
-  server_events.echo = true;
-  (*ep)->set_on_accept([&](quic::Connection& c) {
-    server_events.conn = &c;
-    return &server_events;
-  });
-  auto client = quic::Connection::Connect(*tls.client, quic::TransportConfig{}, pair_.ClientPath(),
-                                          &client_events, MonotonicNs());
-  ASSERT_TRUE(client.ok());
-  client_events.conn = client->get();
-  quic::Connection& c = **client;
-  quic::ServerEndpoint& s = **ep;
-  pair_.client = &c;
-  pair_.server = &s;
-  auto run = [&](const std::function<bool()>& done, uint64_t limit) { return pair_.RunUntil(done, limit); };
-  ASSERT_TRUE(run([&] { return client_events.confirmed; }, 10 * quic::kSecond));
-  EXPECT_EQ(client_events.alpn, "mqtt");
-  auto sid = c.OpenStream();
-  ASSERT_TRUE(sid.ok());
-  auto payload = std::make_shared<std::vector<uint8_t>>(1 << 20);
-  for (size_t i = 0; i < payload->size(); ++i) (*payload)[i] = uint8_t(i * 13 + (i >> 10));
-  ASSERT_TRUE(c.Send(*sid, payload, true).ok());
-  ASSERT_TRUE(run([&] { return client_events.fin[*sid]; }, 30 * quic::kSecond))
-      << "echoed " << client_events.data[*sid].size();
-  EXPECT_TRUE(client_events.data[*sid] == *payload);
-  EXPECT_EQ(s.stats().retry_sent, 1u);
-  EXPECT_GT(b_->stats().rx_udp, 700u);
-  EXPECT_EQ(a_->stats().tx_dropped_ring_full + b_->stats().tx_dropped_ring_full, 0u);
-}
+TEST_F(RingWire, QuicHandshakeAndEchoOverOurStack) { qbridge::testing::QuicEchoThrough(pair_); }
 
 // Two queue pairs per port. The wiring is lopsided on purpose: everything A sends arrives on
 // B's queue 0, so B's queue 1 gets its ARP answer only through the neighbour ring from

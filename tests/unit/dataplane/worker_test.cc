@@ -66,6 +66,11 @@ TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
   // Core 1's endpoint saw it with its path intact (unknown to it: counted, not crashed).
   EXPECT_EQ(w[1]->endpoint()->stats().datagrams_in, 1u);
   EXPECT_EQ(w[1]->stats().cid_forwarded.Get(), 0u);  // never bounced back
+  // The block came from core 0's pool (no allocation) and goes back to it.
+  EXPECT_EQ(w[0]->stats().steer_heap_blocks.Get(), 0u);
+  const size_t free_after_send = w[0]->steer_blocks_free();
+  w[0]->PollOnce(io0, now);
+  EXPECT_EQ(w[0]->steer_blocks_free(), free_after_send + 1);
 }
 
 // Workers sharing one address (DPDK queues): the UDP port a datagram is addressed to names
