@@ -695,7 +695,9 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   }
 
   if (const toml::table* m = root.get_as<toml::table>("mqtt")) {
-    r.Unknown(*m, "mqtt", {"session_expiry_max"});
+    r.Unknown(*m, "mqtt", {"session_expiry_max", "max_inflight"});
+    // EMQX's name (NanoMQ has none yet): the Receive Maximum announced to MQTT 5 clients.
+    if (auto v = r.Int(*m, "mqtt", "max_inflight", 1, 65535)) cfg.control.south.receive_maximum = uint16_t(*v);
     if (auto v = r.Duration(*m, "mqtt", "session_expiry_max")) {
       cfg.control.south.session_expiry_max_s = uint32_t(std::min<uint64_t>(*v / dp::kSecNs, UINT32_MAX));
     }

@@ -484,10 +484,14 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   if (c.client_id.empty() && v == mqtt::Version::k5) {
     ack.properties.assigned_client_identifier = s.client_id;
   }
+  if (v == mqtt::Version::k5 && config_.south.receive_maximum < 65535) {
+    ack.properties.receive_maximum = config_.south.receive_maximum;
+  }
   ++south_.connects;
   Send(m.conn, 0, ack, v);
   Msg act = dp::MakeMsg(MsgType::kActivate, m.conn);
   act.arg = uint64_t(v);
+  act.aux = v == mqtt::Version::k5 ? config_.south.receive_maximum : 65535;  // 3.x has no limit to agree on
   Post(m.conn.core, act);
   if (s.limit_ns) s.timer = wheel_.Schedule(now + s.limit_ns, CookieOf(m.conn));
 }
@@ -663,6 +667,9 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
         // what waited for the upstream.
         Msg ready = dp::MakeMsg(MsgType::kBridgeReady, b.conn);
         ready.aux = uint32_t(&b - bridges_.data());
+        // The upstream's Receive Maximum (EMQX: max_inflight, 32 by default): the worker keeps
+        // no more QoS 1 PUBLISHes unacknowledged, or the broker disconnects with 0x93.
+        ready.arg = ack.properties.receive_maximum.value_or(65535);
         Post(b.cfg.worker, ready);
       }
       b.attempt = 0;

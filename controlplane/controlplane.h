@@ -55,6 +55,9 @@ struct SouthConfig {
   // subscriptions for min(its Session Expiry Interval, this); 3.1.1 asks for "forever".
   uint32_t session_expiry_max_s = 7200;
   size_t max_retained = 100'000;  // retained messages kept; more are refused and counted
+  // QoS 1/2 PUBLISHes a client may have unacknowledged (MQTT 5 Receive Maximum, announced
+  // in CONNACK when below 65535; EMQX's max_inflight). More close the stream with 0x93.
+  uint16_t receive_maximum = 65535;
 };
 
 // NanoMQ's `subscription` entry: remote -> local.

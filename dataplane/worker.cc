@@ -552,7 +552,10 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
     return;
   }
   if (m.type == MsgType::kBridgeReady) {
-    if (c->north && north_[c->bridge] == c) OnBridgeReady(c->bridge);
+    if (c->north && north_[c->bridge] == c) {
+      bstate_[c->bridge].window = uint16_t(std::clamp<uint64_t>(m.arg, 1, 65535));
+      OnBridgeReady(c->bridge);
+    }
     return;
   }
   switch (m.type) {
@@ -569,6 +572,7 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
     case MsgType::kActivate: {
       c->activated = true;
       c->version = static_cast<mqtt::Version>(m.arg);
+      if (m.aux != 0 && m.aux < 65535) c->inbound = mqtt::InboundQos(uint16_t(m.aux));
       std::vector<Conn::Held> held = std::move(c->held);
       c->held.clear();
       c->held_bytes = 0;
@@ -835,6 +839,17 @@ void Worker::OnBridgeReady(uint32_t bridge) {
   std::vector<std::pair<uint64_t, uint16_t>> order;
   for (auto& [id, m] : b.inflight) order.emplace_back(m.seq, id);
   std::sort(order.begin(), order.end());
+  // A smaller Receive Maximum than the last connection's: what does not fit goes back to
+  // the front of the queue (a copy of its bytes, with a new id when it is sent again).
+  while (order.size() > b.window) {
+    const uint16_t id = order.back().second;
+    NorthMsg m = std::move(b.inflight[id]);
+    b.inflight.erase(id);
+    b.ids.Release(id);
+    m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
+    b.queued.push_front(std::move(m));
+    order.pop_back();
+  }
   for (const auto& [seq, id] : order) {
     NorthMsg& m = b.inflight[id];
     // The last connection may still hold the old buffer: the replay is a copy, with DUP.
@@ -850,7 +865,7 @@ void Worker::OnBridgeReady(uint32_t bridge) {
 void Worker::DrainNorthQueue(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   while (b.ready && !b.queued.empty()) {
-    if (!SendNorth(bridge, b.queued.front(), false)) break;  // out of ids: wait for acks
+    if (!SendNorth(bridge, b.queued.front(), false)) break;  // window or ids full: wait for acks
     b.queued.pop_front();
   }
 }
@@ -858,6 +873,7 @@ void Worker::DrainNorthQueue(uint32_t bridge) {
 bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   BridgeState& b = bstate_[bridge];
   if (!b.ready || !BridgeUp(bridge)) return false;
+  if (b.inflight.size() >= b.window) return false;  // the upstream's Receive Maximum
   auto id = b.ids.Allocate();
   if (!id) return false;
   std::vector<uint8_t>& pk = *m.packet;  // not shared yet: patch in place

@@ -125,6 +125,10 @@ class Worker {
                     const Origin* origin = nullptr);
   // QoS 1 messages for a bridge not yet acknowledged by the upstream (sent or held).
   size_t NorthPending(uint32_t bridge) const;
+  // ... of which sent and awaiting the upstream's PUBACK.
+  size_t NorthInflight(uint32_t bridge) const {
+    return bridge < bstate_.size() ? bstate_[bridge].inflight.size() : 0;
+  }
   // Bytes queued but not yet acknowledged on a bridge's data slot (back-pressure).
   uint64_t NorthBuffered(uint32_t bridge, int slot) const;
   bool BridgeUp(uint32_t bridge) const;
@@ -247,6 +251,7 @@ class Worker {
     std::deque<NorthMsg> queued;                      // waiting for the bridge or an id
     bool ready = false;                               // CONNACK accepted on this connection
     uint64_t seq = 0;
+    uint16_t window = 65535;  // the upstream's Receive Maximum (its CONNACK)
   };
   std::vector<BridgeState> bstate_;
   bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);

@@ -37,11 +37,13 @@ enum class MsgType : uint8_t {
   kRetain,         // bytes: a PUBLISH with RETAIN (5.0 encoding) to store (empty payload: clear)
   // controlplane -> worker
   kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
-  kActivate,       // conn, arg: MQTT version: CONNECT accepted, data streams may flow
+  kActivate,       // conn, arg: MQTT version, aux: Receive Maximum: CONNECT accepted, data
+                   // streams may flow
   kClose,          // conn, arg: QUIC application error; after what is already queued
                    // (conn invalid and aux = bridge + 1: whatever that bridge has open)
   kBridgeConnect,  // aux: bridge index, arg: dial number: open (or reopen) the connection
-  kBridgeReady,    // conn, aux: bridge index: CONNACK accepted; replay and send what waits
+  kBridgeReady,    // conn, aux: bridge index, arg: the upstream's Receive Maximum: CONNACK
+                   // accepted; replay and send what waits
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns; with

@@ -285,5 +285,54 @@ TEST(RoutingSim, QoS1CrossesCoresBothWays) {
   EXPECT_EQ(edge.workers[1]->stats().drop_route_failed.Get(), 0u);
 }
 
+// The upstream announces Receive Maximum 4 (EMQX: max_inflight): the bridge never has more
+// than 4 QoS 1 PUBLISHes unacknowledged (the broker would disconnect with 0x93), queues the
+// rest, and every message of a 40-message burst still arrives and is acknowledged.
+TEST(RoutingSim, BridgeHonoursTheUpstreamsReceiveMaximum) {
+  TestTls tls;
+  SimNet net;
+  const auto cloud_addr = Addr("198.18.2.1", 14567);
+  const auto edge_addr = Addr("198.18.1.1", 14567);
+  cp::ControlplaneConfig cc;
+  cc.south.receive_maximum = 4;
+  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cc);
+  dp::WorkerConfig ew = Listener(tls.server.get());
+  dp::BridgeDial d;
+  d.local = edge_addr;
+  d.remote = cloud_addr;
+  d.tls = tls.client.get();
+  ew.bridges.push_back(d);
+  cp::ControlplaneConfig ec;
+  cp::BridgeConfig b;
+  b.name = "cloud";
+  b.client_id = "edge-1";
+  b.version = mqtt::Version::k5;
+  b.keepalive_s = 4;
+  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0});
+  ec.bridges.push_back(b);
+  SimAppliance edge(net, edge_addr, ew, ec);
+  edge.cp->Start(net.now());
+  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
+  ASSERT_TRUE(net.RunUntil(
+      [&] { return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp; },
+      3 * kSecond));
+  app.Connect("app");
+  dev.Connect("dev");
+  const int64_t a4 = app.Open(), d4 = dev.Open();
+  app.Send(a4, Sub(1, "t/#"));
+  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  for (uint16_t i = 1; i <= 40; ++i) dev.Send(d4, Pub("t/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+  size_t most = 0;
+  ASSERT_TRUE(net.RunUntil([&] {
+    most = std::max(most, edge.worker->NorthInflight(0));
+    return dev.CountType(d4, PacketType::kPuback) == 40;
+  }, 5 * kSecond)) << "acked " << dev.CountType(d4, PacketType::kPuback);
+  EXPECT_EQ(most, 4u);
+  EXPECT_EQ(app.Publishes(a4).size(), 40u);
+  EXPECT_EQ(edge.cp->bridge(0).reconnects, 0u);  // never kicked for exceeding the window
+  EXPECT_EQ(cloud.worker->stats().drop_bad_stream.Get(), 0u);
+}
+
 }  // namespace
 }  // namespace qbridge::testing

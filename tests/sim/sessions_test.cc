@@ -83,6 +83,45 @@ TEST(SessionsSim, UserFileAuthentication) {
   EXPECT_EQ(cloud.cp->sessions(), 1u);
 }
 
+// [mqtt] max_inflight: MQTT 5 clients are told the Receive Maximum in CONNACK, and one more
+// unacknowledged QoS 1 PUBLISH than that (held for a bridge that is down, so its PUBACK
+// waits) resets the data stream with 0x93, as EMQX does.
+TEST(SessionsSim, ReceiveMaximumIsAnnouncedAndEnforced) {
+  TestTls tls;
+  SimNet net;
+  cp::ControlplaneConfig cc;
+  cc.south.receive_maximum = 2;
+  cp::BridgeConfig b;  // an upstream that never answers: QoS 1 for it waits
+  b.name = "away";
+  b.client_id = "edge";
+  b.version = mqtt::Version::k5;
+  b.keepalive_s = 30;
+  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0});
+  cc.bridges.push_back(b);
+  dp::WorkerConfig w = Listener(tls.server.get());
+  dp::BridgeDial d;
+  d.local = kServer;
+  d.remote = Addr("198.18.9.9", 14567);
+  d.tls = tls.client.get();
+  w.bridges.push_back(d);
+  SimAppliance edge(net, kServer, w, cc);
+  SimMqttClient dev(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return dev.confirmed(); }, 2 * kSecond));
+  SendConnect(dev, "dev", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(dev).has_value(); }, 2 * kSecond));
+  EXPECT_EQ(Connack(dev)->properties.receive_maximum, std::optional<uint16_t>(2));
+  const int64_t s4 = dev.Open();
+  for (uint16_t i = 1; i <= 3; ++i) {
+    mqtt::Publish p;
+    p.topic = "t/x";
+    p.qos = mqtt::QoS::k1;
+    p.packet_id = i;
+    dev.Send(s4, p);
+  }
+  ASSERT_TRUE(net.RunUntil([&] { return dev.events().reset.contains(s4); }, 2 * kSecond));
+  EXPECT_EQ(dev.events().reset.at(s4), uint64_t(mqtt::ReasonCode::kReceiveMaximumExceeded));
+}
+
 TEST(SessionsSim, TakeoverTellsTheOldConnection0x8E) {
   TestTls tls;
   SimNet net;

@@ -33,6 +33,7 @@ class SimMqttClient {
   }
 
   bool confirmed() const { return ev_.confirmed; }
+  const RecordingEvents& events() const { return ev_; }
   bool closed() const { return closed_; }
   quic::Connection& conn() { return *conn_; }
 
