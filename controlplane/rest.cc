@@ -68,7 +68,12 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   if (i < o.traffic.size()) {
     const dp::BridgeTrafficTotals& t = o.traffic[i];
     j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"rx_messages", t.rx_msgs},
-                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops}};
+                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}};
+    json by_reason = json::object();
+#define QBRIDGE_X(name) by_reason[#name] = t.drop_##name;
+    QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
+    j["traffic"]["drops_by_reason"] = by_reason;
     j["quic_path"] = json{{"srtt_ms", double(t.srtt_ns) / 1e6}, {"min_rtt_ms", double(t.min_rtt_ns) / 1e6},
                           {"cwnd_bytes", t.cwnd_bytes}, {"bytes_in_flight", t.bytes_in_flight}};
   }
@@ -159,8 +164,6 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].rx_msgs) : 0; }},
       {"qbridge_bridge_rx_bytes_total", "counter", "Payload bytes received from the upstream.",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].rx_bytes) : 0; }},
-      {"qbridge_bridge_drops_total", "counter", "Messages for the bridge that could not be sent (down).",
-       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].drops) : 0; }},
       {"qbridge_bridge_quic_srtt_seconds", "gauge", "Smoothed RTT of the bridge's QUIC path.",
        [&](size_t i) { return i < o.traffic.size() ? Seconds(o.traffic[i].srtt_ns) : 0; }},
       {"qbridge_bridge_quic_cwnd_bytes", "gauge", "Congestion window of the bridge's QUIC path.",
@@ -171,6 +174,17 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
     for (size_t i = 0; i < bridges.size(); ++i) {
       absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
     }
+  }
+  family("qbridge_bridge_drops_total", "counter",
+         "Messages for the bridge not delivered to the upstream, by reason: bridge_down (QoS 0 "
+         "while disconnected), queue_full, refused (a failure PUBACK), not_encodable.");
+  for (size_t i = 0; i < bridges.size(); ++i) {
+    const dp::BridgeTrafficTotals t = i < o.traffic.size() ? o.traffic[i] : dp::BridgeTrafficTotals{};
+#define QBRIDGE_X(reason)                                                                        \
+  absl::StrAppend(&out, "qbridge_bridge_drops_total{bridge=\"", Label(bridges[i].name), "\",reason=\"", \
+                  #reason, "\"} ", t.drop_##reason, "\n");
+    QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
   }
   family("qbridge_bridge_pingresp_rtt_histogram_seconds", "histogram", "PINGRESP round trips.");
   static const char* kLe[] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};

@@ -128,7 +128,9 @@ class RuntimeImpl final : public Runtime {
       t.tx_bytes += b.tx_bytes.Get();
       t.rx_msgs += b.rx_msgs.Get();
       t.rx_bytes += b.rx_bytes.Get();
-      t.drops += b.drops.Get();
+#define QBRIDGE_X(name) t.drop_##name += b.drop_##name.Get();
+      QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
       t.srtt_ns += b.srtt_ns.Get();  // gauges: only the bridge's own worker sets them
       t.min_rtt_ns += b.min_rtt_ns.Get();
       t.cwnd_bytes += b.cwnd_bytes.Get();

@@ -521,7 +521,6 @@ void Worker::OnRoutedPublish(const Msg& m) {
     } else if (m.aux != 0) {
       if (!PublishNorth(m.aux - 1, int(m.stream), p, now_, has_origin ? &origin : nullptr)) {
         stats_.drop_route_failed.Inc();
-        if (m.aux - 1 < north_.size()) bridge_traffic_[m.aux - 1].drops.Inc();
         if (has_origin) AckOrigin(origin, /*failed=*/true);
       }
     } else {
@@ -827,6 +826,7 @@ void Worker::OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason) {
   const NorthMsg m = std::move(it->second);
   b.inflight.erase(it);
   b.ids.Release(id);
+  if (uint8_t(reason) >= 0x80) bridge_traffic_[c.bridge].drop_refused.Inc();
   if (m.has_origin) AckOrigin(m.origin, uint8_t(reason) >= 0x80);
   DrainNorthQueue(c.bridge);
 }
@@ -939,7 +939,6 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
           if (o) ++out_r.awaiting;
         } else {
           stats_.drop_route_failed.Inc();
-          if (f.bridge < north_.size()) bridge_traffic_[f.bridge].drops.Inc();
           if (o) out_r.failed = true;
         }
       } else {
@@ -1247,13 +1246,15 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   BridgeState& b = bstate_[bridge];
   const mqtt::Version v = config_.bridges[bridge].version;
   const bool ready = b.ready && BridgeUp(bridge);
+  BridgeTraffic& bt = bridge_traffic_[bridge];
   if (p.qos == mqtt::QoS::k0) {
-    if (!ready) return false;
+    if (!ready) return bt.drop_bridge_down.Inc(), false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
-    if (!SendPacket(c, sid, p, v)) return false;
+    if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
   } else {
-    if (b.inflight.size() + b.queued.size() >= config_.bridges[bridge].max_queue) return false;
+    if (b.inflight.size() + b.queued.size() >= config_.bridges[bridge].max_queue)
+      return bt.drop_queue_full.Inc(), false;
     NorthMsg m;
     m.slot = slot;
     m.seq = b.seq++;
@@ -1266,7 +1267,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     out.dup = false;
     out.packet_id = 1;  // patched when sent
     m.packet = std::make_shared<std::vector<uint8_t>>();
-    if (!mqtt::EncodeTo(out, v, *m.packet)) return false;
+    if (!mqtt::EncodeTo(out, v, *m.packet)) return bt.drop_not_encodable.Inc(), false;
     // The packet id follows the fixed header (type byte, remaining length) and the topic.
     const std::vector<uint8_t>& pk = *m.packet;
     size_t hdr = 1;

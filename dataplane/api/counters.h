@@ -67,18 +67,38 @@ struct alignas(64) WorkerStats {
   }
 };
 
+// Why a message for a bridge was not delivered to its upstream.
+#define QBRIDGE_BRIDGE_DROPS(X)                                                            \
+  X(bridge_down)   /* QoS 0 while the bridge is not connected (QoS 1 waits instead) */     \
+  X(queue_full)    /* QoS 1 beyond max_send_queue_len held for the upstream */             \
+  X(refused)       /* the upstream's PUBACK carried a failure reason */                    \
+  X(not_encodable) /* too large or invalid for the bridge's MQTT version */
+
 // Traffic of one north bridge as one worker saw it (the bridge's own worker, and others
 // that counted drops for it).
 struct alignas(64) BridgeTraffic {
-  Counter tx_msgs, tx_bytes, rx_msgs, rx_bytes, drops;
+  Counter tx_msgs, tx_bytes, rx_msgs, rx_bytes;
+#define QBRIDGE_X(name) Counter drop_##name;
+  QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
   // Gauges of the QUIC path, set by the bridge's own worker while connected (0 otherwise).
   Counter srtt_ns, min_rtt_ns, cwnd_bytes, bytes_in_flight;
 };
 
 // The same, summed and copied out.
 struct BridgeTrafficTotals {
-  uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0, drops = 0;
+  uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0;
+#define QBRIDGE_X(name) uint64_t drop_##name = 0;
+  QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
   uint64_t srtt_ns = 0, min_rtt_ns = 0, cwnd_bytes = 0, bytes_in_flight = 0;
+  uint64_t drops() const {
+    uint64_t n = 0;
+#define QBRIDGE_X(name) n += drop_##name;
+    QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
+#undef QBRIDGE_X
+    return n;
+  }
 };
 
 }  // namespace qbridge::dp

@@ -348,6 +348,17 @@ TEST_F(ApplianceTest, RestAndMetrics) {
     down = !edge_.Get("/api/v4/bridges/cloud")["data"].value("connected", true);
   }
   EXPECT_TRUE(down);
+  // QoS 0 for a bridge that is down is dropped, and counted under its reason.
+  {
+    auto pub = Bench({"pub", "--server", edge_ip_ + ":" + std::to_string(edge_.quic_port), "--ca", ca_,
+                      "--topic", "bulk/while-down", "--qos", "0", "--rate", "20", "--seconds", "1"},
+                     "pub-down");
+    const json p = Summary(*pub, 15000);
+    EXPECT_GT(p.value("sent", 0ull), 0u) << p.dump();
+    const json t = edge_.Get("/api/v4/bridges/cloud")["data"]["traffic"];
+    EXPECT_EQ(t["drops_by_reason"].value("bridge_down", 0ull), p.value("sent", 0ull)) << t.dump();
+    EXPECT_EQ(t.value("drops", 0ull), p.value("sent", 0ull)) << t.dump();
+  }
   {
     auto c = edge_.Http();
     auto r = c.Post("/api/v4/bridges/switch/cloud", "{\"enable\": true}", "application/json");
@@ -379,6 +390,8 @@ TEST_F(ApplianceTest, RestAndMetrics) {
         "qbridge_bridge_pingresp_rtt_histogram_seconds_bucket{bridge=\"cloud\",le=\"+Inf\"}",
         "qbridge_bridge_closes_total{bridge=\"cloud\",app_error=\"0\"} 1",
         "qbridge_bridge_tx_messages_total{bridge=\"cloud\"}", "qbridge_worker_rx_datagrams{worker=\"0\"}",
+        "qbridge_bridge_drops_total{bridge=\"cloud\",reason=\"queue_full\"} 0",
+        "qbridge_bridge_drops_total{bridge=\"cloud\",reason=\"bridge_down\"} ",
         "# TYPE qbridge_bridge_connected gauge"}) {
     EXPECT_NE(r->body.find(series), std::string::npos) << "missing " << series << "\n" << r->body;
   }
