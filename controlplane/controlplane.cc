@@ -492,6 +492,8 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   Msg act = dp::MakeMsg(MsgType::kActivate, m.conn);
   act.arg = uint64_t(v);
   act.aux = v == mqtt::Version::k5 ? config_.south.receive_maximum : 65535;  // 3.x has no limit to agree on
+  // The client's own Receive Maximum bounds what we deliver to it unacknowledged.
+  act.stream = v == mqtt::Version::k5 ? c.properties.receive_maximum.value_or(65535) : 65535;
   Post(m.conn.core, act);
   if (s.limit_ns) s.timer = wheel_.Schedule(now + s.limit_ns, CookieOf(m.conn));
 }

@@ -378,6 +378,7 @@ class RuntimeImpl final : public Runtime {
     wc.core = core;
     wc.north_ports = std::move(north_ports);
     wc.max_conns = activity->size();
+    wc.max_mqueue_len = cfg.max_mqueue_len;
     if (cfg.listener) {
       wc.server_tls = server_tls_[core].get();
       wc.endpoint.transport = Transport(cfg.listener->quic);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -70,6 +71,8 @@ class Worker::Conn final : public quic::ConnectionEvents {
     streams_open = false;
     inbound = mqtt::InboundQos();
     ids = mqtt::PacketIdAllocator();
+    out_window = 65535;
+    out_queue.clear();
     e2e.clear();
     control_sent = 0;
     dead = false;
@@ -141,6 +144,13 @@ class Worker::Conn final : public quic::ConnectionEvents {
   bool streams_open = false;
   mqtt::InboundQos inbound;
   mqtt::PacketIdAllocator ids;  // south: ids of PUBLISHes we deliver to this client
+  uint16_t out_window = 65535;  // south: the client's Receive Maximum (its CONNECT)
+  struct QueuedDelivery {       // south: a QoS 1/2 delivery waiting for the client's window
+    int64_t sid;
+    std::shared_ptr<std::vector<uint8_t>> packet;  // encoded, packet id patched when sent
+    size_t id_offset;
+  };
+  std::deque<QueuedDelivery> out_queue;
   // South QoS 1 PUBLISHes forwarded upstream, by stream << 16 | id: acks still awaited, and
   // whether an upstream refused the message.
   struct AwaitingAck {
@@ -572,6 +582,7 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
       c->activated = true;
       c->version = static_cast<mqtt::Version>(m.arg);
       if (m.aux != 0 && m.aux < 65535) c->inbound = mqtt::InboundQos(uint16_t(m.aux));
+      c->out_window = uint16_t(std::clamp<int64_t>(m.stream, 1, 65535));
       std::vector<Conn::Held> held = std::move(c->held);
       c->held.clear();
       c->held_bytes = 0;
@@ -690,8 +701,8 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
         SendPacket(c, sid, rel);
       } else if (c.north) {
         OnNorthAck(c, ack.packet_id, ack.reason);
-      } else {
-        c.ids.Release(ack.packet_id);
+      } else if (c.ids.Release(ack.packet_id)) {
+        DrainSouthQueue(c);
       }
       return;
     }
@@ -974,6 +985,26 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
   }
   mqtt::Publish out = p;
   if (out.qos != mqtt::QoS::k0) {
+    // The client's Receive Maximum bounds what it has unacknowledged; beyond it deliveries
+    // wait in order (up to max_mqueue_len) for its acks.
+    if (c->ids.in_use() >= c->out_window || !c->out_queue.empty()) {
+      if (c->out_queue.size() >= config_.max_mqueue_len) {
+        stats_.drop_client_queue_full.Inc();
+        return false;
+      }
+      out.packet_id = 1;  // patched when sent
+      auto buf = std::make_shared<std::vector<uint8_t>>();
+      if (!mqtt::EncodeTo(out, c->version, *buf)) {
+        stats_.drop_route_failed.Inc();
+        return false;
+      }
+      size_t hdr = 1;
+      while (hdr < buf->size() && ((*buf)[hdr] & 0x80)) ++hdr;
+      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), hdr + 1 + 2 + out.topic.size()});
+      stats_.publish_out.Inc();
+      stats_.publish_bytes_out.Inc(p.payload.size());
+      return true;
+    }
     auto id = c->ids.Allocate();
     if (!id) {
       stats_.drop_route_failed.Inc();
@@ -989,6 +1020,24 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
   return true;
+}
+
+// A south client acknowledged a delivery: what waited for its window goes out, in order.
+void Worker::DrainSouthQueue(Conn& c) {
+  while (!c.out_queue.empty() && c.ids.in_use() < c.out_window) {
+    Conn::QueuedDelivery& d = c.out_queue.front();
+    if (c.streams.find(d.sid) == c.streams.end()) {  // its stream is gone: so is the delivery
+      stats_.drop_route_failed.Inc();
+      c.out_queue.pop_front();
+      continue;
+    }
+    auto id = c.ids.Allocate();
+    if (!id) return;
+    (*d.packet)[d.id_offset] = uint8_t(*id >> 8);
+    (*d.packet)[d.id_offset + 1] = uint8_t(*id);
+    SendBuffer(c, d.sid, std::move(d.packet));
+    c.out_queue.pop_front();
+  }
 }
 
 bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,

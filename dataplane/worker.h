@@ -71,6 +71,9 @@ struct Origin {
 
 struct WorkerConfig {
   uint16_t core = 0;
+  // QoS 1/2 deliveries a south client's Receive Maximum holds back, per connection (NanoMQ's
+  // max_mqueue_len); beyond it they are dropped and counted.
+  size_t max_mqueue_len = 2048;
   // South listener: null TLS means this worker accepts no connections.
   const quic::TlsContext* server_tls = nullptr;
   quic::EndpointConfig endpoint;
@@ -192,6 +195,7 @@ class Worker {
   void DrainNorthQueue(uint32_t bridge);
   // Writes a PUBLISH to one of this core's south connections on `stream`.
   bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
+  void DrainSouthQueue(Conn& c);
   bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
                    const Origin* origin = nullptr);
   // Encodes `p` in `v` straight into the buffer the connection keeps until it is

@@ -50,6 +50,7 @@ class Counter {
   X(routed_cross_core)   /* ... of which through another core's ring */                 \
   X(drop_no_route)       /* PUBLISHes no route matched */                               \
   X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
+  X(drop_client_queue_full) /* deliveries beyond a client's window and max_mqueue_len */ \
   X(snapshots)           /* routing snapshots installed */                              \
   X(north_0rtt_dials)    /* bridge dials that sent CONNECT as 0-RTT early data */       \
   X(north_0rtt_accepted) /* ... whose early data the upstream accepted */

@@ -81,7 +81,8 @@ struct RuntimeConfig {
   std::optional<TcpListener> tcp_listener;
   std::vector<BridgeDialSettings> bridges;
   std::vector<int> worker_cpus;  // pin worker i to CPU worker_cpus[i] (empty: not pinned)
-  uint32_t idle_sleep_us = 50;  // nap when an iteration found nothing to do (0: spin)
+  uint32_t idle_sleep_us = 50;
+  size_t max_mqueue_len = 2048;  // [mqtt] max_mqueue_len: deliveries waiting per client  // nap when an iteration found nothing to do (0: spin)
   // dpdk backend: one port, one RX/TX queue pair per worker
   std::vector<std::string> eal_args;  // argv for rte_eal_init (argv[0] included)
   uint16_t port_id = 0;

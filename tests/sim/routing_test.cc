@@ -96,6 +96,53 @@ TEST(RoutingSim, SouthSubscriberGetsPublishesOnItsSubscriptionStream) {
   EXPECT_GE(cloud.cp->south().snapshots_freed, 1u);
 }
 
+// A subscriber that announced Receive Maximum 2 never has more than 2 QoS 1 deliveries
+// unacknowledged: the rest wait, in order, and go out as it acknowledges.
+TEST(RoutingSim, DeliveriesKeepWithinTheSubscribersReceiveMaximum) {
+  TestTls tls;
+  SimNet net;
+  const auto server = Addr("198.18.2.1", 14567);
+  SimAppliance cloud(net, server, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient a(net, *tls.client, Addr("198.18.3.1", 50000), server);
+  SimMqttClient b(net, *tls.client, Addr("198.18.3.2", 50000), server);
+  ASSERT_TRUE(net.RunUntil([&] { return a.confirmed() && b.confirmed(); }, 2 * kSecond));
+  mqtt::Connect slow;
+  slow.client_id = "slow-sub";
+  slow.keep_alive = 30;
+  slow.properties.receive_maximum = 2;
+  EXPECT_EQ(a.Open(), 0);
+  a.Send(0, slow);
+  b.Connect("pub-b");
+  const int64_t a4 = a.Open(), b4 = b.Open();
+  a.Send(a4, Sub(1, "t/#"));
+  ASSERT_TRUE(net.RunUntil([&] { return a.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  for (uint16_t i = 1; i <= 6; ++i) b.Send(b4, Pub("t/1", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+  ASSERT_TRUE(net.RunUntil([&] { return b.CountType(b4, PacketType::kPuback) == 6; }, 2 * kSecond));
+  net.RunUntil([] { return false; }, 200 * quic::kMillisecond);
+  ASSERT_EQ(a.Publishes(a4).size(), 2u);  // the window, and no more
+  // Acknowledge one at a time: each ack lets exactly one more through, in order.
+  for (size_t acked = 0; acked < 6; ++acked) {
+    std::vector<uint16_t> ids;
+    for (const auto& raw : a.Received(a4)) {
+      if ((raw[0] >> 4) == uint8_t(PacketType::kPublish)) {
+        const size_t topic_len = size_t(raw[2]) << 8 | raw[3];
+        ids.push_back(uint16_t(raw[4 + topic_len] << 8 | raw[5 + topic_len]));
+      }
+    }
+    ASSERT_GT(ids.size(), acked);
+    mqtt::PubAck ack;
+    ack.packet_id = ids[acked];
+    a.Send(a4, ack);
+    const size_t want = std::min<size_t>(acked + 3, 6);
+    ASSERT_TRUE(net.RunUntil([&] { return a.Publishes(a4).size() == want; }, 2 * kSecond)) << "after ack " << acked;
+    net.RunUntil([] { return false; }, 50 * quic::kMillisecond);
+    EXPECT_EQ(a.Publishes(a4).size(), want);
+  }
+  const auto got = a.Publishes(a4);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].second, std::to_string(i + 1));
+  EXPECT_EQ(cloud.worker->stats().drop_client_queue_full.Get(), 0u);
+}
+
 // Edge qbridge: devices publish telemetry on its south listener; its bridge forwards it to
 // the cloud qbridge with a prefix, and brings commands back down under a local prefix.
 TEST(RoutingSim, BridgeForwardsUpAndSubscriptionsDown) {
