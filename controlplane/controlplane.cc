@@ -204,8 +204,27 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       wheel_.Cancel(it->second.timer);
       // A takeover already handed the session to the new connection.
       if (!it->second.taken_over) {
-        PublishWill(it->second);  // still set: the connection did not end with DISCONNECT
-        StoreSession(it->second, now);
+        SouthSession& s = it->second;
+        // Still set: the connection did not end with DISCONNECT. With a Will Delay Interval
+        // it waits (at most as long as the session lives) for the client to come back.
+        const uint32_t delay = std::min(s.will_delay_s, s.expiry_s);
+        if (!s.will.empty() && delay > 0 && !s.client_id.empty()) {
+          DelayedWill& d = delayed_wills_[s.client_id];
+          if (d.id) {
+            wheel_.Cancel(d.timer);
+            delayed_will_by_id_.erase(d.id);
+          }
+          d.will = std::move(s.will);
+          d.retain = s.will_retain;
+          d.conn = s.conn;
+          d.id = next_stored_id_++ + 1;
+          d.timer = wheel_.Schedule(now + uint64_t(delay) * dp::kSecNs, kWillCookie | d.id);
+          delayed_will_by_id_[d.id] = s.client_id;
+          s.will.clear();
+          ++south_.wills_delayed;
+        }
+        PublishWill(s);
+        StoreSession(s, now);
       }
       auto id = by_client_id_.find(it->second.client_id);
       if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
@@ -236,6 +255,14 @@ void Controlplane::OnTimer(uint64_t cookie, MonoNs now) {
       bridges_[i].timer = TimerId{};
       OnBridgeTimer(bridges_[i], now);
     }
+    return;
+  }
+  if (cookie & kWillCookie) {  // a will's delay ran out
+    auto id = delayed_will_by_id_.find(cookie & ~kWillCookie);
+    if (id == delayed_will_by_id_.end()) return;
+    const std::string client_id = id->second;
+    delayed_will_by_id_.erase(id);
+    FireDelayedWill(client_id);
     return;
   }
   if (cookie & kStoredCookie) {  // an offline session expired
@@ -436,6 +463,18 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
       EndSouth(it->second, ReasonCode::kSessionTakenOver, kAppCtrlStreamDown);
     }
   }
+  if (auto d = delayed_wills_.find(client_id); d != delayed_wills_.end()) {
+    // Back before the delay ran out: the session goes on without its will, unless this
+    // connection starts clean, which ends that session (its will goes now).
+    wheel_.Cancel(d->second.timer);
+    delayed_will_by_id_.erase(d->second.id);
+    if (c.clean_start) {
+      FireDelayedWill(client_id);
+    } else {
+      delayed_wills_.erase(d);
+      ++south_.wills_cancelled;
+    }
+  }
   if (auto st = stored_.find(client_id); st != stored_.end()) {
     if (!c.clean_start && !present) {
       inherited = std::move(st->second.subs);
@@ -479,6 +518,7 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
     w.retain = c.will->retain;
     w.packet_id = w.qos == mqtt::QoS::k0 ? 0 : 1;
     if (mqtt::EncodeTo(w, mqtt::Version::k5, s.will)) s.will_retain = w.retain;
+    if (v == mqtt::Version::k5) s.will_delay_s = c.will->properties.will_delay_interval.value_or(0);
   }
   by_client_id_[client_id] = m.conn;
   if (c.client_id.empty() && v == mqtt::Version::k5) {
@@ -586,6 +626,17 @@ void Controlplane::PublishWill(SouthSession& s) {
   }
   s.will.clear();
   ++south_.wills_published;
+}
+
+void Controlplane::FireDelayedWill(const std::string& client_id) {
+  auto d = delayed_wills_.find(client_id);
+  if (d == delayed_wills_.end()) return;
+  SouthSession gone;  // PublishWill's view of the session that left it
+  gone.conn = d->second.conn;
+  gone.will = std::move(d->second.will);
+  gone.will_retain = d->second.retain;
+  delayed_wills_.erase(d);
+  PublishWill(gone);
 }
 
 std::optional<Controlplane::SessionView> Controlplane::Session(std::string_view client_id) const {

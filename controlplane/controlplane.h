@@ -149,6 +149,8 @@ struct SouthStats {
   uint64_t snapshots_built = 0, snapshots_freed = 0;
   uint64_t retained = 0, retained_refused = 0, retained_sent = 0;
   uint64_t wills_published = 0;
+  uint64_t wills_delayed = 0;    // waited for their Will Delay Interval...
+  uint64_t wills_cancelled = 0;  // ...and were not sent: the client came back in time
 };
 
 class Controlplane {
@@ -243,6 +245,7 @@ class Controlplane {
     // The will, encoded as the PUBLISH it becomes (5.0 encoding); empty: none or cancelled.
     std::vector<uint8_t> will;
     bool will_retain = false;
+    uint32_t will_delay_s = 0;  // 5.0 Will Delay Interval
     MonoNs last_control_rx = 0;
     uint64_t max_control_gap_ns = 0;
   };
@@ -276,6 +279,7 @@ class Controlplane {
   }
   static constexpr uint64_t kBridgeCookie = uint64_t(1) << 63;
   static constexpr uint64_t kStoredCookie = uint64_t(1) << 62;
+  static constexpr uint64_t kWillCookie = uint64_t(1) << 61;
   void StoreSession(const SouthSession& s, MonoNs now);
   size_t stored_sessions() const { return stored_.size(); }
 
@@ -322,6 +326,18 @@ class Controlplane {
   absl::flat_hash_map<std::string, std::vector<uint8_t>> retained_;  // topic -> PUBLISH
   absl::flat_hash_map<uint64_t, std::string> stored_by_id_;
   uint64_t next_stored_id_ = 0;
+  // Wills waiting out their Will Delay Interval, by client id; cancelled if the client
+  // comes back to its session first.
+  struct DelayedWill {
+    std::vector<uint8_t> will;
+    bool retain = false;
+    ConnRef conn;  // the connection that left it (its core routes it)
+    TimerId timer;
+    uint64_t id = 0;
+  };
+  absl::flat_hash_map<std::string, DelayedWill> delayed_wills_;
+  absl::flat_hash_map<uint64_t, std::string> delayed_will_by_id_;
+  void FireDelayedWill(const std::string& client_id);
   bool shutting_down_ = false;
   std::vector<Bridge> bridges_;
   std::vector<std::vector<dp::Msg>> outbox_;  // per worker, flushed once per iteration

@@ -317,5 +317,61 @@ TEST(SessionsSim, WillIsPublishedWhenTheConnectionDiesNotOnDisconnect) {
   EXPECT_EQ(cloud.cp->south().wills_published, 1u);
 }
 
+// MQTT 5 Will Delay Interval: a will waits out its delay (bounded by the session's expiry);
+// a client that comes back to its session in time cancels it, one that does not has it
+// published when the delay runs out.
+TEST(SessionsSim, WillDelayIntervalWaitsAndIsCancelledByAReturn) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient watcher(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.confirmed(); }, 2 * kSecond));
+  watcher.Connect("watcher");
+  mqtt::Subscribe sub;
+  sub.packet_id = 1;
+  sub.subscriptions.push_back(mqtt::Subscription{"wills/#", mqtt::QoS::k0});
+  watcher.Send(0, sub);
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.CountType(0, PacketType::kSuback) == 1; }, 2 * kSecond));
+
+  static const uint8_t kGone[] = {'g', 'o', 'n', 'e'};
+  auto connect = [&](SimMqttClient& c, const char* id, bool clean) {
+    mqtt::Connect m;
+    m.client_id = id;
+    m.keep_alive = 30;
+    m.clean_start = clean;
+    m.properties.session_expiry_interval = 60;
+    mqtt::Will w;
+    w.topic = id[0] == 'b' ? "wills/back" : "wills/away";
+    w.payload = kGone;
+    w.properties.will_delay_interval = 3;
+    m.will = w;
+    EXPECT_EQ(c.Open(), 0);
+    c.Send(0, m);
+  };
+  SimMqttClient back(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  SimMqttClient away(net, *tls.client, Addr("198.18.3.2", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return back.confirmed() && away.confirmed(); }, 2 * kSecond));
+  connect(back, "back", true);
+  connect(away, "away", true);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 3; }, 2 * kSecond));
+  back.conn().Close(0);
+  away.conn().Close(0);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 1; }, 2 * kSecond));
+  net.RunUntil([] { return false; }, 1 * kSecond);
+  EXPECT_TRUE(watcher.Publishes(0).empty()) << "a will went out before its delay";
+  EXPECT_EQ(cloud.cp->south().wills_delayed, 2u);
+  // "back" returns to its session within the delay.
+  SimMqttClient back2(net, *tls.client, Addr("198.18.3.3", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return back2.confirmed(); }, 2 * kSecond));
+  connect(back2, "back", false);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 2; }, 2 * kSecond));
+  ASSERT_TRUE(net.RunUntil([&] { return watcher.Publishes(0).size() == 1; }, 4 * kSecond));
+  EXPECT_EQ(watcher.Publishes(0)[0], (std::pair<std::string, std::string>{"wills/away", "gone"}));
+  net.RunUntil([] { return false; }, 4 * kSecond);
+  EXPECT_EQ(watcher.Publishes(0).size(), 1u) << "the returning client's will was sent";
+  EXPECT_EQ(cloud.cp->south().wills_cancelled, 1u);
+  EXPECT_EQ(cloud.cp->south().wills_published, 1u);
+}
+
 }  // namespace
 }  // namespace qbridge::testing
