@@ -969,7 +969,8 @@ Controlplane::Report Controlplane::MakeReport(MonoNs now, size_t max_clients) co
     const Bridge& b = bridges_[i];
     r.bridges.push_back(BridgeReport{b.cfg.name, BridgeStateName(b.status.state), b.cfg.enabled,
                                      b.cfg.keepalive_s, b.pingresp_timeout_ns, b.cfg.worker,
-                                     ControlIdleNs(i, now), b.status});
+                                     ControlIdleNs(i, now), b.status, b.cfg.forwards,
+                                     b.cfg.subscriptions});
   }
   for (const auto& [ref, s] : sessions_) {
     if (r.clients.size() >= max_clients) break;

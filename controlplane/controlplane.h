@@ -186,6 +186,9 @@ class Controlplane {
     uint16_t worker;
     uint64_t control_idle_ns;
     BridgeStatus status;
+    // The rules running now (SIGHUP may have changed them since start-up).
+    std::vector<BridgeForward> forwards;
+    std::vector<BridgeSubscription> subscriptions;
   };
   struct ClientReport {
     std::string client_id;

@@ -79,12 +79,15 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   }
   if (detail) {
     json fw = json::array(), sub = json::array();
-    for (const BridgeForward& f : b.forwards) {
+    // What runs now (a SIGHUP reload may have changed it), else what the file said.
+    const auto& forwards = r ? r->forwards : b.forwards;
+    const auto& subscriptions = r ? r->subscriptions : b.subscriptions;
+    for (const BridgeForward& f : forwards) {
       fw.push_back(json{{"local_topic", f.local_topic}, {"remote_topic", f.remote_topic},
                         {"qos", int(f.qos)}, {"retain", f.retain}, {"prefix", f.prefix},
                         {"suffix", f.suffix}, {"stream", f.slot}});
     }
-    for (const BridgeSubscription& s : b.subscriptions) {
+    for (const BridgeSubscription& s : subscriptions) {
       sub.push_back(json{{"remote_topic", s.topic}, {"local_topic", s.local_topic}, {"qos", int(s.qos)},
                          {"prefix", s.prefix}, {"suffix", s.suffix}, {"stream", s.slot}});
     }

@@ -32,6 +32,11 @@ class ApplianceTcpTest : public ::testing::Test {
 [listeners.tcp]
 bind = "127.0.0.1:0"
 
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "pw"
+
 [bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
@@ -44,6 +49,7 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "#", prefix = "down/", q
     const std::string line = qbridge_.ReadLine(15000);
     auto j = nlohmann::json::parse(line.empty() ? "{}" : line, nullptr, false);
     tcp_port_ = j.value("tcp_port", 0);
+    http_port_ = j.value("http_port", 0);
     ASSERT_GT(tcp_port_, 0) << Log();
     // The bridge is up once mosquitto has its subscription: wait for a retained probe.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -79,6 +85,7 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "#", prefix = "down/", q
   Subprocess qbridge_;
   std::string dir_;
   int tcp_port_ = 0;
+  int http_port_ = 0;
 };
 
 TEST_F(ApplianceTcpTest, SouthTcpClientsToMosquittoUpstreamAndBack) {
@@ -123,6 +130,11 @@ TEST_F(ApplianceTcpTest, SighupReloadsRulesWithoutReconnecting) {
 [listeners.tcp]
 bind = "127.0.0.1:0"
 
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "pw"
+
 [bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
@@ -145,6 +157,14 @@ subscription = [{ remote_topic = "ctl/#", local_topic = "", prefix = "down/", qo
   EXPECT_EQ(down_sub->ReadLine(15000), "down/ctl/new subscribed") << Log();
   EXPECT_NE(Log().find("reloaded"), std::string::npos) << Log();
   EXPECT_EQ(Log().find("-> mqtt-tcp", Log().find("reloaded")), std::string::npos);
+  // REST shows the rules running now, not the ones the process started with.
+  const auto out = Run({"curl", "-s", "-u", "admin:pw", "-w", "\n",
+                        "http://127.0.0.1:" + std::to_string(http_port_) + "/api/v4/bridges/mosq"});
+  ASSERT_FALSE(out.empty());
+  const auto b = nlohmann::json::parse(out[0], nullptr, false)["data"];
+  ASSERT_TRUE(b.is_object()) << out[0];
+  EXPECT_EQ(b["forwards"][0].value("prefix", ""), "site2/") << out[0];
+  EXPECT_EQ(b["subscription"][0].value("remote_topic", ""), "ctl/#") << out[0];
 }
 
 }  // namespace
