@@ -695,6 +695,16 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
         return StreamError(c, sid, mqtt::ReasonCode::kMalformedPacket);
       }
       if (type == T::kPubrec) {
+        // A failure reason ends the exchange there (no PUBREL, spec 4.3.3).
+        if (uint8_t(ack.reason) >= 0x80) {
+          if (c.north) return OnNorthAck(c, ack.packet_id, ack.reason);
+          if (c.ids.Release(ack.packet_id)) DrainSouthQueue(c);
+          return;
+        }
+        if (c.north) {
+          BridgeState& b = bstate_[c.bridge];
+          if (auto it = b.inflight.find(ack.packet_id); it != b.inflight.end()) it->second.released = true;
+        }
         mqtt::PubAck rel;
         rel.type = T::kPubrel;
         rel.packet_id = ack.packet_id;
@@ -777,7 +787,9 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
     return;
   }
   if (p.qos == mqtt::QoS::k1) return SendSouthAck(c, sid, p.packet_id, routed.failed);
-  // QoS 2 is acknowledged here (PUBREC) and forwarded as QoS 1.
+  // QoS 2 is received exactly once here (PUBREC now, duplicates dropped until PUBREL) and
+  // goes on as QoS 2 where the route allows it; the bridge's worker keeps it until the
+  // upstream's PUBCOMP.
   mqtt::PubAck ack;
   ack.type = mqtt::PacketType::kPubrec;
   ack.packet_id = p.packet_id;
@@ -852,22 +864,31 @@ void Worker::OnBridgeReady(uint32_t bridge) {
   std::sort(order.begin(), order.end());
   // A smaller Receive Maximum than the last connection's: what does not fit goes back to
   // the front of the queue (a copy of its bytes, with a new id when it is sent again).
-  while (order.size() > b.window) {
-    const uint16_t id = order.back().second;
+  // (QoS 2 past PUBREC stays: the upstream has it and waits for our PUBREL.)
+  for (size_t k = order.size(); k-- > 0 && order.size() > b.window;) {
+    const uint16_t id = order[k].second;
+    if (b.inflight[id].released) continue;
     NorthMsg m = std::move(b.inflight[id]);
     b.inflight.erase(id);
     b.ids.Release(id);
     m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
     b.queued.push_front(std::move(m));
-    order.pop_back();
+    order.erase(order.begin() + long(k));
   }
   for (const auto& [seq, id] : order) {
     NorthMsg& m = b.inflight[id];
+    Conn& c = *north_[bridge];
+    const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
+    if (m.released) {  // QoS 2 past PUBREC: the upstream has it; finish with PUBREL
+      mqtt::PubAck rel;
+      rel.type = mqtt::PacketType::kPubrel;
+      rel.packet_id = id;
+      SendPacket(c, sid, rel, config_.bridges[bridge].version);
+      continue;
+    }
     // The last connection may still hold the old buffer: the replay is a copy, with DUP.
     m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
     (*m.packet)[0] |= 0x08;
-    Conn& c = *north_[bridge];
-    const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
     SendBuffer(c, sid, m.packet);
   }
   DrainNorthQueue(bridge);
@@ -1312,7 +1333,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
       m.has_origin = true;
     }
     mqtt::Publish out = p;
-    out.qos = mqtt::QoS::k1;
+    out.qos = p.qos == mqtt::QoS::k2 ? mqtt::QoS::k2 : mqtt::QoS::k1;  // the rule's QoS, at most
     out.dup = false;
     out.packet_id = 1;  // patched when sent
     m.packet = std::make_shared<std::vector<uint8_t>>();

@@ -120,9 +120,9 @@ class Worker {
   MonoNs NextDeadline() const;
 
   // Sends a PUBLISH towards bridge `bridge` on its data slot `slot`. QoS 0 goes only while
-  // the bridge is ready; QoS 1 (and 2, forwarded as 1) is sent, or held until the bridge is
-  // ready, and kept until the upstream acknowledges it (replayed with DUP after a
-  // reconnect); its `origin` hears of the ack. False when it was not taken (bridge down for
+  // the bridge is ready; QoS 1 and 2 are sent, or held until the bridge is ready, and kept
+  // until the upstream acknowledges them (PUBACK, or PUBREC then PUBCOMP; replayed with DUP,
+  // or PUBREL past PUBREC, after a reconnect); `origin` hears of the ack. False when it was not taken (bridge down for
   // QoS 0, queue full, not encodable). The routing layer's entry.
   bool PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now,
                     const Origin* origin = nullptr);
@@ -237,10 +237,12 @@ class Worker {
   std::deque<std::pair<ConnRef, MonoNs>> awaiting_connect_;
   std::vector<ConnRef> tcp_closing_;  // TCP connections to close at the end of the iteration
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
-  // A QoS 1 PUBLISH for an upstream, encoded once (the packet id patched in at send time).
+  // A QoS 1 or 2 PUBLISH for an upstream, encoded once (the packet id patched in at send
+  // time).
   struct NorthMsg {
     Origin origin;
     bool has_origin = false;
+    bool released = false;  // QoS 2: PUBREC came, PUBREL sent; PUBCOMP awaited
     int slot = 0;
     uint64_t seq = 0;  // arrival order, for replay
     size_t id_offset = 0;

@@ -92,8 +92,9 @@ TEST_F(ApplianceTcpTest, SouthTcpClientsToMosquittoUpstreamAndBack) {
   const std::string mosq = std::to_string(broker_->port());
   const std::string qb = std::to_string(tcp_port_);
   // North side: a subscriber on mosquitto for what the bridge forwards.
-  auto up_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", mosq, "-t", "site/#", "-q", "2", "-v",
-                       "-C", "3", "-W", "20"});
+  // %q: the QoS mosquitto delivered it with, which is what the bridge sent (QoS 2 forwards).
+  auto up_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", mosq, "-t", "site/#", "-q", "2", "-F",
+                       "%t %p %q", "-C", "3", "-W", "20"});
   // South side: a subscriber on qbridge for what comes down.
   auto down_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", qb, "-t", "down/#", "-q", "2", "-v",
                          "-C", "3", "-W", "20", "-V", "mqttv5"});
@@ -109,7 +110,7 @@ TEST_F(ApplianceTcpTest, SouthTcpClientsToMosquittoUpstreamAndBack) {
   std::set<std::string> up, down;
   for (std::string l; !(l = up_sub->ReadLine(20000)).empty();) up.insert(l);
   for (std::string l; !(l = down_sub->ReadLine(20000)).empty();) down.insert(l);
-  EXPECT_EQ(up, (std::set<std::string>{"site/up/line/0 qos0", "site/up/line/1 qos1", "site/up/line/2 qos2"}))
+  EXPECT_EQ(up, (std::set<std::string>{"site/up/line/0 qos0 0", "site/up/line/1 qos1 1", "site/up/line/2 qos2 2"}))
       << Log();
   // local_topic "#" under remote "cmd/#" strips "cmd/" (NanoMQ's rewrite), then the prefix.
   EXPECT_EQ(down, (std::set<std::string>{"down/reboot/0 go0", "down/reboot/1 go1", "down/reboot/2 go2"}))

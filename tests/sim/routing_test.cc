@@ -381,5 +381,60 @@ TEST(RoutingSim, BridgeHonoursTheUpstreamsReceiveMaximum) {
   EXPECT_EQ(cloud.worker->stats().drop_bad_stream.Get(), 0u);
 }
 
+// QoS 2 end to end: a device's QoS 2 PUBLISH under a QoS 2 forward rule reaches the cloud
+// as QoS 2 (PUBREC, PUBREL, PUBCOMP with the upstream), once, and a QoS 2 subscriber there
+// gets it at QoS 2.
+TEST(RoutingSim, QoS2IsForwardedAsQoS2) {
+  TestTls tls;
+  SimNet net;
+  const auto cloud_addr = Addr("198.18.2.1", 14567);
+  const auto edge_addr = Addr("198.18.1.1", 14567);
+  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  dp::WorkerConfig ew = Listener(tls.server.get());
+  dp::BridgeDial d;
+  d.local = edge_addr;
+  d.remote = cloud_addr;
+  d.tls = tls.client.get();
+  ew.bridges.push_back(d);
+  cp::ControlplaneConfig ec;
+  cp::BridgeConfig b;
+  b.name = "cloud";
+  b.client_id = "edge-1";
+  b.version = mqtt::Version::k5;
+  b.keepalive_s = 4;
+  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k2, false, "", "", 0});
+  ec.bridges.push_back(b);
+  SimAppliance edge(net, edge_addr, ew, ec);
+  edge.cp->Start(net.now());
+  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
+  ASSERT_TRUE(net.RunUntil(
+      [&] { return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp; },
+      3 * kSecond));
+  app.Connect("app");
+  dev.Connect("dev");
+  const int64_t a4 = app.Open(), d4 = dev.Open();
+  app.Send(a4, Sub(1, "t/#", mqtt::QoS::k2));
+  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  dev.Send(d4, Pub("t/x", "exactly-once", mqtt::QoS::k2, 9));
+  ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPubrec) == 1; }, 2 * kSecond));
+  mqtt::PubAck rel;
+  rel.type = PacketType::kPubrel;
+  rel.packet_id = 9;
+  dev.Send(d4, rel);
+  ASSERT_TRUE(net.RunUntil([&] {
+    return dev.CountType(d4, PacketType::kPubcomp) == 1 && app.Publishes(a4).size() == 1 &&
+           edge.worker->NorthPending(0) == 0;
+  }, 2 * kSecond)) << "pending " << edge.worker->NorthPending(0);
+  // The subscriber's copy is QoS 2 (fixed header flags 0b0100), so the upstream got QoS 2.
+  uint8_t header = 0;
+  for (const auto& raw : app.Received(a4))
+    if ((raw[0] >> 4) == uint8_t(PacketType::kPublish)) header = raw[0];
+  EXPECT_EQ((header >> 1) & 3, 2) << "delivered at QoS " << ((header >> 1) & 3);
+  EXPECT_EQ(app.Publishes(a4)[0].second, "exactly-once");
+  net.RunUntil([] { return false; }, 300 * quic::kMillisecond);
+  EXPECT_EQ(app.Publishes(a4).size(), 1u);
+}
+
 }  // namespace
 }  // namespace qbridge::testing
