@@ -421,12 +421,39 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
       }
     }
   }
-  // Our own bridges' traffic first: their client CIDs are random, not owner-encoded.
+  // Our own bridges' traffic first: their client CIDs are random, not owner-encoded. Two
+  // bridges to one upstream share the 4-tuple: then the DCID says which.
+  Conn* north = nullptr;
+  bool shared = false;
   for (Conn* c : north_) {
     if (c && c->q && c->q->path().remote == path.remote) {
-      if (!c->q->Read(path, d, now)) c->dead = true;
+      shared = north != nullptr;
+      if (!north) north = c;
+      if (shared) break;
+    }
+  }
+  if (north && shared) {
+    north = nullptr;
+    std::span<const uint8_t> dcid;
+    if ((d[0] & 0x80) == 0) {
+      if (d.size() > 1 + quic::kClientCidLen) dcid = d.subspan(1, quic::kClientCidLen);
+    } else if (d.size() > 6 && d[5] <= d.size() - 6) {
+      dcid = d.subspan(6, d[5]);
+    }
+    for (Conn* c : north_) {
+      if (c && c->q && c->q->path().remote == path.remote && !dcid.empty() && c->q->HasScid(dcid)) {
+        north = c;
+        break;
+      }
+    }
+    if (!north) {
+      stats_.drop_no_conn.Inc();
       return;
     }
+  }
+  if (north) {
+    if (!north->q->Read(path, d, now)) north->dead = true;
+    return;
   }
   if (steer && rings_->workers() > 1) {
     // Short headers and Handshake packets carry a CID we issued: its owner is the core

@@ -1,5 +1,7 @@
 #include "quic/connection.h"
 
+#include <array>
+
 #include <arpa/inet.h>
 #include <gnutls/crypto.h>
 #include <netinet/in.h>
@@ -189,7 +191,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   ngtcp2_cid dcid, scid;
   dcid.datalen = 18;
   RandomBytes(dcid.data, dcid.datalen);
-  scid.datalen = 16;
+  scid.datalen = kClientCidLen;
   RandomBytes(scid.data, scid.datalen);
   ngtcp2_settings settings;
   FillSettings(config, now, &settings);
@@ -450,6 +452,22 @@ uint64_t Connection::SentBytes(int64_t stream_id) const {
 uint64_t Connection::UnsentBytes(int64_t stream_id) const {
   auto it = streams_.find(stream_id);
   return it == streams_.end() ? 0 : it->second.end - it->second.sent;
+}
+
+bool Connection::HasScid(std::span<const uint8_t> cid) const {
+  std::array<ngtcp2_cid, 16> fixed;
+  std::vector<ngtcp2_cid> more;
+  const size_t n = ngtcp2_conn_get_scid(conn_, nullptr);
+  ngtcp2_cid* all = fixed.data();
+  if (n > fixed.size()) {
+    more.resize(n);
+    all = more.data();
+  }
+  ngtcp2_conn_get_scid(conn_, all);
+  for (size_t i = 0; i < n; ++i) {
+    if (all[i].datalen == cid.size() && std::memcmp(all[i].data, cid.data(), cid.size()) == 0) return true;
+  }
+  return false;
 }
 
 Connection::PathInfo Connection::path_info() const {

@@ -115,6 +115,7 @@ struct ServerCidConfig {
 };
 
 inline constexpr size_t kServerCidLen = 16;
+inline constexpr size_t kClientCidLen = 16;  // the CIDs a client connection issues
 
 // Mints a server CID: byte 0 reserved (QUIC-LB config rotation, 0), bytes 1-2 the owner
 // id (big-endian), the rest random.
@@ -201,6 +202,9 @@ class Connection {
     uint64_t cwnd_bytes = 0, bytes_in_flight = 0;
   };
   PathInfo path_info() const;
+  // Whether `cid` is one of the connection IDs we issued that the peer may use now (for
+  // telling apart connections that share one 4-tuple).
+  bool HasScid(std::span<const uint8_t> cid) const;
   uint64_t StreamCredit() const;  // bidirectional streams we may still open
 
   // Client: moves to a new local address at once (RFC 9000 9.2); the server validates

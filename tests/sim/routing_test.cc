@@ -436,5 +436,54 @@ TEST(RoutingSim, QoS2IsForwardedAsQoS2) {
   EXPECT_EQ(app.Publishes(a4).size(), 1u);
 }
 
+// Two bridges from one worker to the same upstream share a 4-tuple (NanoMQ users split
+// traffic classes that way): each connection gets its own datagrams, told apart by DCID,
+// and both carry their rules' messages.
+TEST(RoutingSim, TwoBridgesToOneUpstreamOnOneWorker) {
+  TestTls tls;
+  SimNet net;
+  const auto cloud_addr = Addr("198.18.2.1", 14567);
+  const auto edge_addr = Addr("198.18.1.1", 14567);
+  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  dp::WorkerConfig ew = Listener(tls.server.get());
+  dp::BridgeDial d;
+  d.local = edge_addr;
+  d.remote = cloud_addr;
+  d.tls = tls.client.get();
+  ew.bridges = {d, d};
+  cp::ControlplaneConfig ec;
+  for (const char* name : {"a", "b"}) {
+    cp::BridgeConfig b;
+    b.name = name;
+    b.client_id = std::string("edge-") + name;
+    b.version = mqtt::Version::k5;
+    b.keepalive_s = 4;
+    b.forwards.push_back(cp::BridgeForward{std::string(name) + "/#", "", mqtt::QoS::k1, false, "", "", 0});
+    ec.bridges.push_back(b);
+  }
+  SimAppliance edge(net, edge_addr, ew, ec);
+  edge.cp->Start(net.now());
+  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
+  ASSERT_TRUE(net.RunUntil([&] {
+    return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp &&
+           edge.cp->bridge(1).state == cp::BridgeState::kUp;
+  }, 5 * kSecond));
+  app.Connect("app");
+  dev.Connect("dev");
+  const int64_t a4 = app.Open(), d4 = dev.Open();
+  app.Send(a4, Sub(1, "#"));
+  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  for (uint16_t i = 1; i <= 10; ++i) {
+    dev.Send(d4, Pub(i % 2 ? "a/x" : "b/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+  }
+  ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPuback) == 10; }, 3 * kSecond));
+  ASSERT_TRUE(net.RunUntil([&] { return app.Publishes(a4).size() == 10; }, 2 * kSecond));
+  EXPECT_EQ(edge.worker->bridge_traffic(0).tx_msgs.Get(), 5u);
+  EXPECT_EQ(edge.worker->bridge_traffic(1).tx_msgs.Get(), 5u);
+  EXPECT_EQ(edge.cp->bridge(0).reconnects + edge.cp->bridge(1).reconnects, 0u);
+  EXPECT_EQ(cloud.cp->sessions(), 3u);  // app, edge-a, edge-b
+}
+
 }  // namespace
 }  // namespace qbridge::testing
