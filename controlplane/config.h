@@ -21,6 +21,7 @@ struct HttpServerConfig {
   uint16_t port = 8081;
   std::string username = "admin";
   std::string password;  // required: the REST API is never open
+  bool operator==(const HttpServerConfig&) const = default;
 };
 
 struct AppConfig {

@@ -78,15 +78,43 @@ Controlplane::Controlplane(ControlplaneConfig config, dp::RingMesh* rings,
       rng_(config_.seed ? config_.seed : dp::SystemClock().Now()) {
   outbox_.resize(rings_->workers());
   acked_version_.assign(rings_->workers(), 0);
-  for (const BridgeConfig& c : config_.bridges) {
-    Bridge b;
-    b.cfg = c;
-    b.pingresp_timeout_ns =
-        c.pingresp_timeout_ns ? c.pingresp_timeout_ns
-                              : std::min<uint64_t>(uint64_t(c.keepalive_s) * dp::kSecNs / 2,
-                                                   30 * dp::kSecNs);
-    bridges_.push_back(std::move(b));
+  for (const BridgeConfig& c : config_.bridges) bridges_.push_back(MakeBridge(c));
+}
+
+Controlplane::Bridge Controlplane::MakeBridge(const BridgeConfig& c) {
+  Bridge b;
+  b.cfg = c;
+  b.pingresp_timeout_ns =
+      c.pingresp_timeout_ns ? c.pingresp_timeout_ns
+                            : std::min<uint64_t>(uint64_t(c.keepalive_s) * dp::kSecNs / 2, 30 * dp::kSecNs);
+  return b;
+}
+
+void Controlplane::AddBridge(const BridgeConfig& config, const std::vector<uint64_t>& dials, MonoNs now) {
+  const uint32_t index = uint32_t(bridges_.size());
+  // Every worker knows every bridge (routes name it by index on any core); the ring to a
+  // worker is ordered, so the dial below never overtakes its kAddBridge.
+  for (size_t w = 0; w < dials.size(); ++w) {
+    Msg m = dp::MakeMsg(MsgType::kAddBridge, ConnRef{});
+    m.aux = index;
+    m.arg = dials[w];
+    Post(uint16_t(w), m);
   }
+  bridges_.push_back(MakeBridge(config));
+  routes_dirty_ = true;
+  if (bridges_.back().cfg.enabled) Dial(bridges_.back(), now);
+  Flush();
+}
+
+bool Controlplane::RemoveBridge(std::string_view name, MonoNs now) {
+  for (Bridge& b : bridges_) {
+    if (b.removed || b.cfg.name != name) continue;
+    UpdateBridgeRules(name, {}, {}, now);  // unsubscribes upstream while it is still up
+    SetBridgeEnabled(name, false, now);
+    b.removed = true;
+    return true;
+  }
+  return false;
 }
 
 Controlplane::~Controlplane() {
@@ -896,7 +924,7 @@ bool Controlplane::ShutdownDone() const {
 
 bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs now) {
   for (Bridge& b : bridges_) {
-    if (b.cfg.name != name) continue;
+    if (b.removed || b.cfg.name != name) continue;
     if (b.cfg.enabled == enabled) return true;
     b.cfg.enabled = enabled;
     if (enabled) {
@@ -919,7 +947,7 @@ bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs 
 bool Controlplane::UpdateBridgeRules(std::string_view name, const std::vector<BridgeForward>& forwards,
                                      const std::vector<BridgeSubscription>& subscriptions, MonoNs now) {
   for (Bridge& b : bridges_) {
-    if (b.cfg.name != name) continue;
+    if (b.removed || b.cfg.name != name) continue;
     b.cfg.forwards = forwards;
     routes_dirty_ = true;
     auto same = [](const BridgeSubscription& x, const BridgeSubscription& y) {
@@ -970,7 +998,7 @@ Controlplane::Report Controlplane::MakeReport(MonoNs now, size_t max_clients) co
     r.bridges.push_back(BridgeReport{b.cfg.name, BridgeStateName(b.status.state), b.cfg.enabled,
                                      b.cfg.keepalive_s, b.pingresp_timeout_ns, b.cfg.worker,
                                      ControlIdleNs(i, now), b.status, b.cfg.forwards,
-                                     b.cfg.subscriptions});
+                                     b.cfg.subscriptions, b.removed});
   }
   for (const auto& [ref, s] : sessions_) {
     if (r.clients.size() >= max_clients) break;

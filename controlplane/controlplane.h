@@ -67,6 +67,7 @@ struct BridgeSubscription {
   int slot = -1;  // data-stream slot; -1: the control stream (survives like TCP's)
   std::string local_topic;  // rewrite target ("" keeps the topic), NanoMQ semantics
   std::string prefix, suffix;
+  bool operator==(const BridgeSubscription&) const = default;
 };
 
 // NanoMQ's `forwards` entry: local -> remote.
@@ -77,6 +78,7 @@ struct BridgeForward {
   bool retain = false;
   std::string prefix, suffix;
   int slot = 0;  // the data-stream slot it is written on
+  bool operator==(const BridgeForward&) const = default;
 };
 
 struct BridgeConfig {
@@ -98,6 +100,7 @@ struct BridgeConfig {
   // hybrid_bridging: upstreams to dial in turn (server first); a dial that never reached
   // CONNACK moves on to the next one.
   size_t servers = 1;
+  bool operator==(const BridgeConfig&) const = default;
 };
 
 struct ControlplaneConfig {
@@ -175,6 +178,12 @@ class Controlplane {
   // and removed ones unsubscribed at once when the bridge is up. False for an unknown name.
   bool UpdateBridgeRules(std::string_view name, const std::vector<BridgeForward>& forwards,
                          const std::vector<BridgeSubscription>& subscriptions, MonoNs now);
+  // SIGHUP: a new bridge at the next index. `dials` holds one handle per worker from
+  // dp::Runtime::PrepareBridge; each worker learns the bridge before it is dialled.
+  void AddBridge(const BridgeConfig& config, const std::vector<uint64_t>& dials, MonoNs now);
+  // SIGHUP: a bridge gone from the file: its subscriptions are dropped upstream, it
+  // disconnects and stays closed; its index is never reused. False for an unknown name.
+  bool RemoveBridge(std::string_view name, MonoNs now);
 
   // What REST and metrics show, copied out of the loop.
   struct BridgeReport {
@@ -189,6 +198,7 @@ class Controlplane {
     // The rules running now (SIGHUP may have changed them since start-up).
     std::vector<BridgeForward> forwards;
     std::vector<BridgeSubscription> subscriptions;
+    bool removed = false;  // taken out by a reload (REST and metrics skip it)
   };
   struct ClientReport {
     std::string client_id;
@@ -272,8 +282,10 @@ class Controlplane {
     uint16_t next_packet_id = dp::kControlPacketIdFirst;
     uint64_t dial = 0;  // the current dial's number: reports about older ones are ignored
     bool reached_up = false;  // this dial got CONNACK
+    bool removed = false;     // taken out by a reload: closed for good, name free again
   };
 
+  static Bridge MakeBridge(const BridgeConfig& c);
   static uint64_t CookieOf(ConnRef r) {
     return uint64_t(r.core) << 48 | uint64_t(r.gen) << 32 | r.slot;
   }

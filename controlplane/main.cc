@@ -59,6 +59,63 @@ constexpr uint64_t kDrainNs = 3 * dp::kSecNs;
 // How often REST's view is refreshed.
 constexpr uint64_t kReportEveryNs = 200 * dp::kMsNs;
 
+// SIGHUP with a config that loaded: bridges gone from the file are removed, new ones added
+// (each worker learns it, then it dials), changed ones (server, credentials, timers) are
+// replaced by a new connection, and the rest get their forwards, subscriptions and enable
+// flag without reconnecting. Listeners and the dataplane need a restart, and say so.
+void Reload(const cp::AppConfig& old, const cp::AppConfig& now_cfg, cp::Controlplane& cplane,
+            dp::Runtime& runtime, dp::MonoNs now) {
+  auto find = [](const cp::AppConfig& c, const std::string& name) -> int {
+    for (size_t i = 0; i < c.control.bridges.size(); ++i)
+      if (c.control.bridges[i].name == name) return int(i);
+    return -1;
+  };
+  size_t kept = 0, added = 0, removed = 0, replaced = 0;
+  for (const auto& b : old.control.bridges) {
+    if (find(now_cfg, b.name) < 0 && cplane.RemoveBridge(b.name, now)) {
+      Log("reload: bridge %s removed", b.name);
+      ++removed;
+    }
+  }
+  for (size_t j = 0; j < now_cfg.control.bridges.size(); ++j) {
+    const cp::BridgeConfig& b = now_cfg.control.bridges[j];
+    const int i = find(old, b.name);
+    if (i >= 0) {
+      // Same bridge unless something beyond its rules and enable flag changed.
+      cp::BridgeConfig a = old.control.bridges[size_t(i)], c = b;
+      a.forwards = c.forwards, a.subscriptions = c.subscriptions, a.enabled = c.enabled;
+      if (a == c && old.runtime.bridges[size_t(i)] == now_cfg.runtime.bridges[j]) {
+        cplane.UpdateBridgeRules(b.name, b.forwards, b.subscriptions, now);
+        cplane.SetBridgeEnabled(b.name, b.enabled, now);
+        ++kept;
+        continue;
+      }
+      cplane.RemoveBridge(b.name, now);
+    }
+    if (b.worker >= runtime.workers()) {
+      Log("reload: bridge %s wants worker %d of %zu running: restart to apply it", b.name, int(b.worker),
+          runtime.workers());
+      continue;
+    }
+    auto dials = runtime.PrepareBridge(now_cfg.runtime.bridges[j]);
+    if (!dials.ok()) {
+      Log("reload: bridge %s not started: %s", b.name, std::string(dials.status().message()));
+      continue;
+    }
+    cplane.AddBridge(b, *dials, now);
+    const auto& d = now_cfg.runtime.bridges[j];
+    Log("reload: bridge %s %s -> %s://%s:%d", b.name, i >= 0 ? "replaced" : "added",
+        d.tcp ? "mqtt-tcp" : "mqtt-quic", d.ip, d.port);
+    ++(i >= 0 ? replaced : added);
+  }
+  if (!(old.runtime.listener == now_cfg.runtime.listener) || old.runtime.workers != now_cfg.runtime.workers ||
+      old.runtime.backend != now_cfg.runtime.backend || !(old.http == now_cfg.http)) {
+    Log("reload: listener, dataplane and http_server changes need a restart");
+  }
+  Log("reloaded: %zu bridge%s kept, %zu added, %zu replaced, %zu removed", kept, kept == 1 ? "" : "s", added,
+      replaced, removed);
+}
+
 int Run(const std::string& path) {
   auto loaded = cp::LoadConfig(path);
   if (!loaded.ok()) {
@@ -131,6 +188,7 @@ int Run(const std::string& path) {
               int((*runtime)->quic_port()), int((*runtime)->tcp_port()), rest ? int(rest->port()) : 0);
   std::fflush(stdout);
 
+  std::shared_ptr<const cp::AppConfig> current = std::make_shared<const cp::AppConfig>(cfg);
   dp::MonoNs next_report = 0;
   uint32_t idle = 0;
   dp::MonoNs drain_until = 0;
@@ -145,7 +203,8 @@ int Run(const std::string& path) {
       });
     }
     o->backend_counters = (*runtime)->BackendCounters();
-    for (size_t b = 0; b < cfg.control.bridges.size(); ++b) o->traffic.push_back((*runtime)->BridgeTraffic(b));
+    for (size_t b = 0; b < o->report.bridges.size(); ++b) o->traffic.push_back((*runtime)->BridgeTraffic(b));
+    o->config = current;
     rest->Publish(std::move(o));
   };
   for (;;) {
@@ -166,22 +225,8 @@ int Run(const std::string& path) {
       if (!again.ok()) {
         Log("reload refused, keeping the running config:\n%s", std::string(again.status().message()));
       } else {
-        // Rules and enable flags of the bridges that exist apply now; anything else (new or
-        // removed bridges, listeners, servers, timers) needs a restart, and says so.
-        size_t applied = 0;
-        for (const auto& b : again->control.bridges) {
-          if (cplane.UpdateBridgeRules(b.name, b.forwards, b.subscriptions, now)) {
-            cplane.SetBridgeEnabled(b.name, b.enabled, now);
-            ++applied;
-          } else {
-            Log("reload: bridge %s is new: restart to start it", b.name);
-          }
-        }
-        if (again->control.bridges.size() != cfg.control.bridges.size() || applied != cfg.control.bridges.size()) {
-          Log("reload: bridges were added or removed: restart to apply that");
-        }
-        Log("reloaded %s: forwards, subscriptions and enable flags of %zu bridge%s", path, applied,
-            applied == 1 ? "" : "s");
+        Reload(*current, *again, cplane, **runtime, now);
+        current = std::make_shared<const cp::AppConfig>(std::move(*again));
       }
     }
     if (g_stop && drain_until == 0) {

@@ -35,9 +35,32 @@ double RttP99BoundMs(const BridgeStatus& s) {
   return double(s.rtt_max_ns) / 1e6;
 }
 
+// The config entry of the bridge the controlplane runs at index `i` (a reload may have
+// removed and added bridges, so the file's order is not the runtime's); -1: none.
+int ConfigIndex(const AppConfig& cfg, const Observed& o, size_t i) {
+  if (i < o.report.bridges.size()) {
+    for (size_t j = 0; j < cfg.control.bridges.size(); ++j)
+      if (cfg.control.bridges[j].name == o.report.bridges[i].name) return int(j);
+    return -1;
+  }
+  return i < cfg.control.bridges.size() ? int(i) : -1;  // no report yet: the file's order
+}
+
+// Runtime indices of the bridges that exist (not removed by a reload).
+std::vector<size_t> LiveBridges(const AppConfig& cfg, const Observed& o) {
+  std::vector<size_t> out;
+  const size_t n = o.report.bridges.empty() ? cfg.control.bridges.size() : o.report.bridges.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (i < o.report.bridges.size() && o.report.bridges[i].removed) continue;
+    if (ConfigIndex(cfg, o, i) >= 0) out.push_back(i);
+  }
+  return out;
+}
+
 json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) {
-  const BridgeConfig& b = cfg.control.bridges[i];
-  const dp::BridgeDialSettings& d = cfg.runtime.bridges[i];
+  const size_t ci = size_t(ConfigIndex(cfg, o, i));  // callers pass live indices only
+  const BridgeConfig& b = cfg.control.bridges[ci];
+  const dp::BridgeDialSettings& d = cfg.runtime.bridges[ci];
   const Controlplane::BridgeReport* r = i < o.report.bridges.size() ? &o.report.bridges[i] : nullptr;
   json j{{"name", b.name},
          {"enable", r ? r->enabled : b.enabled},
@@ -172,16 +195,20 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       {"qbridge_bridge_quic_cwnd_bytes", "gauge", "Congestion window of the bridge's QUIC path.",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].cwnd_bytes) : 0; }},
   };
+  // Bridges a reload removed keep their index but leave the scrape.
+  std::vector<size_t> live;
+  for (size_t i = 0; i < bridges.size(); ++i)
+    if (!bridges[i].removed) live.push_back(i);
   for (const Series& s : per_bridge) {
     family(s.name, s.type, s.help);
-    for (size_t i = 0; i < bridges.size(); ++i) {
+    for (size_t i : live) {
       absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
     }
   }
   family("qbridge_bridge_drops_total", "counter",
          "Messages for the bridge not delivered to the upstream, by reason: bridge_down (QoS 0 "
          "while disconnected), queue_full, refused (a failure PUBACK), not_encodable.");
-  for (size_t i = 0; i < bridges.size(); ++i) {
+  for (size_t i : live) {
     const dp::BridgeTrafficTotals t = i < o.traffic.size() ? o.traffic[i] : dp::BridgeTrafficTotals{};
 #define QBRIDGE_X(reason)                                                                        \
   absl::StrAppend(&out, "qbridge_bridge_drops_total{bridge=\"", Label(bridges[i].name), "\",reason=\"", \
@@ -191,7 +218,7 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
   }
   family("qbridge_bridge_pingresp_rtt_histogram_seconds", "histogram", "PINGRESP round trips.");
   static const char* kLe[] = {"0.001", "0.01", "0.1", "1", "10", "+Inf"};
-  for (size_t i = 0; i < bridges.size(); ++i) {
+  for (size_t i : live) {
     uint64_t cum = 0;
     for (size_t k = 0; k < 6; ++k) {
       cum += status(i).rtt_hist[k];
@@ -202,12 +229,12 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
                     Label(bridges[i].name), "\"} ", cum, "\n");
   }
   family("qbridge_bridge_closes_total", "counter", "Bridge connections ended, by QUIC application error.");
-  for (size_t i = 0; i < bridges.size(); ++i)
+  for (size_t i : live)
     for (const auto& [k, v] : status(i).closes_by_app_error)
       absl::StrAppend(&out, "qbridge_bridge_closes_total{bridge=\"", Label(bridges[i].name),
                       "\",app_error=\"", k, "\"} ", v, "\n");
   family("qbridge_bridge_disconnects_total", "counter", "DISCONNECT packets from the upstream, by MQTT reason code.");
-  for (size_t i = 0; i < bridges.size(); ++i)
+  for (size_t i : live)
     for (const auto& [k, v] : status(i).disconnects_by_reason)
       absl::StrAppend(&out, "qbridge_bridge_disconnects_total{bridge=\"", Label(bridges[i].name),
                       "\",reason=\"", absl::StrFormat("0x%02X", k), "\"} ", v, "\n");
@@ -261,16 +288,18 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
   });
   s.Get("/api/v4/bridges", [self](const httplib::Request&, httplib::Response& res) {
     auto o = self->Current();
+    const AppConfig& cfg = o->config ? *o->config : *self->config_;
     json data = json::array();
-    for (size_t i = 0; i < self->config_->control.bridges.size(); ++i) data.push_back(BridgeJson(*self->config_, *o, i, false));
+    for (size_t i : LiveBridges(cfg, *o)) data.push_back(BridgeJson(cfg, *o, i, false));
     res.set_content(json{{"code", 0}, {"data", data}}.dump(), kJson);
   });
   s.Get(R"(/api/v4/bridges/([^/]+))", [self](const httplib::Request& req, httplib::Response& res) {
     auto o = self->Current();
+    const AppConfig& cfg = o->config ? *o->config : *self->config_;
     const std::string name = req.matches[1];
-    for (size_t i = 0; i < self->config_->control.bridges.size(); ++i) {
-      if (self->config_->control.bridges[i].name == name) {
-        res.set_content(json{{"code", 0}, {"data", BridgeJson(*self->config_, *o, i, true)}}.dump(), kJson);
+    for (size_t i : LiveBridges(cfg, *o)) {
+      if (cfg.control.bridges[size_t(ConfigIndex(cfg, *o, i))].name == name) {
+        res.set_content(json{{"code", 0}, {"data", BridgeJson(cfg, *o, i, true)}}.dump(), kJson);
         return;
       }
     }
@@ -285,8 +314,10 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
       res.set_content(Error(400, "expected a JSON body {\"enable\": true|false}").dump(), kJson);
       return;
     }
+    auto o = self->Current();
+    const AppConfig& cfg = o->config ? *o->config : *self->config_;
     bool known = false;
-    for (const auto& b : self->config_->control.bridges) known |= b.name == name;
+    for (const auto& b : cfg.control.bridges) known |= b.name == name;
     if (!known) {
       res.status = 404;
       res.set_content(Error(404, "no bridge named '" + name + "'").dump(), kJson);

@@ -29,6 +29,8 @@ struct Observed {
   std::vector<std::pair<std::string, uint64_t>> backend_counters;
   std::vector<dp::BridgeTrafficTotals> traffic;                   // per bridge
   uint64_t uptime_ns = 0;
+  // The configuration running now (a reload replaces it); null: the one REST started with.
+  std::shared_ptr<const AppConfig> config;
 };
 
 class RestServer {

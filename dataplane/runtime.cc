@@ -194,38 +194,9 @@ class RuntimeImpl final : public Runtime {
     bridges_ = cfg.bridges.size();
     std::vector<BridgeDial> dials;
     for (const BridgeDialSettings& b : cfg.bridges) {
-      BridgeDial d;
-      d.remote = quic::Address::FromIpPort(b.ip, b.port);
-      if (d.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("bridge address '", b.ip, "'"));
-      d.tcp = b.tcp;
-      if (!b.tcp) {
-        auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
-        if (!t.ok()) return t.status();
-        d.tls = t->get();
-        client_tls_.push_back(std::move(*t));
-      }
-      d.transport = Transport(b.quic);
-      d.data_streams = b.data_streams;
-      d.priorities = b.priorities;
-      d.zero_rtt = b.zero_rtt;
-      d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
-      d.max_queue = b.max_queue;
-      for (const auto& h : b.hybrid) {
-        BridgeDial::Alternate a;
-        a.remote = quic::Address::FromIpPort(h.ip, h.port);
-        if (a.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("hybrid server '", h.ip, "'"));
-        a.tcp = h.tcp;
-        if (!h.tcp) {
-          TlsFiles files = b.tls;
-          files.server_name = h.server_name;
-          auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(files, h.ip));
-          if (!t.ok()) return t.status();
-          a.tls = t->get();
-          client_tls_.push_back(std::move(*t));
-        }
-        d.alternates.push_back(a);
-      }
-      dials.push_back(std::move(d));
+      auto d = MakeDial(b);
+      if (!d.ok()) return d.status();
+      dials.push_back(std::move(*d));
     }
 
     if (cfg.tcp_listener) {
@@ -288,14 +259,14 @@ class RuntimeImpl final : public Runtime {
       dc.udp_ports = north_ports;
       if (std::find(dc.udp_ports.begin(), dc.udp_ports.end(), port_no) == dc.udp_ports.end())
         dc.udp_ports.push_back(port_no);
-      const std::string ip = absl::StrCat((dc.ip >> 24) & 255, ".", (dc.ip >> 16) & 255, ".",
-                                          (dc.ip >> 8) & 255, ".", dc.ip & 255);
+      dpdk_ip_ = absl::StrCat((dc.ip >> 24) & 255, ".", (dc.ip >> 16) & 255, ".", (dc.ip >> 8) & 255, ".",
+                              dc.ip & 255);
+      north_ports_ = north_ports;
       for (int i = 0; i < cfg.workers; ++i) {
         dpdk_.push_back(DpdkIo::Attach(dpdk_port_.get(), uint16_t(i), dc));
         std::vector<BridgeDial> mine = dials;
         for (auto& d : mine) {
-          d.local = quic::Address::FromIpPort(ip, north_ports[size_t(i)]);
-          for (auto& a : d.alternates) a.local = d.local;
+          if (absl::Status s = PlaceDial(d, size_t(i)); !s.ok()) return s;
         }
         if (absl::Status s = MakeWorker(cfg, uint16_t(i), mine, rings, activity[size_t(i)],
                                         cfg.workers > 1 ? north_ports : std::vector<uint16_t>{});
@@ -327,32 +298,16 @@ class RuntimeImpl final : public Runtime {
     }
     quic_port_ = port;
     std::vector<std::vector<BridgeDial>> per_worker(size_t(cfg.workers), dials);
-    bool quic_bridges = false;
-    for (const BridgeDial& d : dials) {
-      quic_bridges |= !d.tcp;
-      for (const auto& a : d.alternates) quic_bridges |= !a.tcp;
-    }
-    for (int i = 0; quic_bridges && i < cfg.workers; ++i) {
+    // A north socket per worker whenever there are bridges (or may be: a reload can add
+    // QUIC bridges), so an upstream's datagrams reach the worker that dialled it.
+    local_ip_ = cfg.local_ip;
+    for (int i = 0; i < cfg.workers; ++i) {
       auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.local_ip, 0));
       if (!s.ok()) return s.status();
-      auto local_for = [&](const quic::Address& remote) {
-        quic::Address src = cfg.local_ip == "0.0.0.0" ? SourceFor(remote) : (*s)->local();
-        if (!src.empty()) {
-          reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
-              reinterpret_cast<const sockaddr_in*>(&(*s)->local().storage)->sin_port;
-        }
-        return src;
-      };
-      for (auto& d : per_worker[i]) {
-        if (!d.tcp) {
-          d.local = local_for(d.remote);
-          if (d.local.empty()) return absl::UnavailableError("no route to a bridge's upstream");
-        }
-        for (auto& a : d.alternates) {
-          if (!a.tcp) a.local = local_for(a.remote);
-        }
-      }
       north_sockets_.push_back(std::move(*s));
+      for (auto& d : per_worker[size_t(i)]) {
+        if (absl::Status st = PlaceDial(d, size_t(i)); !st.ok()) return st;
+      }
     }
     for (int i = 0; i < cfg.workers; ++i) {
       if (absl::Status s = MakeWorker(cfg, uint16_t(i), per_worker[size_t(i)], rings, activity[size_t(i)]); !s.ok())
@@ -361,7 +316,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < cfg.workers; ++i) {
       Worker* w = workers_[i].get();
       UdpSocket* south = cfg.listener ? sockets_[i].get() : nullptr;
-      UdpSocket* north = quic_bridges ? north_sockets_[i].get() : nullptr;
+      UdpSocket* north = north_sockets_[size_t(i)].get();
       threads_.emplace_back([this, w, south, north, nap = cfg.idle_sleep_us] {
         SocketPairIo io(south, north);
         Loop(*w, io, nap);
@@ -370,7 +325,93 @@ class RuntimeImpl final : public Runtime {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::vector<uint64_t>> PrepareBridge(const BridgeDialSettings& settings) override {
+    if (bridges_.load() >= Worker::kMaxBridges) return absl::ResourceExhaustedError("64 bridges at most");
+    auto d = MakeDial(settings);
+    if (!d.ok()) return d.status();
+    std::vector<uint64_t> out;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      auto mine = std::make_unique<BridgeDial>(*d);
+      if (absl::Status s = PlaceDial(*mine, i); !s.ok()) {
+        for (uint64_t h : out) delete reinterpret_cast<BridgeDial*>(h);
+        return s;
+      }
+      out.push_back(reinterpret_cast<uint64_t>(mine.release()));
+    }
+    ++bridges_;
+    return out;
+  }
+
  private:
+  // A bridge's dial settings with its TLS contexts (kept for the runtime's life: workers
+  // hold pointers to them), without the local addresses (PlaceDial).
+  absl::StatusOr<BridgeDial> MakeDial(const BridgeDialSettings& b) {
+    BridgeDial d;
+    d.remote = quic::Address::FromIpPort(b.ip, b.port);
+    if (d.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("bridge address '", b.ip, "'"));
+    d.tcp = b.tcp;
+    if (!b.tcp) {
+      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
+      if (!t.ok()) return t.status();
+      d.tls = t->get();
+      client_tls_.push_back(std::move(*t));
+    }
+    d.transport = Transport(b.quic);
+    d.data_streams = b.data_streams;
+    d.priorities = b.priorities;
+    d.zero_rtt = b.zero_rtt;
+    d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
+    d.max_queue = b.max_queue;
+    for (const auto& h : b.hybrid) {
+      BridgeDial::Alternate a;
+      a.remote = quic::Address::FromIpPort(h.ip, h.port);
+      if (a.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("hybrid server '", h.ip, "'"));
+      a.tcp = h.tcp;
+      if (!h.tcp) {
+        TlsFiles files = b.tls;
+        files.server_name = h.server_name;
+        auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(files, h.ip));
+        if (!t.ok()) return t.status();
+        a.tls = t->get();
+        client_tls_.push_back(std::move(*t));
+      }
+      d.alternates.push_back(a);
+    }
+    return d;
+  }
+
+  // Fills in where worker `w` dials from: its bridge port on the DPDK address, or its own
+  // north socket's port with the source address the kernel picks.
+  absl::Status PlaceDial(BridgeDial& d, size_t w) {
+    if (!dpdk_.empty()) {
+      d.local = quic::Address::FromIpPort(dpdk_ip_, north_ports_[w]);
+      for (auto& a : d.alternates) a.local = d.local;
+      return absl::OkStatus();
+    }
+    bool quic = !d.tcp;
+    for (const auto& a : d.alternates) quic |= !a.tcp;
+    if (!quic) return absl::OkStatus();
+    if (w >= north_sockets_.size())
+      return absl::FailedPreconditionError("no QUIC bridge socket (none was configured at start): restart");
+    const UdpSocket& s = *north_sockets_[w];
+    auto local_for = [&](const quic::Address& remote) {
+      quic::Address src = local_ip_ == "0.0.0.0" ? SourceFor(remote) : s.local();
+      if (!src.empty()) {
+        reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
+            reinterpret_cast<const sockaddr_in*>(&s.local().storage)->sin_port;
+      }
+      return src;
+    };
+    if (!d.tcp) {
+      d.local = local_for(d.remote);
+      if (d.local.empty()) return absl::UnavailableError("no route to a bridge's upstream");
+    }
+    for (auto& a : d.alternates) {
+      if (!a.tcp) a.local = local_for(a.remote);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status MakeWorker(const RuntimeConfig& cfg, uint16_t core, const std::vector<BridgeDial>& dials,
                           RingMesh* rings, ActivityTable* activity,
                           std::vector<uint16_t> north_ports = {}) {
@@ -437,7 +478,10 @@ class RuntimeImpl final : public Runtime {
   uint16_t quic_port_ = 0;
   uint16_t tcp_port_ = 0;
   std::vector<int> tcp_fds_;  // one listening socket per worker (SO_REUSEPORT)
-  size_t bridges_ = 0;
+  std::atomic<size_t> bridges_{0};
+  std::string dpdk_ip_;                // dpdk: our address, where bridges dial from
+  std::vector<uint16_t> north_ports_;  // dpdk: each worker's bridge port
+  std::string local_ip_;               // socket: what north sockets bind
 };
 
 }  // namespace

@@ -207,6 +207,7 @@ absl::Status Worker::Init() {
     for (size_t i = 0; i < kSteerBlocks; ++i) steer_free_.push_back(steer_pool_.get() + i * kSteerBlockSize);
   }
   const size_t bridges = config_.bridges.size();
+  if (bridges > kMaxBridges) return absl::InvalidArgumentError("more than 64 bridges");
   if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
   // Slots are numbered up front; a connection's state is allocated the first time its slot
   // is used and kept for reuse, so memory follows the connections actually seen.
@@ -218,7 +219,7 @@ absl::Status Worker::Init() {
   for (BridgeState& b : bstate_) {
     for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) b.ids.Reserve(uint16_t(id));
   }
-  bridge_traffic_ = std::make_unique<BridgeTraffic[]>(std::max<size_t>(bridges, 1));
+  bridge_traffic_ = std::make_unique<BridgeTraffic[]>(kMaxBridges);
   tickets_.resize(bridges);
   size_t max_payload = 1500;
   for (const BridgeDial& b : config_.bridges) {
@@ -384,6 +385,27 @@ void Worker::OpenBridgeStreams(Conn& c) {
   m.arg = c.dial;
   m.flags = c.q->handshake_confirmed() ? 0 : 1;  // 1: early data
   ToControlplane(m);
+}
+
+// A bridge added by a reload: the same state a start-up bridge gets, at the next index.
+absl::Status Worker::AddBridge(BridgeDial dial) {
+  if (config_.bridges.size() >= kMaxBridges) return absl::ResourceExhaustedError("bridges");
+  if (dial.tls == nullptr && !dial.tcp) return absl::InvalidArgumentError("bridge without TLS context");
+  bool tcp = dial.tcp;
+  for (const auto& a : dial.alternates) tcp |= a.tcp;
+  if (tcp && epoll_fd_ < 0) {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
+  }
+  if (scratch_.size() < kMaxDatagramsPerConn * dial.transport.max_udp_payload)
+    scratch_.resize(kMaxDatagramsPerConn * dial.transport.max_udp_payload);
+  config_.bridges.push_back(std::move(dial));
+  north_.push_back(nullptr);
+  north_hold_.push_back(0);
+  bstate_.emplace_back();
+  for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) bstate_.back().ids.Reserve(uint16_t(id));
+  tickets_.emplace_back();
+  return absl::OkStatus();
 }
 
 void Worker::OnNorthClosed(Conn* c) {
@@ -573,6 +595,12 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
   if (m.type == MsgType::kClose && !m.conn.valid()) {
     // The controlplane gave up on a dial it has no reference for yet.
     if (m.aux != 0 && m.aux - 1 < north_.size() && north_[m.aux - 1]) CloseConn(*north_[m.aux - 1], m.arg);
+    return;
+  }
+  if (m.type == MsgType::kAddBridge) {
+    std::unique_ptr<BridgeDial> dial(reinterpret_cast<BridgeDial*>(m.arg));
+    if (!dial || m.aux != config_.bridges.size()) return;  // out of step: never dialled
+    if (absl::Status s = AddBridge(std::move(*dial)); !s.ok()) stats_.drop_stale_conn.Inc();
     return;
   }
   if (m.type == MsgType::kSnapshot) {

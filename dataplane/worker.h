@@ -102,6 +102,8 @@ struct Delivery {
 
 class Worker {
  public:
+  // Bridges a worker can hold, those added by a reload included.
+  static constexpr size_t kMaxBridges = 64;
   static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerConfig config, RingMesh* rings,
                                                         ActivityTable* activity);
   ~Worker();
@@ -173,6 +175,7 @@ class Worker {
   void DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs now);
   void OpenBridgeStreams(Conn& c);
   void OnNorthClosed(Conn* c);
+  absl::Status AddBridge(BridgeDial dial);
 
   // MQTT on streams.
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
@@ -273,7 +276,7 @@ class Worker {
   MonoNs now_ = 0;  // the current iteration's time, for events raised from callbacks
   std::function<void(const Delivery&)> on_delivery_;
   WorkerStats stats_;
-  std::unique_ptr<BridgeTraffic[]> bridge_traffic_;
+  std::unique_ptr<BridgeTraffic[]> bridge_traffic_;  // kMaxBridges: never moves (REST reads it)
   uint64_t control_overtaken_ = 0;
   bool last_busy_ = false;
   MonoNs last_now_ = 0;

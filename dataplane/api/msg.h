@@ -45,6 +45,8 @@ enum class MsgType : uint8_t {
   kBridgeReady,    // conn, aux: bridge index, arg: the upstream's Receive Maximum: CONNACK
                    // accepted; replay and send what waits
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
+  kAddBridge,      // aux: the new bridge's index, arg: its dial settings for this worker (an
+                   // opaque handle from Runtime::PrepareBridge; the worker takes it over)
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns; with
                    // flags & kMsgPooled the block is the sender's, handed back with:

@@ -21,6 +21,7 @@ struct TlsFiles {
   std::string certfile, keyfile, cacertfile;
   bool verify_peer = true;  // client: verify the server (on unless explicitly off)
   std::string server_name;  // client: SNI and the name checked (default: the host)
+  bool operator==(const TlsFiles&) const = default;
 };
 
 // QUIC transport settings with NanoMQ's names (0 = off where that makes sense).
@@ -33,6 +34,7 @@ struct QuicSettings {
   uint64_t max_ack_delay_ns = 100'000'000;          // quic_max_ack_delay_ms
   std::string congestion_control = "cubic";         // quic_congestion_control
   uint64_t max_peer_bidi_streams = 10;              // streams a client may have open
+  bool operator==(const QuicSettings&) const = default;
 };
 
 struct QuicListenerSettings {
@@ -42,6 +44,7 @@ struct QuicListenerSettings {
   QuicSettings quic;
   std::string retry = "under_load";  // off | always | under_load
   size_t max_connections = 10'000;
+  bool operator==(const QuicListenerSettings&) const = default;
 };
 
 struct BridgeDialSettings {
@@ -62,8 +65,10 @@ struct BridgeDialSettings {
     uint16_t port = 0;
     bool tcp = false;
     std::string server_name;
+    bool operator==(const Hybrid&) const = default;
   };
   std::vector<Hybrid> hybrid;
+  bool operator==(const BridgeDialSettings&) const = default;
 };
 
 struct RuntimeConfig {
@@ -111,6 +116,10 @@ class Runtime {
   virtual uint16_t quic_port() const = 0;
   virtual uint16_t tcp_port() const = 0;
   virtual BridgeTrafficTotals BridgeTraffic(size_t bridge) const = 0;
+  // A bridge added while running (a reload): its TLS contexts and, per worker, where it
+  // dials from. Returns one opaque handle per worker, for the controlplane's kAddBridge
+  // message to that worker (which takes it over). The bridge gets the next index.
+  virtual absl::StatusOr<std::vector<uint64_t>> PrepareBridge(const BridgeDialSettings& settings) = 0;
   // Backend counters as name -> value (socket: rx/tx calls; dpdk: port counters and drops).
   virtual std::vector<std::pair<std::string, uint64_t>> BackendCounters() const = 0;
 };

@@ -174,6 +174,54 @@ subscription = [{ remote_topic = "ctl/#", local_topic = "", prefix = "down/", qo
 namespace qbridge::testing {
 namespace {
 
+// SIGHUP with a bridge renamed: the old one is removed (it disconnects from mosquitto), the
+// new one is added and forwards under its rule, and REST lists only the new one.
+TEST_F(ApplianceTcpTest, SighupAddsAndRemovesBridges) {
+  const std::string mosq = std::to_string(broker_->port());
+  const std::string qb = std::to_string(tcp_port_);
+  std::ofstream(dir_ + "/qbridge.toml") << R"(
+[listeners.tcp]
+bind = "127.0.0.1:0"
+
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "pw"
+
+[bridges.mqtt.fresh]
+server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
+proto_ver = 5
+clientid = "qbridge-fresh"
+keepalive = "5s"
+forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site3/", qos = 1 }]
+)";
+  qbridge_.Signal(SIGHUP);
+  auto up_sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", mosq, "-t", "site3/#", "-t", "site/#", "-q",
+                       "1", "-v", "-C", "1", "-W", "15"});
+  // The new bridge is up once REST says so.
+  const std::string url = "http://127.0.0.1:" + std::to_string(http_port_) + "/api/v4/bridges";
+  nlohmann::json list;
+  for (int i = 0; i < 100; ++i) {
+    const auto out = Run({"curl", "-s", "-u", "admin:pw", "-w", "\n", url});
+    list = nlohmann::json::parse(out.empty() ? "{}" : out[0], nullptr, false);
+    if (list.is_object() && list["data"].size() == 1 && list["data"][0].value("name", "") == "fresh" &&
+        list["data"][0].value("connected", false)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(list["data"].size(), 1u) << list.dump() << Log();
+  EXPECT_EQ(list["data"][0].value("name", ""), "fresh");
+  EXPECT_TRUE(list["data"][0].value("connected", false)) << list.dump() << Log();
+  const auto gone = Run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\n", "-u", "admin:pw", url + "/mosq"});
+  EXPECT_EQ(gone, std::vector<std::string>{"404"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", qb, "-t", "up/y", "-m", "via-fresh", "-q", "1"});
+  EXPECT_EQ(up_sub->ReadLine(15000), "site3/up/y via-fresh") << Log();  // not site/: mosq is gone
+  EXPECT_NE(Log().find("reload: bridge mosq removed"), std::string::npos) << Log();
+  EXPECT_NE(Log().find("reload: bridge fresh added"), std::string::npos) << Log();
+}
+
 // hybrid_bridging: the QUIC upstream is not there, so the bridge falls back to the next
 // server in hybrid_servers, mosquitto over TCP, and forwards through it.
 TEST_F(ApplianceTcpTest, HybridBridgingFallsBackFromQuicToTcp) {

@@ -355,7 +355,12 @@ TEST_F(ApplianceTest, RestAndMetrics) {
                      "pub-down");
     const json p = Summary(*pub, 15000);
     EXPECT_GT(p.value("sent", 0ull), 0u) << p.dump();
-    const json t = edge_.Get("/api/v4/bridges/cloud")["data"]["traffic"];
+    json t;  // REST's view is refreshed every 200 ms
+    for (int i = 0; i < 30; ++i) {
+      t = edge_.Get("/api/v4/bridges/cloud")["data"]["traffic"];
+      if (t.is_object() && t["drops_by_reason"].value("bridge_down", 0ull) == p.value("sent", 0ull)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     EXPECT_EQ(t["drops_by_reason"].value("bridge_down", 0ull), p.value("sent", 0ull)) << t.dump();
     EXPECT_EQ(t.value("drops", 0ull), p.value("sent", 0ull)) << t.dump();
   }
@@ -402,6 +407,29 @@ TEST_F(ApplianceTest, RestAndMetrics) {
   json metrics = edge_.Get("/api/v4/metrics");
   EXPECT_EQ(metrics["code"], 0);
   EXPECT_TRUE(metrics["data"]["workers"].contains("rx_datagrams{worker=\"0\"}"));
+}
+
+// SIGHUP adds a QUIC bridge to a running edge: it dials from the worker's bridge socket,
+// connects, and the first bridge keeps its connection.
+TEST_F(ApplianceTest, SighupAddsAQuicBridge) {
+  std::ifstream in(dir_ + "/edge.toml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t at = text.find("[bridges.mqtt.cloud]");
+  ASSERT_NE(at, std::string::npos);
+  std::string second = text.substr(at);
+  second.replace(0, std::strlen("[bridges.mqtt.cloud]"), "[bridges.mqtt.cloud2]");
+  second.replace(second.find("edge-t"), std::strlen("edge-t"), "edge-t2");
+  Write("edge.toml", text + "\n" + second);
+  edge_.proc.Signal(SIGHUP);
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const json b = edge_.Get("/api/v4/bridges/cloud2");  // 404 (null) until the reload ran
+    up = b.is_object() && b["data"].is_object() && b["data"].value("connected", false);
+  }
+  EXPECT_TRUE(up) << edge_.Log();
+  EXPECT_EQ(edge_.Get("/api/v4/bridges")["data"].size(), 2u);
+  EXPECT_EQ(edge_.Get("/api/v4/bridges/cloud")["data"].value("reconnects", 1), 0) << edge_.Log();
 }
 
 TEST(ApplianceCli, CheckConfigExplainsByKeyPath) {
