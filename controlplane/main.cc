@@ -5,8 +5,8 @@
 //   qbridge --hash-password        read a password on stdin, print a user-file secret
 //
 // SIGTERM/SIGINT drain (bridges and clients are sent DISCONNECT and closed, within a bound)
-// and exit 0; SIGHUP reloads the bridges' forwards, subscriptions and `enable` flags without
-// touching any connection that does not need it.
+// and exit 0; SIGHUP reloads the bridges (added, removed, replaced, or their rules and
+// `enable` flags applied in place) without touching any connection that does not need it.
 #include <signal.h>
 #include <unistd.h>
 
