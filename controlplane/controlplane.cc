@@ -101,8 +101,12 @@ void Controlplane::AddBridge(const BridgeConfig& config, const std::vector<uint6
     Post(uint16_t(w), m);
   }
   bridges_.push_back(MakeBridge(config));
-  routes_dirty_ = true;
-  if (bridges_.back().cfg.enabled) Dial(bridges_.back(), now);
+  Bridge& b = bridges_.back();
+  b.pending_forwards = std::move(b.cfg.forwards);
+  b.cfg.forwards.clear();
+  PublishRoutes();  // behind every kAddBridge in each worker's ring
+  b.routes_after_version = routes_version_;
+  if (b.cfg.enabled) Dial(b, now);
   Flush();
 }
 
@@ -112,6 +116,12 @@ bool Controlplane::RemoveBridge(std::string_view name, MonoNs now) {
     UpdateBridgeRules(name, {}, {}, now);  // unsubscribes upstream while it is still up
     SetBridgeEnabled(name, false, now);
     b.removed = true;
+    b.routes_after_version = 0;
+    // Its worker refuses what it holds for it (the publishers hear of it) and takes no more.
+    Msg m = dp::MakeMsg(MsgType::kRemoveBridge, ConnRef{});
+    m.aux = uint32_t(&b - bridges_.data());
+    Post(b.cfg.worker, m);
+    Flush();
     return true;
   }
   return false;
@@ -180,6 +190,13 @@ void Controlplane::OnSnapshotAck(uint16_t core, uint64_t version) {
   while (snapshots_.size() > 1 && snapshots_.front()->version < oldest_in_use) {
     snapshots_.erase(snapshots_.begin());
     ++south_.snapshots_freed;
+  }
+  for (Bridge& b : bridges_) {
+    if (b.routes_after_version == 0 || oldest_in_use < b.routes_after_version) continue;
+    b.routes_after_version = 0;  // every worker knows it now: its forwards may be routed
+    b.cfg.forwards = std::move(b.pending_forwards);
+    b.pending_forwards.clear();
+    routes_dirty_ = true;
   }
 }
 
@@ -894,6 +911,14 @@ void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
 
 void Controlplane::Shutdown(MonoNs now) {
   shutting_down_ = true;
+  // Sessions end with the process: wills still waiting out their delay go now.
+  std::vector<std::string> waiting;
+  for (auto& [id, d] : delayed_wills_) {
+    wheel_.Cancel(d.timer);
+    delayed_will_by_id_.erase(d.id);
+    waiting.push_back(id);
+  }
+  for (const std::string& id : waiting) FireDelayedWill(id);
   for (Bridge& b : bridges_) {
     wheel_.Cancel(b.timer);
     if (b.conn.valid() && b.status.state == BridgeState::kUp) {
@@ -948,7 +973,7 @@ bool Controlplane::UpdateBridgeRules(std::string_view name, const std::vector<Br
                                      const std::vector<BridgeSubscription>& subscriptions, MonoNs now) {
   for (Bridge& b : bridges_) {
     if (b.removed || b.cfg.name != name) continue;
-    b.cfg.forwards = forwards;
+    (b.routes_after_version ? b.pending_forwards : b.cfg.forwards) = forwards;
     routes_dirty_ = true;
     auto same = [](const BridgeSubscription& x, const BridgeSubscription& y) {
       return x.topic == y.topic && x.slot == y.slot && x.qos == y.qos && x.local_topic == y.local_topic &&

@@ -184,6 +184,12 @@ class Controlplane {
   // SIGHUP: a bridge gone from the file: its subscriptions are dropped upstream, it
   // disconnects and stays closed; its index is never reused. False for an unknown name.
   bool RemoveBridge(std::string_view name, MonoNs now);
+  // A bridge by that name runs (it exists and no reload removed it).
+  bool HasBridge(std::string_view name) const {
+    for (const Bridge& b : bridges_)
+      if (!b.removed && b.cfg.name == name) return true;
+    return false;
+  }
 
   // What REST and metrics show, copied out of the loop.
   struct BridgeReport {
@@ -283,6 +289,10 @@ class Controlplane {
     uint64_t dial = 0;  // the current dial's number: reports about older ones are ignored
     bool reached_up = false;  // this dial got CONNACK
     bool removed = false;     // taken out by a reload: closed for good, name free again
+    // Added by a reload: its forwards enter the routes only once every worker has acked a
+    // snapshot sent after its kAddBridge (so none routes to a bridge it does not know).
+    uint64_t routes_after_version = 0;
+    std::vector<BridgeForward> pending_forwards;
   };
 
   static Bridge MakeBridge(const BridgeConfig& c);

@@ -61,59 +61,74 @@ constexpr uint64_t kReportEveryNs = 200 * dp::kMsNs;
 
 // SIGHUP with a config that loaded: bridges gone from the file are removed, new ones added
 // (each worker learns it, then it dials), changed ones (server, credentials, timers) are
-// replaced by a new connection, and the rest get their forwards, subscriptions and enable
-// flag without reconnecting. Listeners and the dataplane need a restart, and say so.
-void Reload(const cp::AppConfig& old, const cp::AppConfig& now_cfg, cp::Controlplane& cplane,
-            dp::Runtime& runtime, dp::MonoNs now) {
+// replaced by a new connection once the new one could be prepared, and the rest get their
+// forwards, subscriptions and enable flags without reconnecting. Listeners and the
+// dataplane need a restart, and say so. Returns the configuration now in effect: a bridge
+// that could not start is left out, a change that could not be applied keeps the old entry.
+cp::AppConfig Reload(const cp::AppConfig& old, const cp::AppConfig& next, cp::Controlplane& cplane,
+                     dp::Runtime& runtime, dp::MonoNs now) {
   auto find = [](const cp::AppConfig& c, const std::string& name) -> int {
     for (size_t i = 0; i < c.control.bridges.size(); ++i)
       if (c.control.bridges[i].name == name) return int(i);
     return -1;
   };
-  size_t kept = 0, added = 0, removed = 0, replaced = 0;
+  cp::AppConfig effective = next;
+  effective.control.bridges.clear();
+  effective.runtime.bridges.clear();
+  auto keep = [&](const cp::AppConfig& from, size_t k) {
+    effective.control.bridges.push_back(from.control.bridges[k]);
+    effective.runtime.bridges.push_back(from.runtime.bridges[k]);
+  };
+  size_t kept = 0, added = 0, removed = 0, replaced = 0, failed = 0;
   for (const auto& b : old.control.bridges) {
-    if (find(now_cfg, b.name) < 0 && cplane.RemoveBridge(b.name, now)) {
+    if (find(next, b.name) < 0 && cplane.RemoveBridge(b.name, now)) {
       Log("reload: bridge %s removed", b.name);
       ++removed;
     }
   }
-  for (size_t j = 0; j < now_cfg.control.bridges.size(); ++j) {
-    const cp::BridgeConfig& b = now_cfg.control.bridges[j];
+  for (size_t j = 0; j < next.control.bridges.size(); ++j) {
+    const cp::BridgeConfig& b = next.control.bridges[j];
     const int i = find(old, b.name);
-    if (i >= 0) {
-      // Same bridge unless something beyond its rules and enable flag changed.
-      cp::BridgeConfig a = old.control.bridges[size_t(i)], c = b;
-      a.forwards = c.forwards, a.subscriptions = c.subscriptions, a.enabled = c.enabled;
-      if (a == c && old.runtime.bridges[size_t(i)] == now_cfg.runtime.bridges[j]) {
+    const bool running = i >= 0 && cplane.HasBridge(b.name);
+    if (running) {
+      // The same bridge unless something beyond its rules and enable flag changed.
+      cp::BridgeConfig a = old.control.bridges[size_t(i)];
+      a.forwards = b.forwards, a.subscriptions = b.subscriptions, a.enabled = b.enabled;
+      if (a == b && old.runtime.bridges[size_t(i)] == next.runtime.bridges[j]) {
         cplane.UpdateBridgeRules(b.name, b.forwards, b.subscriptions, now);
         cplane.SetBridgeEnabled(b.name, b.enabled, now);
+        keep(next, j);
         ++kept;
         continue;
       }
-      cplane.RemoveBridge(b.name, now);
     }
-    if (b.worker >= runtime.workers()) {
-      Log("reload: bridge %s wants worker %d of %zu running: restart to apply it", b.name, int(b.worker),
-          runtime.workers());
-      continue;
-    }
-    auto dials = runtime.PrepareBridge(now_cfg.runtime.bridges[j]);
+    // New, changed, or not running: the new connection is prepared before the old one goes.
+    absl::StatusOr<std::vector<uint64_t>> dials =
+        b.worker < runtime.workers()
+            ? runtime.PrepareBridge(next.runtime.bridges[j])
+            : absl::FailedPreconditionError(absl::StrCat("worker ", b.worker, " is not running (restart)"));
     if (!dials.ok()) {
-      Log("reload: bridge %s not started: %s", b.name, std::string(dials.status().message()));
+      Log("reload: bridge %s %s: %s", b.name, running ? "not changed" : "not started",
+          std::string(dials.status().message()));
+      if (running) keep(old, size_t(i));
+      ++failed;
       continue;
     }
+    if (running) cplane.RemoveBridge(b.name, now);
     cplane.AddBridge(b, *dials, now);
-    const auto& d = now_cfg.runtime.bridges[j];
-    Log("reload: bridge %s %s -> %s://%s:%d", b.name, i >= 0 ? "replaced" : "added",
+    keep(next, j);
+    const auto& d = next.runtime.bridges[j];
+    Log("reload: bridge %s %s -> %s://%s:%d", b.name, running ? "replaced" : "added",
         d.tcp ? "mqtt-tcp" : "mqtt-quic", d.ip, d.port);
-    ++(i >= 0 ? replaced : added);
+    ++(running ? replaced : added);
   }
-  if (!(old.runtime.listener == now_cfg.runtime.listener) || old.runtime.workers != now_cfg.runtime.workers ||
-      old.runtime.backend != now_cfg.runtime.backend || !(old.http == now_cfg.http)) {
+  if (!(old.runtime.listener == next.runtime.listener) || old.runtime.workers != next.runtime.workers ||
+      old.runtime.backend != next.runtime.backend || !(old.http == next.http)) {
     Log("reload: listener, dataplane and http_server changes need a restart");
   }
-  Log("reloaded: %zu bridge%s kept, %zu added, %zu replaced, %zu removed", kept, kept == 1 ? "" : "s", added,
-      replaced, removed);
+  Log("reloaded: %zu bridge%s kept, %zu added, %zu replaced, %zu removed, %zu failed", kept,
+      kept == 1 ? "" : "s", added, replaced, removed, failed);
+  return effective;
 }
 
 int Run(const std::string& path) {
@@ -225,8 +240,7 @@ int Run(const std::string& path) {
       if (!again.ok()) {
         Log("reload refused, keeping the running config:\n%s", std::string(again.status().message()));
       } else {
-        Reload(*current, *again, cplane, **runtime, now);
-        current = std::make_shared<const cp::AppConfig>(std::move(*again));
+        current = std::make_shared<const cp::AppConfig>(Reload(*current, *again, cplane, **runtime, now));
       }
     }
     if (g_stop && drain_until == 0) {

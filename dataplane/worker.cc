@@ -209,6 +209,8 @@ absl::Status Worker::Init() {
   const size_t bridges = config_.bridges.size();
   if (bridges > kMaxBridges) return absl::InvalidArgumentError("more than 64 bridges");
   if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
+  // Slots south connections may never take: the bridges', those a reload may add included.
+  north_reserved_ = std::max(bridges, std::min(kMaxBridges, config_.max_conns / 4));
   // Slots are numbered up front; a connection's state is allocated the first time its slot
   // is used and kept for reuse, so memory follows the connections actually seen.
   slots_.resize(config_.max_conns);
@@ -232,7 +234,7 @@ absl::Status Worker::Init() {
   if (config_.server_tls) {
     config_.endpoint.owner_id = config_.core;
     config_.endpoint.max_connections =
-        std::min(config_.endpoint.max_connections, config_.max_conns - bridges);
+        std::min(config_.endpoint.max_connections, config_.max_conns - north_reserved_);
     max_payload = std::max(max_payload, config_.endpoint.transport.max_udp_payload);
     auto ep = quic::ServerEndpoint::Create(*config_.server_tls, config_.endpoint);
     if (!ep.ok()) return ep.status();
@@ -308,6 +310,8 @@ void Worker::FreeConn(Conn* c) {
   c->tx.shrink_to_fit();
   c->streams.clear();
   c->held.clear();
+  std::deque<Conn::QueuedDelivery>().swap(c->out_queue);  // deliveries that waited for it
+  c->e2e.clear();
   ++c->gen;  // stale references from other cores no longer match
   free_slots_.push_back(c->slot);
   --live_conns_;
@@ -595,6 +599,10 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
   if (m.type == MsgType::kClose && !m.conn.valid()) {
     // The controlplane gave up on a dial it has no reference for yet.
     if (m.aux != 0 && m.aux - 1 < north_.size() && north_[m.aux - 1]) CloseConn(*north_[m.aux - 1], m.arg);
+    return;
+  }
+  if (m.type == MsgType::kRemoveBridge) {
+    if (m.aux < bstate_.size()) RetireBridge(m.aux);
     return;
   }
   if (m.type == MsgType::kAddBridge) {
@@ -906,6 +914,7 @@ void Worker::OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason) {
   b.ids.Release(id);
   if (uint8_t(reason) >= 0x80) bridge_traffic_[c.bridge].drop_refused.Inc();
   if (m.has_origin) AckOrigin(m.origin, uint8_t(reason) >= 0x80);
+  ResendNorth(c.bridge);
   DrainNorthQueue(c.bridge);
 }
 
@@ -913,28 +922,31 @@ void Worker::OnBridgeReady(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   b.ready = true;
   // Replay what the last connection left unacknowledged, in the order it first went out,
-  // with DUP set and the same packet ids.
+  // with DUP set and the same packet ids (spec 4.4). Beyond the upstream's Receive Maximum
+  // the rest wait, ids kept, and go out as acks make room.
   std::vector<std::pair<uint64_t, uint16_t>> order;
   for (auto& [id, m] : b.inflight) order.emplace_back(m.seq, id);
   std::sort(order.begin(), order.end());
-  // A smaller Receive Maximum than the last connection's: what does not fit goes back to
-  // the front of the queue (a copy of its bytes, with a new id when it is sent again).
-  // (QoS 2 past PUBREC stays: the upstream has it and waits for our PUBREL.)
-  for (size_t k = order.size(); k-- > 0 && order.size() > b.window;) {
-    const uint16_t id = order[k].second;
-    if (b.inflight[id].released) continue;
-    NorthMsg m = std::move(b.inflight[id]);
-    b.inflight.erase(id);
-    b.ids.Release(id);
-    m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
-    b.queued.push_front(std::move(m));
-    order.erase(order.begin() + long(k));
-  }
-  for (const auto& [seq, id] : order) {
-    NorthMsg& m = b.inflight[id];
-    Conn& c = *north_[bridge];
+  b.resend.clear();
+  for (const auto& [seq, id] : order) b.resend.push_back(id);
+  ResendNorth(bridge);
+  DrainNorthQueue(bridge);
+}
+
+// Sends again, oldest first, what a reconnect left unacknowledged, while the upstream's
+// window has room: a PUBLISH copy with DUP, or past PUBREC (QoS 2) the PUBREL.
+void Worker::ResendNorth(uint32_t bridge) {
+  BridgeState& b = bstate_[bridge];
+  if (!b.ready || !BridgeUp(bridge)) return;
+  Conn& c = *north_[bridge];
+  while (!b.resend.empty() && b.inflight.size() - b.resend.size() < b.window) {
+    const uint16_t id = b.resend.front();
+    b.resend.pop_front();
+    auto it = b.inflight.find(id);
+    if (it == b.inflight.end()) continue;
+    NorthMsg& m = it->second;
     const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
-    if (m.released) {  // QoS 2 past PUBREC: the upstream has it; finish with PUBREL
+    if (m.released) {
       mqtt::PubAck rel;
       rel.type = mqtt::PacketType::kPubrel;
       rel.packet_id = id;
@@ -946,7 +958,26 @@ void Worker::OnBridgeReady(uint32_t bridge) {
     (*m.packet)[0] |= 0x08;
     SendBuffer(c, sid, m.packet);
   }
-  DrainNorthQueue(bridge);
+}
+
+// A reload removed the bridge: what it holds is refused (its publishers hear of it) and
+// nothing more is taken for it.
+void Worker::RetireBridge(uint32_t bridge) {
+  BridgeState& b = bstate_[bridge];
+  b.removed = true;
+  b.ready = false;
+  BridgeTraffic& bt = bridge_traffic_[bridge];
+  for (auto& [id, m] : b.inflight) {
+    bt.drop_removed.Inc();
+    if (m.has_origin) AckOrigin(m.origin, /*failed=*/true);
+  }
+  for (NorthMsg& m : b.queued) {
+    bt.drop_removed.Inc();
+    if (m.has_origin) AckOrigin(m.origin, /*failed=*/true);
+  }
+  b.inflight.clear();
+  b.queued.clear();
+  b.resend.clear();
 }
 
 void Worker::DrainNorthQueue(uint32_t bridge) {
@@ -960,7 +991,7 @@ void Worker::DrainNorthQueue(uint32_t bridge) {
 bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   BridgeState& b = bstate_[bridge];
   if (!b.ready || !BridgeUp(bridge)) return false;
-  if (b.inflight.size() >= b.window) return false;  // the upstream's Receive Maximum
+  if (!b.resend.empty() || b.inflight.size() >= b.window) return false;  // the upstream's Receive Maximum
   auto id = b.ids.Allocate();
   if (!id) return false;
   std::vector<uint8_t>& pk = *m.packet;  // not shared yet: patch in place
@@ -1260,7 +1291,7 @@ void Worker::TcpAccept(MonoNs now) {
     const int fd = ::accept4(config_.tcp_listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
     // The last slots are the bridges': south clients never take them.
-    Conn* c = live_conns_ + config_.bridges.size() < config_.max_conns ? AllocConn(/*north=*/false, 0)
+    Conn* c = live_conns_ + north_reserved_ < config_.max_conns ? AllocConn(/*north=*/false, 0)
                                                                          : nullptr;
     if (c == nullptr) {
       ::close(fd);
@@ -1372,6 +1403,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   const mqtt::Version v = config_.bridges[bridge].version;
   const bool ready = b.ready && BridgeUp(bridge);
   BridgeTraffic& bt = bridge_traffic_[bridge];
+  if (b.removed) return bt.drop_removed.Inc(), false;
   if (p.qos == mqtt::QoS::k0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
     Conn& c = *north_[bridge];

@@ -176,6 +176,8 @@ class Worker {
   void OpenBridgeStreams(Conn& c);
   void OnNorthClosed(Conn* c);
   absl::Status AddBridge(BridgeDial dial);
+  void RetireBridge(uint32_t bridge);
+  void ResendNorth(uint32_t bridge);
 
   // MQTT on streams.
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
@@ -231,6 +233,7 @@ class Worker {
   std::deque<uint32_t> free_slots_;  // oldest first: a slot's generation wraps late
   absl::flat_hash_map<const quic::Connection*, uint32_t> slot_of_;  // south connections
   size_t live_conns_ = 0;
+  size_t north_reserved_ = 0;  // slots kept for bridge connections
   std::vector<Conn*> north_;  // by bridge index; null when down
   std::vector<uint8_t> north_hold_;  // by bridge index: next hop unresolved, do not write
   std::vector<ConnRef> closing_;  // closes waiting for their control stream to drain
@@ -261,6 +264,8 @@ class Worker {
     bool ready = false;                               // CONNACK accepted on this connection
     uint64_t seq = 0;
     uint16_t window = 65535;  // the upstream's Receive Maximum (its CONNACK)
+    std::deque<uint16_t> resend;  // ids a reconnect left to send again, oldest first
+    bool removed = false;         // a reload removed the bridge
   };
   std::vector<BridgeState> bstate_;
   bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);

@@ -73,7 +73,8 @@ struct alignas(64) WorkerStats {
   X(bridge_down)   /* QoS 0 while the bridge is not connected (QoS 1 waits instead) */     \
   X(queue_full)    /* QoS 1 beyond max_send_queue_len held for the upstream */             \
   X(refused)       /* the upstream's PUBACK carried a failure reason */                    \
-  X(not_encodable) /* too large or invalid for the bridge's MQTT version */
+  X(not_encodable) /* too large or invalid for the bridge's MQTT version */               \
+  X(removed)       /* held for, or sent to, a bridge a reload removed */
 
 // Traffic of one north bridge as one worker saw it (the bridge's own worker, and others
 // that counted drops for it).

@@ -47,6 +47,7 @@ enum class MsgType : uint8_t {
   kSnapshot,       // arg: const RouteSnapshot* to use from now on (the controlplane owns it)
   kAddBridge,      // aux: the new bridge's index, arg: its dial settings for this worker (an
                    // opaque handle from Runtime::PrepareBridge; the worker takes it over)
+  kRemoveBridge,   // aux: a bridge a reload removed: refuse what is held for it, take no more
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns; with
                    // flags & kMsgPooled the block is the sender's, handed back with:

@@ -258,7 +258,10 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   const uint64_t l4_flags = m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
   if (port_->rx_checksum_offload() && ip_flags == RTE_MBUF_F_RX_IP_CKSUM_BAD)
     return count(net::Drop::kBadIpChecksum);
-  const bool ip_good = port_->rx_checksum_offload() && ip_flags == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
+  // NONE: the header's integrity was checked but its checksum field is not filled in
+  // (virtio with partial checksums): good, and not checkable in software.
+  const bool ip_good = port_->rx_checksum_offload() && (ip_flags == RTE_MBUF_F_RX_IP_CKSUM_GOOD ||
+                                                        ip_flags == RTE_MBUF_F_RX_IP_CKSUM_NONE);
   if (!net::ParseIpv4(l3, &ip, &l4, &drop, /*verify_checksum=*/!ip_good)) return count(drop);
   if (ip.dst != config_.ip) return count(net::Drop::kNotForUs);
   const uint8_t first = uint8_t(ip.src >> 24);
@@ -275,7 +278,8 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   if (ip.protocol != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
   net::UdpHeader udp;
   const bool l4_checked = port_->rx_checksum_offload() && (l4_flags == RTE_MBUF_F_RX_L4_CKSUM_GOOD ||
-                                                           l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD);
+                                                           l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD ||
+                                                           l4_flags == RTE_MBUF_F_RX_L4_CKSUM_NONE);
   if (l4_checked && l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD) return count(net::Drop::kBadUdpChecksum);
   if (!net::ParseUdp(ip, l4, &udp, payload, &drop, /*verify_checksum=*/!l4_checked)) return count(drop);
   if (ip_good && l4_checked) ++stats_.rx_checksum_offloaded;

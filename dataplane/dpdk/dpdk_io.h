@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 
 #include <array>
+#include <atomic>
 #include <optional>
 #include <memory>
 #include <span>
@@ -116,11 +117,29 @@ struct DpdkIoConfig {
   X(neighbours_received)         \
   X(neighbours_dropped)
 
+// A counter its queue's worker writes and other threads (REST's report) read: relaxed
+// atomics, so reads are estimates but never torn or racy.
+class StatU64 {
+ public:
+  StatU64& operator++() {
+    v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return *this;
+  }
+  StatU64& operator+=(uint64_t n) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    return *this;
+  }
+  operator uint64_t() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
 struct DpdkIoStats {
-#define QBRIDGE_X(name) uint64_t name = 0;
+#define QBRIDGE_X(name) StatU64 name;
   QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
-  std::array<uint64_t, size_t(net::Drop::kCount)> rx_drops{};
+  std::array<StatU64, size_t(net::Drop::kCount)> rx_drops{};
 };
 
 class DpdkIo {

@@ -40,6 +40,63 @@ mqtt::Publish Pub(const char* topic, const char* payload, mqtt::QoS qos, uint16_
   return p;
 }
 
+// A cloud appliance and an edge whose bridges all dial it from the edge's address, an
+// application subscribed on the cloud and a device on the edge, everyone connected: what
+// the bridge tests share.
+struct EdgeAndCloud {
+  TestTls tls;
+  SimNet net;
+  const quic::Address cloud_addr = Addr("198.18.2.1", 14567);
+  const quic::Address edge_addr = Addr("198.18.1.1", 14567);
+  std::unique_ptr<SimAppliance> cloud, edge;
+  std::unique_ptr<SimMqttClient> app, dev;
+  int64_t a4 = 0, d4 = 0;  // their first data streams
+
+  static cp::BridgeConfig Bridge(const std::string& name, std::vector<cp::BridgeForward> forwards) {
+    cp::BridgeConfig b;
+    b.name = name;
+    b.client_id = "edge-" + name;
+    b.version = mqtt::Version::k5;
+    b.keepalive_s = 4;
+    b.forwards = std::move(forwards);
+    return b;
+  }
+
+  ::testing::AssertionResult Start(std::vector<cp::BridgeConfig> bridges, const char* app_filter,
+                                   mqtt::QoS app_qos = mqtt::QoS::k1, cp::ControlplaneConfig cloud_config = {},
+                                   uint64_t handshake_timeout_ns = 0) {
+    cloud = std::make_unique<SimAppliance>(net, cloud_addr, Listener(tls.server.get()), std::move(cloud_config));
+    dp::WorkerConfig ew = Listener(tls.server.get());
+    dp::BridgeDial d;
+    d.local = edge_addr;
+    d.remote = cloud_addr;
+    d.tls = tls.client.get();
+    if (handshake_timeout_ns) d.transport.handshake_timeout_ns = handshake_timeout_ns;
+    ew.bridges.assign(bridges.size(), d);
+    cp::ControlplaneConfig ec;
+    ec.bridges = std::move(bridges);
+    edge = std::make_unique<SimAppliance>(net, edge_addr, ew, ec);
+    edge->cp->Start(net.now());
+    app = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+    dev = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
+    auto bridges_up = [&] {
+      for (size_t i = 0; i < edge->cp->bridge_count(); ++i)
+        if (edge->cp->bridge(i).state != cp::BridgeState::kUp) return false;
+      return true;
+    };
+    if (!net.RunUntil([&] { return app->confirmed() && dev->confirmed() && bridges_up(); }, 5 * kSecond))
+      return ::testing::AssertionFailure() << "bridges or clients did not come up";
+    app->Connect("app");
+    dev->Connect("dev");
+    a4 = app->Open();
+    d4 = dev->Open();
+    app->Send(a4, Sub(1, app_filter, app_qos));
+    if (!net.RunUntil([&] { return app->CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond))
+      return ::testing::AssertionFailure() << "no SUBACK";
+    return ::testing::AssertionSuccess();
+  }
+};
+
 TEST(RoutingSim, SouthSubscriberGetsPublishesOnItsSubscriptionStream) {
   TestTls tls;
   SimNet net;
@@ -212,40 +269,17 @@ TEST(RoutingSim, BridgeForwardsUpAndSubscriptionsDown) {
 // (held, then replayed with DUP after the reconnect) and no PUBACK reaches the device; once
 // the path is back every message arrives and every PUBACK follows.
 TEST(RoutingSim, QoS1IsAcknowledgedOnlyAfterTheUpstreamHasIt) {
-  TestTls tls;
-  SimNet net;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge_addr = Addr("198.18.1.1", 14567);
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  dp::WorkerConfig ew = Listener(tls.server.get());
-  dp::BridgeDial d;
-  d.local = edge_addr;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  d.transport.handshake_timeout_ns = 2 * kSecond;
-  ew.bridges.push_back(d);
-  cp::ControlplaneConfig ec;
-  cp::BridgeConfig b;
-  b.name = "cloud";
-  b.client_id = "edge-1";
-  b.version = mqtt::Version::k5;
-  b.keepalive_s = 4;
+  EdgeAndCloud t;
+  cp::BridgeConfig b = EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0}});
   b.connect_timeout_ns = 3 * kSecond;
   b.backoff_max_ns = 1 * kSecond;
-  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0});
-  ec.bridges.push_back(b);
-  SimAppliance edge(net, edge_addr, ew, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
-  ASSERT_TRUE(net.RunUntil(
-      [&] { return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp; },
-      3 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  const int64_t a4 = app.Open(), d4 = dev.Open();
-  app.Send(a4, Sub(1, "t/#"));
-  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  ASSERT_TRUE(t.Start({b}, "t/#", mqtt::QoS::k1, {}, /*handshake_timeout_ns=*/2 * kSecond));
+  SimNet& net = t.net;
+  SimMqttClient& app = *t.app;
+  SimMqttClient& dev = *t.dev;
+  SimAppliance& edge = *t.edge;
+  const int64_t a4 = t.a4, d4 = t.d4;
+  const quic::Address edge_addr = t.edge_addr;
 
   // One message through while all is well: its PUBACK comes after the cloud's.
   dev.Send(d4, Pub("t/0", "m0", mqtt::QoS::k1, 1));
@@ -336,153 +370,104 @@ TEST(RoutingSim, QoS1CrossesCoresBothWays) {
 // than 4 QoS 1 PUBLISHes unacknowledged (the broker would disconnect with 0x93), queues the
 // rest, and every message of a 40-message burst still arrives and is acknowledged.
 TEST(RoutingSim, BridgeHonoursTheUpstreamsReceiveMaximum) {
-  TestTls tls;
-  SimNet net;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge_addr = Addr("198.18.1.1", 14567);
+  EdgeAndCloud t;
   cp::ControlplaneConfig cc;
   cc.south.receive_maximum = 4;
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cc);
-  dp::WorkerConfig ew = Listener(tls.server.get());
-  dp::BridgeDial d;
-  d.local = edge_addr;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  ew.bridges.push_back(d);
-  cp::ControlplaneConfig ec;
-  cp::BridgeConfig b;
-  b.name = "cloud";
-  b.client_id = "edge-1";
-  b.version = mqtt::Version::k5;
-  b.keepalive_s = 4;
-  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0});
-  ec.bridges.push_back(b);
-  SimAppliance edge(net, edge_addr, ew, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
-  ASSERT_TRUE(net.RunUntil(
-      [&] { return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp; },
-      3 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  const int64_t a4 = app.Open(), d4 = dev.Open();
-  app.Send(a4, Sub(1, "t/#"));
-  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
-  for (uint16_t i = 1; i <= 40; ++i) dev.Send(d4, Pub("t/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+  ASSERT_TRUE(t.Start({EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0}})},
+                      "t/#", mqtt::QoS::k1, cc));
+  for (uint16_t i = 1; i <= 40; ++i) t.dev->Send(t.d4, Pub("t/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
   size_t most = 0;
-  ASSERT_TRUE(net.RunUntil([&] {
-    most = std::max(most, edge.worker->NorthInflight(0));
-    return dev.CountType(d4, PacketType::kPuback) == 40;
-  }, 5 * kSecond)) << "acked " << dev.CountType(d4, PacketType::kPuback);
+  ASSERT_TRUE(t.net.RunUntil([&] {
+    most = std::max(most, t.edge->worker->NorthInflight(0));
+    return t.dev->CountType(t.d4, PacketType::kPuback) == 40;
+  }, 5 * kSecond)) << "acked " << t.dev->CountType(t.d4, PacketType::kPuback);
   EXPECT_EQ(most, 4u);
-  EXPECT_EQ(app.Publishes(a4).size(), 40u);
-  EXPECT_EQ(edge.cp->bridge(0).reconnects, 0u);  // never kicked for exceeding the window
-  EXPECT_EQ(cloud.worker->stats().drop_bad_stream.Get(), 0u);
+  EXPECT_EQ(t.app->Publishes(t.a4).size(), 40u);
+  EXPECT_EQ(t.edge->cp->bridge(0).reconnects, 0u);  // never kicked for exceeding the window
+  EXPECT_EQ(t.cloud->worker->stats().drop_bad_stream.Get(), 0u);
 }
 
 // QoS 2 end to end: a device's QoS 2 PUBLISH under a QoS 2 forward rule reaches the cloud
 // as QoS 2 (PUBREC, PUBREL, PUBCOMP with the upstream), once, and a QoS 2 subscriber there
 // gets it at QoS 2.
 TEST(RoutingSim, QoS2IsForwardedAsQoS2) {
-  TestTls tls;
-  SimNet net;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge_addr = Addr("198.18.1.1", 14567);
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  dp::WorkerConfig ew = Listener(tls.server.get());
-  dp::BridgeDial d;
-  d.local = edge_addr;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  ew.bridges.push_back(d);
-  cp::ControlplaneConfig ec;
-  cp::BridgeConfig b;
-  b.name = "cloud";
-  b.client_id = "edge-1";
-  b.version = mqtt::Version::k5;
-  b.keepalive_s = 4;
-  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k2, false, "", "", 0});
-  ec.bridges.push_back(b);
-  SimAppliance edge(net, edge_addr, ew, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
-  ASSERT_TRUE(net.RunUntil(
-      [&] { return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp; },
-      3 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  const int64_t a4 = app.Open(), d4 = dev.Open();
-  app.Send(a4, Sub(1, "t/#", mqtt::QoS::k2));
-  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
-  dev.Send(d4, Pub("t/x", "exactly-once", mqtt::QoS::k2, 9));
-  ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPubrec) == 1; }, 2 * kSecond));
+  EdgeAndCloud t;
+  ASSERT_TRUE(t.Start({EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"t/#", "", mqtt::QoS::k2, false, "", "", 0}})},
+                      "t/#", mqtt::QoS::k2));
+  t.dev->Send(t.d4, Pub("t/x", "exactly-once", mqtt::QoS::k2, 9));
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.dev->CountType(t.d4, PacketType::kPubrec) == 1; }, 2 * kSecond));
   mqtt::PubAck rel;
   rel.type = PacketType::kPubrel;
   rel.packet_id = 9;
-  dev.Send(d4, rel);
-  ASSERT_TRUE(net.RunUntil([&] {
-    return dev.CountType(d4, PacketType::kPubcomp) == 1 && app.Publishes(a4).size() == 1 &&
-           edge.worker->NorthPending(0) == 0;
-  }, 2 * kSecond)) << "pending " << edge.worker->NorthPending(0);
+  t.dev->Send(t.d4, rel);
+  ASSERT_TRUE(t.net.RunUntil([&] {
+    return t.dev->CountType(t.d4, PacketType::kPubcomp) == 1 && t.app->Publishes(t.a4).size() == 1 &&
+           t.edge->worker->NorthPending(0) == 0;
+  }, 2 * kSecond)) << "pending " << t.edge->worker->NorthPending(0);
   // The subscriber's copy is QoS 2 (fixed header flags 0b0100), so the upstream got QoS 2.
   uint8_t header = 0;
-  for (const auto& raw : app.Received(a4))
+  for (const auto& raw : t.app->Received(t.a4))
     if ((raw[0] >> 4) == uint8_t(PacketType::kPublish)) header = raw[0];
   EXPECT_EQ((header >> 1) & 3, 2) << "delivered at QoS " << ((header >> 1) & 3);
-  EXPECT_EQ(app.Publishes(a4)[0].second, "exactly-once");
-  net.RunUntil([] { return false; }, 300 * quic::kMillisecond);
-  EXPECT_EQ(app.Publishes(a4).size(), 1u);
+  EXPECT_EQ(t.app->Publishes(t.a4)[0].second, "exactly-once");
+  t.net.RunUntil([] { return false; }, 300 * quic::kMillisecond);
+  EXPECT_EQ(t.app->Publishes(t.a4).size(), 1u);
 }
 
 // Two bridges from one worker to the same upstream share a 4-tuple (NanoMQ users split
 // traffic classes that way): each connection gets its own datagrams, told apart by DCID,
 // and both carry their rules' messages.
 TEST(RoutingSim, TwoBridgesToOneUpstreamOnOneWorker) {
-  TestTls tls;
-  SimNet net;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge_addr = Addr("198.18.1.1", 14567);
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  dp::WorkerConfig ew = Listener(tls.server.get());
-  dp::BridgeDial d;
-  d.local = edge_addr;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  ew.bridges = {d, d};
-  cp::ControlplaneConfig ec;
-  for (const char* name : {"a", "b"}) {
-    cp::BridgeConfig b;
-    b.name = name;
-    b.client_id = std::string("edge-") + name;
-    b.version = mqtt::Version::k5;
-    b.keepalive_s = 4;
-    b.forwards.push_back(cp::BridgeForward{std::string(name) + "/#", "", mqtt::QoS::k1, false, "", "", 0});
-    ec.bridges.push_back(b);
-  }
-  SimAppliance edge(net, edge_addr, ew, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge_addr);
-  ASSERT_TRUE(net.RunUntil([&] {
-    return app.confirmed() && dev.confirmed() && edge.cp->bridge(0).state == cp::BridgeState::kUp &&
-           edge.cp->bridge(1).state == cp::BridgeState::kUp;
-  }, 5 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  const int64_t a4 = app.Open(), d4 = dev.Open();
-  app.Send(a4, Sub(1, "#"));
-  ASSERT_TRUE(net.RunUntil([&] { return app.CountType(a4, PacketType::kSuback) == 1; }, 2 * kSecond));
+  EdgeAndCloud t;
+  ASSERT_TRUE(t.Start({EdgeAndCloud::Bridge("a", {cp::BridgeForward{"a/#", "", mqtt::QoS::k1, false, "", "", 0}}),
+                       EdgeAndCloud::Bridge("b", {cp::BridgeForward{"b/#", "", mqtt::QoS::k1, false, "", "", 0}})},
+                      "#"));
   for (uint16_t i = 1; i <= 10; ++i) {
-    dev.Send(d4, Pub(i % 2 ? "a/x" : "b/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
+    t.dev->Send(t.d4, Pub(i % 2 ? "a/x" : "b/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
   }
-  ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPuback) == 10; }, 3 * kSecond));
-  ASSERT_TRUE(net.RunUntil([&] { return app.Publishes(a4).size() == 10; }, 2 * kSecond));
-  EXPECT_EQ(edge.worker->bridge_traffic(0).tx_msgs.Get(), 5u);
-  EXPECT_EQ(edge.worker->bridge_traffic(1).tx_msgs.Get(), 5u);
-  EXPECT_EQ(edge.cp->bridge(0).reconnects + edge.cp->bridge(1).reconnects, 0u);
-  EXPECT_EQ(cloud.cp->sessions(), 3u);  // app, edge-a, edge-b
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.dev->CountType(t.d4, PacketType::kPuback) == 10; }, 3 * kSecond));
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.app->Publishes(t.a4).size() == 10; }, 2 * kSecond));
+  EXPECT_EQ(t.edge->worker->bridge_traffic(0).tx_msgs.Get(), 5u);
+  EXPECT_EQ(t.edge->worker->bridge_traffic(1).tx_msgs.Get(), 5u);
+  EXPECT_EQ(t.edge->cp->bridge(0).reconnects + t.edge->cp->bridge(1).reconnects, 0u);
+  EXPECT_EQ(t.cloud->cp->sessions(), 3u);  // app, edge-a, edge-b
+}
+
+// A reload adds a bridge to a running edge: every worker learns it before any route names
+// it, it dials, and its forwards carry messages. Then the reload removes it: what it held
+// for an unreachable upstream is refused (the device gets failure PUBACKs, not silence).
+TEST(RoutingSim, BridgeAddedAndRemovedWhileRunning) {
+  EdgeAndCloud t;
+  ASSERT_TRUE(t.Start({}, "t/#"));
+  dp::BridgeDial d;
+  d.local = t.edge_addr;
+  d.remote = t.cloud_addr;
+  d.tls = t.tls.client.get();
+  t.edge->cp->AddBridge(EdgeAndCloud::Bridge("late", {cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0}}),
+                        {reinterpret_cast<uint64_t>(new dp::BridgeDial(d))}, t.net.now());
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.edge->cp->bridge(0).state == cp::BridgeState::kUp; }, 3 * kSecond));
+  t.net.RunUntil([] { return false; }, 100 * quic::kMillisecond);  // the routes follow the workers' acks
+  t.dev->Send(t.d4, Pub("t/1", "via-late", mqtt::QoS::k1, 1));
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.app->Publishes(t.a4).size() == 1; }, 2 * kSecond));
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.dev->CountType(t.d4, PacketType::kPuback) == 1; }, 2 * kSecond));
+
+  // Cut the upstream; two QoS 1 wait for it; then the bridge is removed.
+  t.net.filter = [&](const quic::Address& from, const quic::Address& to) {
+    return !(from == t.edge_addr && to == t.cloud_addr);
+  };
+  t.dev->Send(t.d4, Pub("t/2", "held", mqtt::QoS::k1, 2));
+  t.dev->Send(t.d4, Pub("t/3", "held", mqtt::QoS::k1, 3));
+  t.net.RunUntil([] { return false; }, 200 * quic::kMillisecond);
+  EXPECT_EQ(t.edge->worker->NorthPending(0), 2u);
+  ASSERT_TRUE(t.edge->cp->RemoveBridge("late", t.net.now()));
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.dev->CountType(t.d4, PacketType::kPuback) == 3; }, 2 * kSecond));
+  size_t failed = 0;
+  for (const auto& raw : t.dev->Received(t.d4))
+    if ((raw[0] >> 4) == uint8_t(PacketType::kPuback) && raw.size() > 4 && raw[4] >= 0x80) ++failed;
+  EXPECT_EQ(failed, 2u);
+  EXPECT_EQ(t.edge->worker->NorthPending(0), 0u);
+  EXPECT_EQ(t.edge->worker->bridge_traffic(0).drop_removed.Get(), 2u);
+  EXPECT_FALSE(t.edge->cp->HasBridge("late"));
 }
 
 }  // namespace
