@@ -19,6 +19,16 @@
 namespace qbridge::testing {
 namespace {
 
+// What every appliance file here starts with: the TCP listener and REST.
+constexpr const char* kHeader = R"([listeners.tcp]
+bind = "127.0.0.1:0"
+
+[http_server]
+bind = "127.0.0.1:0"
+username = "admin"
+password = "pw"
+)";
+
 class ApplianceTcpTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -28,16 +38,7 @@ class ApplianceTcpTest : public ::testing::Test {
     broker_ = std::move(*b);
     char tmpl[] = "/tmp/qbridge-tcp-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    std::ofstream(dir_ + "/qbridge.toml") << R"(
-[listeners.tcp]
-bind = "127.0.0.1:0"
-
-[http_server]
-bind = "127.0.0.1:0"
-username = "admin"
-password = "pw"
-
-[bridges.mqtt.mosq]
+    std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
 clientid = "qbridge-tcp-bridge"
@@ -127,16 +128,7 @@ namespace {
 TEST_F(ApplianceTcpTest, SighupReloadsRulesWithoutReconnecting) {
   const std::string mosq = std::to_string(broker_->port());
   const std::string qb = std::to_string(tcp_port_);
-  std::ofstream(dir_ + "/qbridge.toml") << R"(
-[listeners.tcp]
-bind = "127.0.0.1:0"
-
-[http_server]
-bind = "127.0.0.1:0"
-username = "admin"
-password = "pw"
-
-[bridges.mqtt.mosq]
+  std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
 clientid = "qbridge-tcp-bridge"
@@ -179,16 +171,7 @@ namespace {
 TEST_F(ApplianceTcpTest, SighupAddsAndRemovesBridges) {
   const std::string mosq = std::to_string(broker_->port());
   const std::string qb = std::to_string(tcp_port_);
-  std::ofstream(dir_ + "/qbridge.toml") << R"(
-[listeners.tcp]
-bind = "127.0.0.1:0"
-
-[http_server]
-bind = "127.0.0.1:0"
-username = "admin"
-password = "pw"
-
-[bridges.mqtt.fresh]
+  std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.fresh]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 5
 clientid = "qbridge-fresh"

@@ -26,22 +26,35 @@ struct QueueIo {
   void Send(const quic::Path&, std::span<const uint8_t>, size_t) { ++sent; }
 };
 
-TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
+// Two worker cores joined by their rings, each with a listener (and, given `north_ports`,
+// sharing one address as a DPDK port's queues do).
+struct TwoWorkers {
   testing::TestTls tls;
-  ASSERT_TRUE(tls.ok());
-  RingMesh rings(2);
-  ActivityTable act0(64), act1(64);
+  RingMesh rings{2};
+  ActivityTable act0{64}, act1{64};
   std::unique_ptr<Worker> w[2];
-  ActivityTable* acts[2] = {&act0, &act1};
-  for (uint16_t core = 0; core < 2; ++core) {
-    WorkerConfig c;
-    c.core = core;
-    c.max_conns = 64;
-    c.server_tls = tls.server.get();
-    auto made = Worker::Create(std::move(c), &rings, acts[core]);
-    ASSERT_TRUE(made.ok()) << made.status();
-    w[core] = std::move(*made);
+
+  ::testing::AssertionResult Create(std::vector<uint16_t> north_ports = {}) {
+    if (!tls.ok()) return ::testing::AssertionFailure() << "TLS";
+    ActivityTable* acts[2] = {&act0, &act1};
+    for (uint16_t core = 0; core < 2; ++core) {
+      WorkerConfig c;
+      c.core = core;
+      c.max_conns = 64;
+      c.server_tls = tls.server.get();
+      c.north_ports = north_ports;
+      auto made = Worker::Create(std::move(c), &rings, acts[core]);
+      if (!made.ok()) return ::testing::AssertionFailure() << made.status();
+      w[core] = std::move(*made);
+    }
+    return ::testing::AssertionSuccess();
   }
+};
+
+TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
+  TwoWorkers t;
+  ASSERT_TRUE(t.Create());
+  auto& w = t.w;
   QueueIo io0, io1;
   const quic::Path path{quic::Address::FromIpPort("198.18.0.2", 14567),
                         quic::Address::FromIpPort("198.18.0.1", 50000)};
@@ -76,22 +89,9 @@ TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
 // Workers sharing one address (DPDK queues): the UDP port a datagram is addressed to names
 // the worker whose bridges dial from it, whatever its CID looks like.
 TEST(WorkerSteering, DatagramToAnotherCoresBridgePortGoesOverItsRing) {
-  testing::TestTls tls;
-  ASSERT_TRUE(tls.ok());
-  RingMesh rings(2);
-  ActivityTable act0(64), act1(64);
-  std::unique_ptr<Worker> w[2];
-  ActivityTable* acts[2] = {&act0, &act1};
-  for (uint16_t core = 0; core < 2; ++core) {
-    WorkerConfig c;
-    c.core = core;
-    c.max_conns = 64;
-    c.server_tls = tls.server.get();
-    c.north_ports = {50001, 50002};
-    auto made = Worker::Create(std::move(c), &rings, acts[core]);
-    ASSERT_TRUE(made.ok()) << made.status();
-    w[core] = std::move(*made);
-  }
+  TwoWorkers t;
+  ASSERT_TRUE(t.Create({50001, 50002}));
+  auto& w = t.w;
   QueueIo io0, io1;
   // From an upstream to core 1's bridge port; a long-header Initial whose random DCID
   // would name core 0 if it were read as ours.
