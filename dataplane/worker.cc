@@ -939,7 +939,10 @@ void Worker::ResendNorth(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   if (!b.ready || !BridgeUp(bridge)) return;
   Conn& c = *north_[bridge];
-  while (!b.resend.empty() && b.inflight.size() - b.resend.size() < b.window) {
+  // On the wire: in flight less what still waits to be resent (an id in `resend` may have
+  // been answered already, so never below zero).
+  auto on_wire = [&] { return b.inflight.size() > b.resend.size() ? b.inflight.size() - b.resend.size() : 0; };
+  while (!b.resend.empty() && on_wire() < b.window) {
     const uint16_t id = b.resend.front();
     b.resend.pop_front();
     auto it = b.inflight.find(id);
