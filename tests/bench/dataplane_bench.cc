@@ -9,10 +9,11 @@
 // per-process prefix, removed at exit.
 #include <benchmark/benchmark.h>
 #include <rte_cycles.h>
-#include <rte_eal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "dataplane/dpdk/eal.h"
@@ -184,8 +185,13 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  rte_eal_cleanup();
   std::error_code ec;
   std::filesystem::remove_all("/var/run/dpdk/" + prefix, ec);
-  return 0;
+  const int rc = 0;
+  // memif's control channel runs on EAL's interrupt thread, which still handles the removed
+  // devices' last messages while exit() tears the process down: about one run in six
+  // crashed there (gdb: eal-intr-thread in librte_net_memif). End without the teardown.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(rc);
 }

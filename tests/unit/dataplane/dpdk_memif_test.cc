@@ -3,10 +3,11 @@
 // stack. memif needs EAL's multi-process channel, so this binary runs EAL with a shared
 // config under a per-process prefix (removed at exit) rather than --no-shconf.
 #include <gtest/gtest.h>
-#include <rte_eal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -39,8 +40,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const int rc = RUN_ALL_TESTS();
-  rte_eal_cleanup();
   std::error_code ec;
   std::filesystem::remove_all("/var/run/dpdk/" + prefix, ec);  // EAL's runtime directory
-  return rc;
+  // memif's control channel runs on EAL's interrupt thread, which still handles the removed
+  // devices' last messages while exit() tears the process down: about one run in six
+  // crashed there (gdb: eal-intr-thread in librte_net_memif). End without the teardown.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(rc);
 }
