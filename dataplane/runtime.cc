@@ -154,14 +154,14 @@ class RuntimeImpl final : public Runtime {
     }
     for (size_t q = 0; q < dpdk_.size(); ++q) {
       const DpdkIoStats& s = dpdk_[q]->stats();
-#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("dpdk_", #name, "{queue=\"", q, "\"}"), s.name);
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("dpdk_", #name, "{queue=\"", q, "\"}"), s.name.Get());
       QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
       for (size_t d = 0; d < s.rx_drops.size(); ++d) {
-        if (s.rx_drops[d] == 0) continue;  // reasons never seen stay out of the scrape
+        if (s.rx_drops[d].Get() == 0) continue;  // reasons never seen stay out of the scrape
         out.emplace_back(absl::StrCat("dpdk_rx_drops{queue=\"", q, "\",reason=\"",
                                       net::DropName(net::Drop(d)), "\"}"),
-                         s.rx_drops[d]);
+                         s.rx_drops[d].Get());
       }
     }
     return out;

@@ -166,9 +166,9 @@ void DpdkIo::ShareNeighbour(const Neighbour& n) {
   for (uint16_t q = 0; q < port_->queues(); ++q) {
     if (q == queue_) continue;
     if (port_->neighbours(queue_, q).Enqueue(n)) {
-      ++stats_.neighbours_shared;
+      stats_.neighbours_shared.Inc();
     } else {
-      ++stats_.neighbours_dropped;  // that queue asks again when its entry times out
+      stats_.neighbours_dropped.Inc();  // that queue asks again when its entry times out
     }
   }
 }
@@ -179,7 +179,7 @@ void DpdkIo::DrainNeighbours(uint64_t now) {
     if (q == queue_) continue;
     SpscRing<Neighbour>& ring = port_->neighbours(q, queue_);
     for (size_t n; (n = ring.DequeueBurst(batch)) != 0;) {
-      stats_.neighbours_received += n;
+      stats_.neighbours_received.Inc(n);
       for (size_t i = 0; i < n; ++i) Learn(batch[i], now);
     }
   }
@@ -196,11 +196,11 @@ void DpdkIo::FlushTx() {
   if (tx_count_ == 0) return;
   const uint16_t sent = rte_eth_tx_burst(port_->id(), queue_, tx_.data(), tx_count_);
   for (uint16_t i = 0; i < sent; ++i) {
-    ++stats_.tx_packets;
-    stats_.tx_bytes += rte_pktmbuf_pkt_len(tx_[i]);
+    stats_.tx_packets.Inc();
+    stats_.tx_bytes.Inc(rte_pktmbuf_pkt_len(tx_[i]));
   }
   for (uint16_t i = sent; i < tx_count_; ++i) {  // never spin on a full ring
-    ++stats_.tx_dropped_ring_full;
+    stats_.tx_dropped_ring_full.Inc();
     rte_pktmbuf_free(tx_[i]);
   }
   tx_count_ = 0;
@@ -210,7 +210,7 @@ void DpdkIo::SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip,
                      const net::Mac& target_mac) {
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   if (!m) {
-    ++stats_.tx_dropped_no_mbuf;
+    stats_.tx_dropped_no_mbuf.Inc();
     return;
   }
   auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, kMinFrame));
@@ -219,17 +219,17 @@ void DpdkIo::SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip,
   net::WriteEthernet(f, dst_mac, port_->mac(), net::kEtherTypeArp);
   net::WriteArp(f.subspan(net::kEthHeaderLen),
                 net::ArpPacket{op, port_->mac(), config_.ip, target_mac, target_ip});
-  ++stats_.tx_arp;
+  stats_.tx_arp.Inc();
   Transmit(&m, 1);
 }
 
 bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
                          std::span<const uint8_t>* payload) {
-  ++stats_.rx_packets;
-  stats_.rx_bytes += rte_pktmbuf_pkt_len(m);
+  stats_.rx_packets.Inc();
+  stats_.rx_bytes.Inc(rte_pktmbuf_pkt_len(m));
   net::Drop drop = net::Drop::kRunt;
   auto count = [&](net::Drop d) {
-    ++stats_.rx_drops[size_t(d)];
+    stats_.rx_drops[size_t(d)].Inc();
     return false;
   };
   if (m->nb_segs != 1) return count(net::Drop::kRunt);  // jumbo chains: not for QUIC
@@ -242,7 +242,7 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   if (eth.ether_type == net::kEtherTypeArp) {
     net::ArpPacket arp;
     if (!net::ParseArp(l3, &arp, &drop)) return count(drop);
-    ++stats_.rx_arp;
+    stats_.rx_arp.Inc();
     const Neighbour n{arp.sender_ip, arp.sender_mac, arp.target_ip == config_.ip};
     Learn(n, now);
     if (port_->queues() > 1) ShareNeighbour(n);
@@ -271,7 +271,7 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
     // Echo requests (ping) are answered; other ICMP is counted and dropped.
     if (l4.size() < net::kIcmpHeaderLen || net::Checksum(l4) != 0) return count(net::Drop::kBadIcmp);
     if (l4[0] != 8 || l4[1] != 0) return count(net::Drop::kUnknownProtocol);
-    ++stats_.rx_icmp_echo;
+    stats_.rx_icmp_echo.Inc();
     ReplyEcho(eth, ip, l4);
     return false;
   }
@@ -282,14 +282,14 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
                                                            l4_flags == RTE_MBUF_F_RX_L4_CKSUM_NONE);
   if (l4_checked && l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD) return count(net::Drop::kBadUdpChecksum);
   if (!net::ParseUdp(ip, l4, &udp, payload, &drop, /*verify_checksum=*/!l4_checked)) return count(drop);
-  if (ip_good && l4_checked) ++stats_.rx_checksum_offloaded;
+  if (ip_good && l4_checked) stats_.rx_checksum_offloaded.Inc();
   if (udp.src_port == 0) return count(net::Drop::kMartianSource);
   if (!config_.udp_ports.empty() &&
       std::find(config_.udp_ports.begin(), config_.udp_ports.end(), udp.dst_port) ==
           config_.udp_ports.end()) {
     return count(net::Drop::kClosedPort);
   }
-  ++stats_.rx_udp;
+  stats_.rx_udp.Inc();
   path->local = ToAddress(ip.dst, udp.dst_port);
   path->remote = ToAddress(ip.src, udp.src_port);
   return true;
@@ -299,7 +299,7 @@ void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
                        std::span<const uint8_t> icmp) {
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   if (!m) {
-    ++stats_.tx_dropped_no_mbuf;
+    stats_.tx_dropped_no_mbuf.Inc();
     return;
   }
   const size_t len = net::kEthHeaderLen + net::kIpv4MinHeaderLen + icmp.size();
@@ -307,7 +307,7 @@ void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
   auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
   if (!p) {
     rte_pktmbuf_free(m);
-    ++stats_.tx_dropped_no_mbuf;
+    stats_.tx_dropped_no_mbuf.Inc();
     return;
   }
   std::memset(p + len, 0, frame_len - len);
@@ -344,21 +344,21 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
   if (segment == 0) segment = datagrams.size();
   if (!FromAddress(path.local, &src, &sport) || !FromAddress(path.remote, &dst, &dport) ||
       !routes_.NextHop(dst, &next_hop)) {
-    stats_.tx_dropped_no_route += (datagrams.size() + segment - 1) / segment;
+    stats_.tx_dropped_no_route.Inc((datagrams.size() + segment - 1) / segment);
     return;
   }
   for (size_t off = 0; off < datagrams.size(); off += segment) {
     const size_t len = std::min(segment, datagrams.size() - off);
     rte_mbuf* m = rte_pktmbuf_alloc(pool_);
     if (!m) {
-      ++stats_.tx_dropped_no_mbuf;  // QUIC's loss recovery resends
+      stats_.tx_dropped_no_mbuf.Inc();  // QUIC's loss recovery resends
       continue;
     }
     const size_t frame_len = std::max(kHeaders + len, kMinFrame);
     auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
     if (!p) {
       rte_pktmbuf_free(m);
-      ++stats_.tx_dropped_no_mbuf;
+      stats_.tx_dropped_no_mbuf.Inc();
       continue;
     }
     const std::span<uint8_t> f(p, frame_len);
@@ -374,7 +374,7 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
       m->l2_len = net::kEthHeaderLen;
       m->l3_len = net::kIpv4MinHeaderLen;
       m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_CKSUM;
-      ++stats_.tx_checksum_offloaded;
+      stats_.tx_checksum_offloaded.Inc();
     }
     net::WriteEthernet(f, net::Mac{}, port_->mac(), net::kEtherTypeIpv4);
     net::Mac mac;
@@ -385,10 +385,10 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
         Transmit(&m, 1);
         break;
       case net::ArpCache<rte_mbuf*>::Result::kQueued:
-        ++stats_.tx_queued_arp;
+        stats_.tx_queued_arp.Inc();
         break;
       case net::ArpCache<rte_mbuf*>::Result::kDropped:
-        ++stats_.tx_dropped_arp;
+        stats_.tx_dropped_arp.Inc();
         rte_pktmbuf_free(m);
         break;
     }

@@ -9,7 +9,6 @@
 #include <rte_mbuf.h>
 
 #include <array>
-#include <atomic>
 #include <optional>
 #include <memory>
 #include <span>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "dataplane/api/counters.h"
 #include "dataplane/api/ring.h"
 #include "dataplane/net/arp_cache.h"
 #include "dataplane/net/headers.h"
@@ -117,29 +117,12 @@ struct DpdkIoConfig {
   X(neighbours_received)         \
   X(neighbours_dropped)
 
-// A counter its queue's worker writes and other threads (REST's report) read: relaxed
-// atomics, so reads are estimates but never torn or racy.
-class StatU64 {
- public:
-  StatU64& operator++() {
-    v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    return *this;
-  }
-  StatU64& operator+=(uint64_t n) {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    return *this;
-  }
-  operator uint64_t() const { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> v_{0};
-};
-
+// Written by the queue's worker, read by other threads (REST's report): relaxed atomics.
 struct DpdkIoStats {
-#define QBRIDGE_X(name) StatU64 name;
+#define QBRIDGE_X(name) Counter name;
   QBRIDGE_DPDK_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
-  std::array<StatU64, size_t(net::Drop::kCount)> rx_drops{};
+  std::array<Counter, size_t(net::Drop::kCount)> rx_drops{};
 };
 
 class DpdkIo {
@@ -224,7 +207,7 @@ size_t DpdkIo::Receive(uint64_t now, Fn&& fn) {
     arp_.Expire(
         now, [&](net::Ipv4 ip) { SendArp(1, net::kBroadcastMac, ip, net::Mac{}); },
         [&](rte_mbuf*&& m) {
-          ++stats_.tx_dropped_arp;
+          stats_.tx_dropped_arp.Inc();
           rte_pktmbuf_free(m);
         });
   }

@@ -117,7 +117,7 @@ void BM_UdpEchoDpdk(benchmark::State& state) {
   std::vector<uint8_t> buf;
   // Resolve both ways first, so no datagram waits for ARP in the timed part.
   pair->a->Send(ab, std::span<const uint8_t>(payload).first(size), size);
-  for (int i = 0; i < 100 && pair->b->stats().rx_udp == 0; ++i) {
+  for (int i = 0; i < 100 && pair->b->stats().rx_udp.Get() == 0; ++i) {
     pair->b->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
     pair->a->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
   }

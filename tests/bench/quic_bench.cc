@@ -131,7 +131,7 @@ void BM_GoodputDpdkRing(benchmark::State& state) {
   GoodputOver(state, [&] {
     auto pair = std::make_unique<qbridge::testing::DpdkRingPair>();
     return pair->Create().ok() ? std::move(pair) : nullptr;
-  }, [](qbridge::testing::DpdkRingPair& p) { return p.a->stats().rx_udp + p.b->stats().rx_udp; });
+  }, [](qbridge::testing::DpdkRingPair& p) { return p.a->stats().rx_udp.Get() + p.b->stats().rx_udp.Get(); });
 }
 BENCHMARK(BM_GoodputDpdkRing)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -70,8 +70,8 @@ TEST_F(TapTest, KernelPingIsAnswered) {
   stop = true;
   poll.join();
   EXPECT_EQ(rc, 0) << "the kernel's ping got no answer from the DPDK port";
-  EXPECT_GE(io_->stats().rx_icmp_echo, 3u);
-  EXPECT_GE(io_->stats().rx_arp, 1u);  // the kernel asked where our address is
+  EXPECT_GE(io_->stats().rx_icmp_echo.Get(), 3u);
+  EXPECT_GE(io_->stats().rx_arp.Get(), 1u);  // the kernel asked where our address is
 }
 
 TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
@@ -81,8 +81,8 @@ TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
   ASSERT_TRUE(sock.ok()) << sock.status();
   EXPECT_TRUE(qbridge::testing::OurClientEchoes(server, **sock, quic::Address::FromIpPort(kDpdkIpText, 14567),
                                                 10 << 20))
-      << "dpdk rx " << io_->stats().rx_packets << " (udp " << io_->stats().rx_udp << ", arp "
-      << io_->stats().rx_arp << "), tx " << io_->stats().tx_packets;
+      << "dpdk rx " << io_->stats().rx_packets.Get() << " (udp " << io_->stats().rx_udp.Get() << ", arp "
+      << io_->stats().rx_arp.Get() << "), tx " << io_->stats().tx_packets.Get();
   EXPECT_EQ(server.endpoint().stats().retry_sent, 1u);
 }
 

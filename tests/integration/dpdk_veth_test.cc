@@ -100,8 +100,8 @@ TEST_F(VethTest, PingFromTheNamespaceIsAnswered) {
   stop = true;
   poll.join();
   EXPECT_EQ(rc, 0) << "ping from the namespace got no answer from the DPDK port";
-  EXPECT_GE(io_->stats().rx_icmp_echo, 3u);
-  EXPECT_GE(io_->stats().rx_arp, 1u);
+  EXPECT_GE(io_->stats().rx_icmp_echo.Get(), 3u);
+  EXPECT_GE(io_->stats().rx_arp.Get(), 1u);
 }
 
 TEST_F(VethTest, KernelQuicClientToDpdkHostedServer) {
@@ -111,8 +111,8 @@ TEST_F(VethTest, KernelQuicClientToDpdkHostedServer) {
   ASSERT_TRUE(sock.ok()) << sock.status();
   EXPECT_TRUE(qbridge::testing::OurClientEchoes(server, **sock, quic::Address::FromIpPort(kDpdkIpText, 14567),
                                                 10 << 20))
-      << "dpdk rx " << io_->stats().rx_packets << " (udp " << io_->stats().rx_udp << ", bad udp checksum "
-      << io_->stats().rx_drops[size_t(net::Drop::kBadUdpChecksum)] << "), tx " << io_->stats().tx_packets;
+      << "dpdk rx " << io_->stats().rx_packets.Get() << " (udp " << io_->stats().rx_udp.Get() << ", bad udp checksum "
+      << io_->stats().rx_drops[size_t(net::Drop::kBadUdpChecksum)].Get() << "), tx " << io_->stats().tx_packets.Get();
   EXPECT_EQ(server.endpoint().stats().retry_sent, 1u);
 }
 

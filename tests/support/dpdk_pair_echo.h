@@ -13,7 +13,7 @@ namespace qbridge::testing {
 // A verified handshake (through a Retry) and a 1 MiB echo between the pair's two ports.
 inline void QuicEchoThrough(DpdkRingPair& pair) {
   // (A memif port drops its gratuitous ARP while its peer is not connected yet.)
-  const uint64_t full_before = pair.a->stats().tx_dropped_ring_full + pair.b->stats().tx_dropped_ring_full;
+  const uint64_t full_before = pair.a->stats().tx_dropped_ring_full.Get() + pair.b->stats().tx_dropped_ring_full.Get();
   TestTls tls("198.18.0.2");  // verified against the IP SAN
   ASSERT_TRUE(tls.ok());
   quic::EndpointConfig ec;
@@ -46,8 +46,8 @@ inline void QuicEchoThrough(DpdkRingPair& pair) {
       << "echoed " << client_events.data[*sid].size();
   EXPECT_TRUE(client_events.data[*sid] == *payload);
   EXPECT_EQ(s.stats().retry_sent, 1u);
-  EXPECT_GT(pair.b->stats().rx_udp, 700u);
-  EXPECT_EQ(pair.a->stats().tx_dropped_ring_full + pair.b->stats().tx_dropped_ring_full, full_before);
+  EXPECT_GT(pair.b->stats().rx_udp.Get(), 700u);
+  EXPECT_EQ(pair.a->stats().tx_dropped_ring_full.Get() + pair.b->stats().tx_dropped_ring_full.Get(), full_before);
   pair.client = nullptr;
   pair.server = nullptr;
 }

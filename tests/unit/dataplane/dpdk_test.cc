@@ -45,7 +45,7 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
   const std::vector<uint8_t> hello = {'h', 'e', 'l', 'l', 'o'};
   // B is not resolved yet: the datagram waits for the ARP answer.
   a_->Send(ab, hello, hello.size());
-  EXPECT_EQ(a_->stats().tx_queued_arp, 1u);
+  EXPECT_EQ(a_->stats().tx_queued_arp.Get(), 1u);
   std::vector<std::pair<quic::Path, std::string>> at_b, at_a;
   for (int i = 0; i < 10 && at_b.empty(); ++i) {
     const uint64_t now = MonotonicNs();
@@ -60,11 +60,11 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
   EXPECT_EQ(at_b[0].second, "hello");
   EXPECT_EQ(at_b[0].first.remote, ab.local);
   EXPECT_EQ(at_b[0].first.local, ab.remote);
-  EXPECT_GE(b_->stats().rx_arp, 1u);
+  EXPECT_GE(b_->stats().rx_arp.Get(), 1u);
   // B learned A from A's request: its answer needs no ARP round.
   const std::vector<uint8_t> back = {'o', 'k'};
   b_->Send(quic::Path{ab.remote, ab.local}, back, back.size());
-  EXPECT_EQ(b_->stats().tx_queued_arp, 0u);
+  EXPECT_EQ(b_->stats().tx_queued_arp.Get(), 0u);
   a_->Receive(MonotonicNs(), [&](const quic::Path& p, std::span<const uint8_t> d) {
     at_a.emplace_back(p, std::string(d.begin(), d.end()));
   });
@@ -77,16 +77,16 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
 TEST_F(RingWire, NextHopReadyAsksAndTurnsTrueOnTheAnswer) {
   const quic::Path ab{Addr(kIpA, 40000), Addr(kIpB, 14567)};
   EXPECT_FALSE(a_->NextHopReady(ab, MonotonicNs()));
-  const uint64_t arp_sent = a_->stats().tx_arp;
+  const uint64_t arp_sent = a_->stats().tx_arp.Get();
   EXPECT_FALSE(a_->NextHopReady(ab, MonotonicNs()));  // asked already: no second request
-  EXPECT_EQ(a_->stats().tx_arp, arp_sent);
+  EXPECT_EQ(a_->stats().tx_arp.Get(), arp_sent);
   for (int i = 0; i < 10 && !a_->NextHopReady(ab, MonotonicNs()); ++i) {
     const uint64_t now = MonotonicNs();
     b_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
     a_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
   }
   EXPECT_TRUE(a_->NextHopReady(ab, MonotonicNs()));
-  EXPECT_EQ(a_->stats().tx_queued_arp, 0u);
+  EXPECT_EQ(a_->stats().tx_queued_arp.Get(), 0u);
 }
 
 // Only the listener's port is open: UDP to any other port is dropped and counted.
@@ -104,13 +104,13 @@ TEST_F(RingWire, ClosedPortsAreDroppedAndCounted) {
     a_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
   }
   EXPECT_EQ(ports, std::vector<uint16_t>{14567});
-  EXPECT_EQ(b_->stats().rx_drops[size_t(net::Drop::kClosedPort)], 1u);
+  EXPECT_EQ(b_->stats().rx_drops[size_t(net::Drop::kClosedPort)].Get(), 1u);
 }
 
 TEST_F(RingWire, NoRouteIsCountedNotSent) {
   const std::vector<uint8_t> d = {1};
   a_->Send(quic::Path{Addr(kIpA, 1), Addr(net::MakeIpv4(203, 0, 113, 9), 2)}, d, 1);
-  EXPECT_EQ(a_->stats().tx_dropped_no_route, 1u);
+  EXPECT_EQ(a_->stats().tx_dropped_no_route.Get(), 1u);
 }
 
 TEST_F(RingWire, QuicHandshakeAndEchoOverOurStack) { qbridge::testing::QuicEchoThrough(pair_); }
@@ -184,9 +184,9 @@ TEST(MultiQueue, ArpAnswerOnOneQueueReleasesPacketsWaitingOnAnother) {
   ASSERT_EQ(at_a.size(), 1u);
   EXPECT_EQ(at_a[0], "q1");
   // Nothing ever reached B's queue 1 from the wire: what it knows came over the ring.
-  EXPECT_EQ(b[1]->stats().rx_packets, 0u);
-  EXPECT_GE(b[1]->stats().neighbours_received, 1u);
-  EXPECT_GE(b[0]->stats().neighbours_shared, 1u);
+  EXPECT_EQ(b[1]->stats().rx_packets.Get(), 0u);
+  EXPECT_GE(b[1]->stats().neighbours_received.Get(), 1u);
+  EXPECT_GE(b[0]->stats().neighbours_shared.Get(), 1u);
   // B's queue 0 sends from its own TX queue with what it learned.
   at_a.clear();
   b[0]->Send(quic::Path{Addr(kIpB, 14567), Addr(kIpA, 40001)}, hello, hello.size());
