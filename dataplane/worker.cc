@@ -17,6 +17,20 @@
 namespace qbridge::dp {
 namespace {
 
+// Where the packet identifier sits in an encoded QoS 1/2 PUBLISH: after the fixed header
+// (type byte, remaining length) and the topic (two length bytes, then the topic).
+size_t PacketIdOffset(const std::vector<uint8_t>& pk, size_t topic_len) {
+  size_t hdr = 1;
+  while (hdr < pk.size() && (pk[hdr] & 0x80)) ++hdr;
+  return hdr + 1 + 2 + topic_len;
+}
+
+// Numbers a PUBLISH encoded with a placeholder identifier (not yet shared with a stream).
+void SetPacketId(std::vector<uint8_t>& pk, size_t offset, uint16_t id) {
+  pk[offset] = uint8_t(id >> 8);
+  pk[offset + 1] = uint8_t(id);
+}
+
 // Bounds per loop iteration, so one busy source cannot starve the others.
 constexpr size_t kMaxMsgsPerRing = 256;  // messages taken from each ring per iteration
 constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection writes per iteration
@@ -206,7 +220,10 @@ absl::Status Worker::Init() {
     steer_free_.reserve(kSteerBlocks);
     for (size_t i = 0; i < kSteerBlocks; ++i) steer_free_.push_back(steer_pool_.get() + i * kSteerBlockSize);
   }
-  const size_t bridges = config_.bridges.size();
+  // Start-up bridges are added one by one, as a reload adds one (AddBridge).
+  std::vector<BridgeDial> dials = std::move(config_.bridges);
+  config_.bridges.clear();
+  const size_t bridges = dials.size();
   if (bridges > kMaxBridges) return absl::InvalidArgumentError("more than 64 bridges");
   if (config_.max_conns <= bridges) return absl::InvalidArgumentError("max_conns too small");
   // Slots south connections may never take: the bridges', those a reload may add included.
@@ -215,22 +232,8 @@ absl::Status Worker::Init() {
   // is used and kept for reuse, so memory follows the connections actually seen.
   slots_.resize(config_.max_conns);
   for (uint32_t i = 0; i < config_.max_conns; ++i) free_slots_.push_back(i);
-  north_.assign(bridges, nullptr);
-  north_hold_.assign(bridges, 0);
-  bstate_.resize(bridges);
-  for (BridgeState& b : bstate_) {
-    for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) b.ids.Reserve(uint16_t(id));
-  }
   bridge_traffic_ = std::make_unique<BridgeTraffic[]>(kMaxBridges);
-  tickets_.resize(bridges);
   size_t max_payload = 1500;
-  for (const BridgeDial& b : config_.bridges) {
-    if (b.tls == nullptr && !b.tcp) return absl::InvalidArgumentError("bridge without TLS context");
-    for (const auto& a : b.alternates) {
-      if (a.tls == nullptr && !a.tcp) return absl::InvalidArgumentError("hybrid server without TLS context");
-    }
-    max_payload = std::max(max_payload, b.transport.max_udp_payload);
-  }
   if (config_.server_tls) {
     config_.endpoint.owner_id = config_.core;
     config_.endpoint.max_connections =
@@ -266,22 +269,18 @@ absl::Status Worker::Init() {
   scratch_.resize(kMaxDatagramsPerConn * max_payload);
   injector_ = std::make_unique<Conn>(this, UINT32_MAX);
   injector_->Reset(/*north=*/false, 0);
-  bool tcp_bridges = false;
-  for (const BridgeDial& b : config_.bridges) {
-    tcp_bridges |= b.tcp;
-    for (const auto& a : b.alternates) tcp_bridges |= a.tcp;
-  }
-  if (config_.tcp_listen_fd >= 0 || tcp_bridges) {
+  if (config_.tcp_listen_fd >= 0) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
-    if (config_.tcp_listen_fd >= 0) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u32 = kListenTag;
-      if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, config_.tcp_listen_fd, &ev) != 0) {
-        return absl::ErrnoToStatus(errno, "epoll_ctl(listen)");
-      }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = kListenTag;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, config_.tcp_listen_fd, &ev) != 0) {
+      return absl::ErrnoToStatus(errno, "epoll_ctl(listen)");
     }
+  }
+  for (BridgeDial& d : dials) {
+    if (absl::Status st = AddBridge(std::move(d)); !st.ok()) return st;
   }
   outbox_workers_.resize(rings_->workers());
   return absl::OkStatus();
@@ -391,12 +390,15 @@ void Worker::OpenBridgeStreams(Conn& c) {
   ToControlplane(m);
 }
 
-// A bridge added by a reload: the same state a start-up bridge gets, at the next index.
+// A bridge at the next index: every start-up bridge, and each one a reload adds.
 absl::Status Worker::AddBridge(BridgeDial dial) {
   if (config_.bridges.size() >= kMaxBridges) return absl::ResourceExhaustedError("bridges");
   if (dial.tls == nullptr && !dial.tcp) return absl::InvalidArgumentError("bridge without TLS context");
   bool tcp = dial.tcp;
-  for (const auto& a : dial.alternates) tcp |= a.tcp;
+  for (const auto& a : dial.alternates) {
+    if (a.tls == nullptr && !a.tcp) return absl::InvalidArgumentError("hybrid server without TLS context");
+    tcp |= a.tcp;
+  }
   if (tcp && epoll_fd_ < 0) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
@@ -998,8 +1000,7 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   auto id = b.ids.Allocate();
   if (!id) return false;
   std::vector<uint8_t>& pk = *m.packet;  // not shared yet: patch in place
-  pk[m.id_offset] = uint8_t(*id >> 8);
-  pk[m.id_offset + 1] = uint8_t(*id);
+  SetPacketId(pk, m.id_offset, *id);
   if (dup) pk[0] |= 0x08;
   Conn& c = *north_[bridge];
   const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
@@ -1108,9 +1109,8 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
         stats_.drop_route_failed.Inc();
         return false;
       }
-      size_t hdr = 1;
-      while (hdr < buf->size() && ((*buf)[hdr] & 0x80)) ++hdr;
-      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), hdr + 1 + 2 + out.topic.size()});
+      const size_t offset = PacketIdOffset(*buf, out.topic.size());
+      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset});
       stats_.publish_out.Inc();
       stats_.publish_bytes_out.Inc(p.payload.size());
       return true;
@@ -1143,8 +1143,7 @@ void Worker::DrainSouthQueue(Conn& c) {
     }
     auto id = c.ids.Allocate();
     if (!id) return;
-    (*d.packet)[d.id_offset] = uint8_t(*id >> 8);
-    (*d.packet)[d.id_offset + 1] = uint8_t(*id);
+    SetPacketId(*d.packet, d.id_offset, *id);
     SendBuffer(c, d.sid, std::move(d.packet));
     c.out_queue.pop_front();
   }
@@ -1428,11 +1427,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     out.packet_id = 1;  // patched when sent
     m.packet = std::make_shared<std::vector<uint8_t>>();
     if (!mqtt::EncodeTo(out, v, *m.packet)) return bt.drop_not_encodable.Inc(), false;
-    // The packet id follows the fixed header (type byte, remaining length) and the topic.
-    const std::vector<uint8_t>& pk = *m.packet;
-    size_t hdr = 1;
-    while (hdr < pk.size() && (pk[hdr] & 0x80)) ++hdr;
-    m.id_offset = hdr + 1 + 2 + out.topic.size();
+    m.id_offset = PacketIdOffset(*m.packet, out.topic.size());
     if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) b.queued.push_back(std::move(m));
   }
   stats_.publish_out.Inc();
