@@ -276,18 +276,25 @@ TEST(SessionsSim, RetainedMessagesReachLaterSubscribers) {
   EXPECT_TRUE(sub.Publishes(s8).empty());
 }
 
-TEST(SessionsSim, WillIsPublishedWhenTheConnectionDiesNotOnDisconnect) {
-  TestTls tls;
-  SimNet net;
-  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  SimMqttClient watcher(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
-  ASSERT_TRUE(net.RunUntil([&] { return watcher.confirmed(); }, 2 * kSecond));
+// Connects `watcher` and subscribes it to wills/# on its control stream.
+::testing::AssertionResult WatchWills(SimNet& net, SimMqttClient& watcher) {
+  if (!net.RunUntil([&] { return watcher.confirmed(); }, 2 * kSecond)) return ::testing::AssertionFailure() << "no handshake";
   watcher.Connect("watcher");
   mqtt::Subscribe s;
   s.packet_id = 1;
   s.subscriptions.push_back(mqtt::Subscription{"wills/#", mqtt::QoS::k0});
   watcher.Send(0, s);
-  ASSERT_TRUE(net.RunUntil([&] { return watcher.CountType(0, PacketType::kSuback) == 1; }, 2 * kSecond));
+  if (!net.RunUntil([&] { return watcher.CountType(0, PacketType::kSuback) == 1; }, 2 * kSecond))
+    return ::testing::AssertionFailure() << "no SUBACK";
+  return ::testing::AssertionSuccess();
+}
+
+TEST(SessionsSim, WillIsPublishedWhenTheConnectionDiesNotOnDisconnect) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient watcher(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(WatchWills(net, watcher));
 
   auto connect_with_will = [&](SimMqttClient& c, const char* id) {
     mqtt::Connect m;
@@ -325,13 +332,7 @@ TEST(SessionsSim, WillDelayIntervalWaitsAndIsCancelledByAReturn) {
   SimNet net;
   SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
   SimMqttClient watcher(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
-  ASSERT_TRUE(net.RunUntil([&] { return watcher.confirmed(); }, 2 * kSecond));
-  watcher.Connect("watcher");
-  mqtt::Subscribe sub;
-  sub.packet_id = 1;
-  sub.subscriptions.push_back(mqtt::Subscription{"wills/#", mqtt::QoS::k0});
-  watcher.Send(0, sub);
-  ASSERT_TRUE(net.RunUntil([&] { return watcher.CountType(0, PacketType::kSuback) == 1; }, 2 * kSecond));
+  ASSERT_TRUE(WatchWills(net, watcher));
 
   static const uint8_t kGone[] = {'g', 'o', 'n', 'e'};
   auto connect = [&](SimMqttClient& c, const char* id, bool clean) {
