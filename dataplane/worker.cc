@@ -19,16 +19,17 @@ namespace {
 
 // Where the packet identifier sits in an encoded QoS 1/2 PUBLISH: after the fixed header
 // (type byte, remaining length) and the topic (two length bytes, then the topic).
-size_t PacketIdOffset(const std::vector<uint8_t>& pk, size_t topic_len) {
+size_t PacketIdOffset(const quic::Buffer& pk, size_t topic_len) {
   size_t hdr = 1;
   while (hdr < pk.size() && (pk[hdr] & 0x80)) ++hdr;
   return hdr + 1 + 2 + topic_len;
 }
 
 // Numbers a PUBLISH encoded with a placeholder identifier (not yet shared with a stream).
-void SetPacketId(std::vector<uint8_t>& pk, size_t offset, uint16_t id) {
-  pk[offset] = uint8_t(id >> 8);
-  pk[offset + 1] = uint8_t(id);
+void SetPacketId(quic::Buffer& pk, size_t offset, uint16_t id) {
+  const std::span<uint8_t> b = pk.mutable_span();
+  b[offset] = uint8_t(id >> 8);
+  b[offset + 1] = uint8_t(id);
 }
 
 // Bounds per loop iteration, so one busy source cannot starve the others.
@@ -161,7 +162,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
   uint16_t out_window = 65535;  // south: the client's Receive Maximum (its CONNECT)
   struct QueuedDelivery {       // south: a QoS 1/2 delivery waiting for the client's window
     int64_t sid;
-    std::shared_ptr<std::vector<uint8_t>> packet;  // encoded, packet id patched when sent
+    quic::Buffer packet;  // encoded, packet id patched when sent
     size_t id_offset;
   };
   std::deque<QueuedDelivery> out_queue;
@@ -216,9 +217,9 @@ Worker::~Worker() {
 
 absl::Status Worker::Init() {
   if (rings_->workers() > 1) {
-    steer_pool_ = std::make_unique<uint8_t[]>(kSteerBlockSize * kSteerBlocks);
-    steer_free_.reserve(kSteerBlocks);
-    for (size_t i = 0; i < kSteerBlocks; ++i) steer_free_.push_back(steer_pool_.get() + i * kSteerBlockSize);
+    block_pool_ = std::make_unique<uint8_t[]>(kBlockSize * kBlocks);
+    block_free_.reserve(kBlocks);
+    for (size_t i = 0; i < kBlocks; ++i) block_free_.push_back(block_pool_.get() + i * kBlockSize);
   }
   // Start-up bridges are added one by one, as a reload adds one (AddBridge).
   std::vector<BridgeDial> dials = std::move(config_.bridges);
@@ -511,20 +512,26 @@ void Worker::ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<c
   // is out (the receiver is far behind) or the datagram is oversized does one come from
   // the heap (counted).
   Msg m = MakeMsg(MsgType::kDatagram, ConnRef{});
-  m.len = uint32_t(sizeof(quic::Path) + d.size());
-  if (m.len <= kSteerBlockSize && !steer_free_.empty()) {
-    m.heap = steer_free_.back();
-    steer_free_.pop_back();
-    m.flags |= kMsgPooled;
-  } else {
-    m.heap = new uint8_t[m.len];
-    stats_.steer_heap_blocks.Inc();
-  }
-  std::memcpy(m.heap, &path, sizeof(quic::Path));
-  std::memcpy(m.heap + sizeof(quic::Path), d.data(), d.size());
-  m.src_core = config_.core;
+  uint8_t* dst = AttachBytes(m, sizeof(quic::Path) + d.size());
+  std::memcpy(dst, &path, sizeof(quic::Path));
+  std::memcpy(dst + sizeof(quic::Path), d.data(), d.size());
   outbox_workers_[owner].push_back(m);
   stats_.cid_forwarded.Inc();
+}
+
+uint8_t* Worker::AttachBytes(Msg& m, size_t len) {
+  m.len = uint32_t(len);
+  m.src_core = config_.core;
+  if (len <= Msg::kInline) return m.inline_bytes;
+  if (len <= kBlockSize && !block_free_.empty()) {
+    m.heap = block_free_.back();
+    block_free_.pop_back();
+    m.flags |= kMsgPooled;
+  } else {
+    m.heap = new uint8_t[len];
+    stats_.ring_heap_blocks.Inc();
+  }
+  return m.heap;
 }
 
 bool Worker::DrainRings(MonoNs now, Emit emit) {
@@ -554,16 +561,16 @@ bool Worker::DrainRings(MonoNs now, Emit emit) {
             std::memcpy(&p, b.data(), sizeof(quic::Path));
             OnDatagram(p, b.subspan(sizeof(quic::Path)), now, emit, /*steer=*/false);
           }
-          if (m.flags & kMsgPooled) {  // back to its owner (never dropped: see FlushOutbox)
-            Msg r = MakeMsg(MsgType::kBlockReturn, ConnRef{});
-            r.arg = reinterpret_cast<uint64_t>(m.heap);
-            r.src_core = config_.core;
-            outbox_workers_[m.src_core].push_back(r);
-          }
         } else if (m.type == MsgType::kBlockReturn) {
-          steer_free_.push_back(reinterpret_cast<uint8_t*>(m.arg));
+          block_free_.push_back(reinterpret_cast<uint8_t*>(m.arg));
         } else {
           OnControlMsg(m, now);
+        }
+        if (m.flags & kMsgPooled) {  // back to its owner (never dropped: see FlushOutbox)
+          Msg r = MakeMsg(MsgType::kBlockReturn, ConnRef{});
+          r.arg = reinterpret_cast<uint64_t>(m.heap);
+          r.src_core = config_.core;
+          outbox_workers_[m.src_core].push_back(r);
         }
         ReleaseMsg(m);
       }
@@ -959,8 +966,8 @@ void Worker::ResendNorth(uint32_t bridge) {
       continue;
     }
     // The last connection may still hold the old buffer: the replay is a copy, with DUP.
-    m.packet = std::make_shared<std::vector<uint8_t>>(*m.packet);
-    (*m.packet)[0] |= 0x08;
+    m.packet = pool_.Copy(m.packet.span());
+    m.packet.mutable_span()[0] |= 0x08;
     SendBuffer(c, sid, m.packet);
   }
 }
@@ -999,9 +1006,8 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   if (!b.resend.empty() || b.inflight.size() >= b.window) return false;  // the upstream's Receive Maximum
   auto id = b.ids.Allocate();
   if (!id) return false;
-  std::vector<uint8_t>& pk = *m.packet;  // not shared yet: patch in place
-  SetPacketId(pk, m.id_offset, *id);
-  if (dup) pk[0] |= 0x08;
+  SetPacketId(m.packet, m.id_offset, *id);  // not shared yet: patch in place
+  if (dup) m.packet.mutable_span()[0] |= 0x08;
   Conn& c = *north_[bridge];
   const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
   SendBuffer(c, sid, m.packet);
@@ -1104,12 +1110,12 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
         return false;
       }
       out.packet_id = 1;  // patched when sent
-      auto buf = std::make_shared<std::vector<uint8_t>>();
-      if (!mqtt::EncodeTo(out, c->version, *buf)) {
+      quic::Buffer buf = Encode(out, c->version);
+      if (!buf) {
         stats_.drop_route_failed.Inc();
         return false;
       }
-      const size_t offset = PacketIdOffset(*buf, out.topic.size());
+      const size_t offset = PacketIdOffset(buf, out.topic.size());
       c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset});
       stats_.publish_out.Inc();
       stats_.publish_bytes_out.Inc(p.payload.size());
@@ -1143,7 +1149,7 @@ void Worker::DrainSouthQueue(Conn& c) {
     }
     auto id = c.ids.Allocate();
     if (!id) return;
-    SetPacketId(*d.packet, d.id_offset, *id);
+    SetPacketId(d.packet, d.id_offset, *id);
     SendBuffer(c, d.sid, std::move(d.packet));
     c.out_queue.pop_front();
   }
@@ -1151,7 +1157,6 @@ void Worker::DrainSouthQueue(Conn& c) {
 
 bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
                          const mqtt::Publish& p, const Origin* origin) {
-  route_buf_.clear();
   // The receiving core numbers the message for its own connection; QoS 1 and 2 cannot be
   // encoded without a packet identifier, so the copy on the ring carries a placeholder.
   const mqtt::Publish* carried = &p;
@@ -1161,13 +1166,21 @@ bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux
     numbered.packet_id = 1;
     carried = &numbered;
   }
-  if (!mqtt::EncodeTo(*carried, mqtt::Version::k5, route_buf_)) {
+  // Encoded straight into the block the message hands over.
+  const size_t n = mqtt::EncodedSize(*carried, mqtt::Version::k5);
+  if (n == 0) {
     stats_.drop_route_failed.Inc();
     return false;
   }
-  Msg m = MakeMsg(MsgType::kPublish, to, stream, route_buf_);
+  Msg m = MakeMsg(MsgType::kPublish, to, stream);
+  uint8_t* dst = AttachBytes(m, n);
+  if (mqtt::Encode(*carried, mqtt::Version::k5, std::span<uint8_t>(dst, n)) != n) {
+    if (m.flags & kMsgPooled) block_free_.push_back(m.heap);
+    ReleaseMsg(m);
+    stats_.drop_route_failed.Inc();
+    return false;
+  }
   m.aux = aux;
-  m.src_core = config_.core;
   if (origin) {
     m.flags |= kMsgHasOrigin;
     m.conn = origin->conn;
@@ -1183,15 +1196,23 @@ bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
 }
 
 bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v) {
-  auto buf = std::make_shared<std::vector<uint8_t>>();
-  if (!mqtt::EncodeTo(p, v, *buf)) return false;
+  quic::Buffer buf = Encode(p, v);
+  if (!buf) return false;
   SendBuffer(c, sid, std::move(buf));
   return true;
 }
 
+quic::Buffer Worker::Encode(const mqtt::Packet& p, mqtt::Version v) {
+  const size_t n = mqtt::EncodedSize(p, v);
+  if (n == 0) return {};
+  quic::Buffer buf = pool_.Get(n);
+  if (mqtt::Encode(p, v, buf.mutable_span()) != n) return {};
+  return buf;
+}
+
 void Worker::SendBuffer(Conn& c, int64_t sid, quic::Buffer buf) {
   if (c.tcp) {
-    const std::vector<uint8_t>& bytes = *buf;
+    const std::span<const uint8_t> bytes = buf.span();
     if (c.fd < 0 || c.tcp_close || c.tcp_connecting) return;
     // A peer that stops reading is cut off rather than buffered without bound.
     if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError);
@@ -1425,9 +1446,9 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     out.qos = p.qos == mqtt::QoS::k2 ? mqtt::QoS::k2 : mqtt::QoS::k1;  // the rule's QoS, at most
     out.dup = false;
     out.packet_id = 1;  // patched when sent
-    m.packet = std::make_shared<std::vector<uint8_t>>();
-    if (!mqtt::EncodeTo(out, v, *m.packet)) return bt.drop_not_encodable.Inc(), false;
-    m.id_offset = PacketIdOffset(*m.packet, out.topic.size());
+    m.packet = Encode(out, v);
+    if (!m.packet) return bt.drop_not_encodable.Inc(), false;
+    m.id_offset = PacketIdOffset(m.packet, out.topic.size());
     if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) b.queued.push_back(std::move(m));
   }
   stats_.publish_out.Inc();
@@ -1566,7 +1587,7 @@ void Worker::FlushOutbox() {
     for (size_t i = n; i < box.size(); ++i) {
       if (box[i].type == MsgType::kDatagram) {
         stats_.drop_ring_full.Inc();
-        if (box[i].flags & kMsgPooled) steer_free_.push_back(box[i].heap);
+        if (box[i].flags & kMsgPooled) block_free_.push_back(box[i].heap);
         ReleaseMsg(box[i]);
       } else {
         box[kept++] = box[i];

@@ -147,7 +147,7 @@ class Worker {
   uint64_t control_overtaken() const { return control_overtaken_; }
   quic::ServerEndpoint* endpoint() { return endpoint_.get(); }
   size_t connections() const { return live_conns_; }
-  size_t steer_blocks_free() const { return steer_free_.size(); }
+  size_t ring_blocks_free() const { return block_free_.size(); }
 
  private:
   class Conn;
@@ -158,6 +158,9 @@ class Worker {
 
   // The non-template halves of PollOnce.
   void ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d);
+  // Room for `len` bytes in `m`: inline, one of this core's blocks (flags |= kMsgPooled),
+  // or, when the pool is out or `len` too large, the heap (counted).
+  uint8_t* AttachBytes(Msg& m, size_t len);
   void OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
                   bool steer);
   bool DrainRings(MonoNs now, Emit emit);
@@ -209,8 +212,10 @@ class Worker {
   bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);  // in the connection's version
   void SendBuffer(Conn& c, int64_t sid, quic::Buffer buf);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
-    SendBuffer(c, sid, std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end()));
+    SendBuffer(c, sid, pool_.Copy(bytes));
   }
+  // Encodes `p` into a buffer from the pool (empty when it cannot be encoded).
+  quic::Buffer Encode(const mqtt::Packet& p, mqtt::Version v);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
   // Transport-neutral: a QUIC connection closes with `app_error`; a TCP one is flushed and
   // closed at the end of the iteration.
@@ -228,6 +233,9 @@ class Worker {
   WorkerConfig config_;
   RingMesh* rings_;
   ActivityTable* activity_;
+  // Every buffer this core encodes MQTT packets into: recycled, so steady traffic does not
+  // allocate per message. Declared before anything that holds its buffers.
+  quic::BufferPool pool_;
   std::unique_ptr<quic::ServerEndpoint> endpoint_;
   std::vector<std::unique_ptr<Conn>> slots_;
   std::deque<uint32_t> free_slots_;  // oldest first: a slot's generation wraps late
@@ -254,7 +262,7 @@ class Worker {
     size_t id_offset = 0;
     // Shared with the connection once sent (ngtcp2 retransmits from it): never changed
     // after that; a replay sends a copy with DUP set.
-    std::shared_ptr<std::vector<uint8_t>> packet;
+    quic::Buffer packet;
   };
   // What a worker keeps per bridge across that bridge's connections.
   struct BridgeState {
@@ -270,12 +278,12 @@ class Worker {
   std::vector<BridgeState> bstate_;
   bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
   std::vector<uint8_t> scratch_;
-  // Blocks for datagrams forwarded to another core (steering), allocated once; a receiver
-  // hands each back with kBlockReturn. Only with several workers.
-  static constexpr size_t kSteerBlockSize = sizeof(quic::Path) + 2048;
-  static constexpr size_t kSteerBlocks = 512;
-  std::unique_ptr<uint8_t[]> steer_pool_;
-  std::vector<uint8_t*> steer_free_;
+  // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
+  // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
+  static constexpr size_t kBlockSize = sizeof(quic::Path) + 2048;
+  static constexpr size_t kBlocks = 512;
+  std::unique_ptr<uint8_t[]> block_pool_;
+  std::vector<uint8_t*> block_free_;
   std::vector<Msg> outbox_cp_;  // to the controlplane, flushed once per loop
   std::vector<std::vector<Msg>> outbox_workers_;
   MonoNs now_ = 0;  // the current iteration's time, for events raised from callbacks

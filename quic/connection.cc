@@ -204,7 +204,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   const ngtcp2_callbacks cb = Callbacks(false);
   const ngtcp2_path np = ToNgPath(c->path_);
   const int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &np, NGTCP2_PROTO_VER_V1, &cb,
-                                        &settings, &params, nullptr, c.get());
+                                        &settings, &params, c->mem_.mem(), c.get());
   if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_client_new: ", ngtcp2_strerror(rv)));
   if (auto s = c->InitTls(tls); !s.ok()) return s;
   gnutls_handshake_set_hook_function(c->tls_, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
@@ -282,7 +282,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
   const ngtcp2_callbacks cb = Callbacks(true);
   const ngtcp2_path np = ToNgPath(c->path_);
   const int rv = ngtcp2_conn_server_new(&c->conn_, &hd.scid, &scid, &np, hd.version, &cb,
-                                        &settings, &params, nullptr, c.get());
+                                        &settings, &params, c->mem_.mem(), c.get());
   if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_server_new: ", ngtcp2_strerror(rv)));
   if (auto s = c->InitTls(tls); !s.ok()) return s;
   if (config.keepalive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.keepalive_ns);
@@ -417,9 +417,10 @@ absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
   }
   SendStream& s = it->second;
   if (s.fin_queued) return absl::FailedPreconditionError("quic: stream already finished");
-  if (data && !data->empty()) {
-    s.chunks.push_back(Chunk{data, 0, data->size()});
-    s.end += data->size();
+  if (!data.empty()) {
+    const size_t len = data.size();
+    s.chunks.push_back(Chunk{std::move(data), 0, len});
+    s.end += len;
   }
   s.fin_queued = fin;
   return absl::OkStatus();
@@ -533,13 +534,13 @@ Connection::SendStream* Connection::PickStream() {
 size_t Connection::Gather(const SendStream& s, ngtcp2_vec* v, size_t max, uint64_t* total) const {
   size_t n = 0;
   *total = 0;
-  uint64_t off = s.base;
-  for (const Chunk& c : s.chunks) {
-    if (n == max) break;
+  uint64_t off = s.unsent_base;
+  for (size_t i = s.unsent_idx; i < s.chunks.size() && n < max; ++i) {
+    const Chunk& c = s.chunks[i];
     const uint64_t chunk_end = off + c.len;
     if (chunk_end > s.sent) {
       const uint64_t skip = s.sent > off ? s.sent - off : 0;
-      v[n].base = const_cast<uint8_t*>(c.buf->data() + c.off + skip);
+      v[n].base = const_cast<uint8_t*>(c.buf.data() + c.off + skip);
       v[n].len = c.len - skip;
       *total += v[n].len;
       ++n;
@@ -552,6 +553,10 @@ size_t Connection::Gather(const SendStream& s, ngtcp2_vec* v, size_t max, uint64
 void Connection::Advance(SendStream& s, uint64_t bytes) {
   s.sent += bytes;
   s.served = ++serve_counter_;
+  while (s.unsent_idx < s.chunks.size() && s.unsent_base + s.chunks[s.unsent_idx].len <= s.sent) {
+    s.unsent_base += s.chunks[s.unsent_idx].len;
+    ++s.unsent_idx;
+  }
 }
 
 void Connection::OnAcked(int64_t stream_id, uint64_t offset, uint64_t len) {
@@ -566,7 +571,11 @@ void Connection::OnAcked(int64_t stream_id, uint64_t offset, uint64_t len) {
     c.off += drop;
     c.len -= drop;
     s.base += drop;
-    if (c.len == 0) s.chunks.pop_front();
+    if (s.unsent_idx == 0) s.unsent_base = s.base;  // the front chunk, partly sent
+    if (c.len == 0) {
+      s.chunks.pop_front();
+      if (s.unsent_idx > 0) --s.unsent_idx;
+    }
   }
 }
 

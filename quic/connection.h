@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,6 +24,9 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "quic/buffer.h"
+#include "quic/fifo.h"
+#include "quic/mem_pool.h"
 #include "quic/tls.h"
 
 namespace qbridge::quic {
@@ -52,9 +54,6 @@ struct Path {
   Address local;
   Address remote;
 };
-
-// Immutable bytes shared by the writer and the retransmission queue.
-using Buffer = std::shared_ptr<const std::vector<uint8_t>>;
 
 enum class CcAlgo : uint8_t { kCubic, kBbr, kReno };
 
@@ -252,9 +251,13 @@ class Connection {
     int64_t id = 0;
     int priority = 0;
     uint64_t served = 0;      // scheduler round-robin stamp
-    std::deque<Chunk> chunks; // from the first unacknowledged byte
+    Fifo<Chunk> chunks;       // from the first unacknowledged byte
     uint64_t base = 0;        // stream offset of chunks.front()
     uint64_t sent = 0;        // stream offset handed to ngtcp2
+    // The first chunk not wholly handed to ngtcp2 and its stream offset: writes start
+    // there instead of walking every chunk still awaiting its ack.
+    size_t unsent_idx = 0;
+    uint64_t unsent_base = 0;
     uint64_t end = 0;         // stream offset after the last queued byte
     bool fin_queued = false;
     bool fin_sent = false;
@@ -300,6 +303,7 @@ class Connection {
 
   bool server_;
   ConnectionEvents* events_;
+  NgMemPool mem_;  // ngtcp2's allocations (outlives conn_: freed in the destructor's body)
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
   ngtcp2_crypto_conn_ref conn_ref_{};

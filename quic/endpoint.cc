@@ -2,11 +2,20 @@
 
 #include <algorithm>
 
+#include "absl/strings/string_view.h"
+
 namespace qbridge::quic {
 namespace {
 
 std::string Key(const uint8_t* cid, size_t len) {
   return std::string(reinterpret_cast<const char*>(cid), len);
+}
+
+// For lookups: absl's string hash and equality are transparent, so finding a CID needs no
+// std::string (a 16-byte CID is one past the small-string buffer: a heap allocation for
+// every datagram).
+absl::string_view View(const uint8_t* cid, size_t len) {
+  return absl::string_view(reinterpret_cast<const char*>(cid), len);
 }
 
 }  // namespace
@@ -45,7 +54,7 @@ void ServerEndpoint::AddCid(const ngtcp2_cid& cid, Connection* conn) {
 }
 
 void ServerEndpoint::RemoveCid(const ngtcp2_cid& cid) {
-  auto it = by_cid_.find(Key(cid.data, cid.datalen));
+  auto it = by_cid_.find(View(cid.data, cid.datalen));
   if (it == by_cid_.end()) return;
   auto e = conns_.find(it->second);
   if (e != conns_.end()) e->second.cids.erase(it->first);  // retired CIDs do not pile up
@@ -53,7 +62,7 @@ void ServerEndpoint::RemoveCid(const ngtcp2_cid& cid) {
 }
 
 Connection* ServerEndpoint::Find(const uint8_t* cid, size_t len) const {
-  auto it = by_cid_.find(Key(cid, len));
+  auto it = by_cid_.find(View(cid, len));
   return it == by_cid_.end() ? nullptr : it->second;
 }
 

@@ -197,9 +197,9 @@ class Client : public quic::ConnectionEvents {
   }
 
   void Send(int64_t sid, const mqtt::Packet& p) {
-    auto buf = std::make_shared<std::vector<uint8_t>>();
-    if (!mqtt::EncodeTo(p, mqtt::Version::k5, *buf)) return;
-    (void)conn_->Send(sid, std::move(buf));
+    std::vector<uint8_t> buf;
+    if (!mqtt::EncodeTo(p, mqtt::Version::k5, buf)) return;
+    (void)conn_->Send(sid, quic::Buffer::Copy(buf));
   }
 
   void OnPacket(int64_t sid, const mqtt::Frame& fr) {

@@ -32,7 +32,7 @@ class Counter {
   X(cid_received)        /* datagrams other cores forwarded here */                     \
   X(drop_ring_full)      /* a message or datagram refused by a full ring */             \
   X(ring_in_hwm)         /* most messages seen waiting in one inbound ring */           \
-  X(steer_heap_blocks)   /* forwarded datagrams that needed a heap block (pool out) */  \
+  X(ring_heap_blocks)    /* bytes for another core that needed a heap block (pool out) */\
   X(drop_no_conn)        /* a forwarded datagram whose connection is gone */            \
   X(conns_opened) X(conns_closed)                                                       \
   X(mqtt_packets_in) X(mqtt_packets_out)                                                \

@@ -54,7 +54,7 @@ struct Bulk {
 
 template <typename Net>
 std::unique_ptr<Bulk> StartBulk(Net& net, const Path& client_path, Timestamp now, size_t total) {
-  static const auto chunk = std::make_shared<const std::vector<uint8_t>>(kChunk, 0x42);
+  static const Buffer chunk = Buffer::Copy(std::vector<uint8_t>(kChunk, 0x42));
   auto b = std::make_unique<Bulk>();
   EndpointConfig ec;
   ec.retry = RetryMode::kOff;

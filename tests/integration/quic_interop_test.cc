@@ -96,12 +96,12 @@ TEST_F(QuicInterop, OurClientTheirServer) {
   EXPECT_EQ(c.alpn(), "mqtt");
   auto sid = c.OpenStream();
   ASSERT_TRUE(sid.ok());
-  auto payload = std::make_shared<std::vector<uint8_t>>(kBytes);
-  for (size_t i = 0; i < kBytes; ++i) (*payload)[i] = Pattern(i);
-  ASSERT_TRUE(c.Send(*sid, payload, true).ok());
+  std::vector<uint8_t> payload(kBytes);
+  for (size_t i = 0; i < kBytes; ++i) payload[i] = Pattern(i);
+  ASSERT_TRUE(c.Send(*sid, Buffer::Copy(payload), true).ok());
   ASSERT_TRUE(Drive(**sock, step, [&] { return events.fin[*sid]; }, 90 * kSecond))
       << "echoed " << events.data[*sid].size() << " of " << kBytes;
-  EXPECT_TRUE(events.data[*sid] == *payload);
+  EXPECT_TRUE(events.data[*sid] == payload);
   c.Close(0);
   std::vector<uint8_t> scratch(64 * 1500);
   c.Write(MonotonicNs(), scratch, 1, emit);

@@ -44,12 +44,12 @@ TEST(QuicUdp, TenMiBEchoOverLoopbackWithGso) {
   auto sid = (*client)->OpenStream();
   ASSERT_TRUE(sid.ok());
   constexpr size_t kTotal = 10 << 20;
-  auto payload = std::make_shared<std::vector<uint8_t>>(kTotal);
-  for (size_t i = 0; i < kTotal; ++i) (*payload)[i] = uint8_t(i * 7 + (i >> 13));
-  ASSERT_TRUE((*client)->Send(*sid, payload, true).ok());
+  std::vector<uint8_t> payload(kTotal);
+  for (size_t i = 0; i < kTotal; ++i) payload[i] = uint8_t(i * 7 + (i >> 13));
+  ASSERT_TRUE((*client)->Send(*sid, Buffer::Copy(payload), true).ok());
   ASSERT_TRUE(pair.RunUntil([&] { return client_events.fin[*sid]; }, 60 * kSecond))
       << "echoed " << client_events.data[*sid].size() << " of " << kTotal;
-  EXPECT_TRUE(client_events.data[*sid] == *payload);
+  EXPECT_TRUE(client_events.data[*sid] == payload);
   EXPECT_EQ((*ep)->stats().retry_sent, 1u);
   const auto& cs = pair.client_sock->stats();
   if (pair.client_sock->gso()) {

@@ -215,7 +215,7 @@ struct NanoLikeClient {
       c.client_id = "nano-1";
       c.keep_alive = kKeepaliveS;
       EXPECT_EQ(*conn->OpenStream(), 0);
-      EXPECT_TRUE(conn->Send(0, std::make_shared<std::vector<uint8_t>>(Encode(c, version))).ok());
+      EXPECT_TRUE(conn->Send(0, quic::Buffer::Copy(Encode(c, version))).ok());
       streams[0] = *conn->OpenStream();
       streams[1] = *conn->OpenStream();
       connect_at = now;
@@ -227,7 +227,7 @@ struct NanoLikeClient {
       static const uint8_t kPayload[64] = {};
       p.payload = kPayload;
       EXPECT_TRUE(conn->Send(streams[published % 2],
-                             std::make_shared<std::vector<uint8_t>>(Encode(p, version)))
+                             quic::Buffer::Copy(Encode(p, version)))
                       .ok());
       ++published;
       next_publish = now + 100 * kMillisecond;

@@ -95,12 +95,12 @@ inline ::testing::AssertionResult OurClientEchoes(DpdkEchoServer& server, dp::Ud
   if (ev.alpn != "mqtt") return ::testing::AssertionFailure() << "ALPN '" << ev.alpn << "'";
   auto sid = c.OpenStream();
   if (!sid.ok()) return ::testing::AssertionFailure() << sid.status();
-  auto payload = std::make_shared<std::vector<uint8_t>>(bytes);
-  for (size_t i = 0; i < bytes; ++i) (*payload)[i] = EchoPattern(i);
-  if (!c.Send(*sid, payload, true).ok()) return ::testing::AssertionFailure() << "send refused";
+  std::vector<uint8_t> payload(bytes);
+  for (size_t i = 0; i < bytes; ++i) payload[i] = EchoPattern(i);
+  if (!c.Send(*sid, quic::Buffer::Copy(payload), true).ok()) return ::testing::AssertionFailure() << "send refused";
   if (!run([&] { return ev.fin[*sid]; }, 60 * quic::kSecond))
     return ::testing::AssertionFailure() << "echoed " << ev.data[*sid].size() << " of " << bytes;
-  if (ev.data[*sid] != *payload) return ::testing::AssertionFailure() << "the echo differs";
+  if (ev.data[*sid] != payload) return ::testing::AssertionFailure() << "the echo differs";
   c.Close(0);
   c.Write(MonotonicNs(), scratch, 1, emit);
   return ::testing::AssertionSuccess();

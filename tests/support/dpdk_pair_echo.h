@@ -39,12 +39,12 @@ inline void QuicEchoThrough(DpdkRingPair& pair) {
   EXPECT_EQ(client_events.alpn, "mqtt");
   auto sid = c.OpenStream();
   ASSERT_TRUE(sid.ok());
-  auto payload = std::make_shared<std::vector<uint8_t>>(1 << 20);
-  for (size_t i = 0; i < payload->size(); ++i) (*payload)[i] = uint8_t(i * 13 + (i >> 10));
-  ASSERT_TRUE(c.Send(*sid, payload, true).ok());
+  std::vector<uint8_t> payload(1 << 20);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = uint8_t(i * 13 + (i >> 10));
+  ASSERT_TRUE(c.Send(*sid, quic::Buffer::Copy(payload), true).ok());
   ASSERT_TRUE(run([&] { return client_events.fin[*sid]; }, 30 * quic::kSecond))
       << "echoed " << client_events.data[*sid].size();
-  EXPECT_TRUE(client_events.data[*sid] == *payload);
+  EXPECT_TRUE(client_events.data[*sid] == payload);
   EXPECT_EQ(s.stats().retry_sent, 1u);
   EXPECT_GT(pair.b->stats().rx_udp.Get(), 700u);
   EXPECT_EQ(pair.a->stats().tx_dropped_ring_full.Get() + pair.b->stats().tx_dropped_ring_full.Get(), full_before);

@@ -43,7 +43,7 @@ class RecordingEvents : public quic::ConnectionEvents {
     if (!d.empty()) order.push_back(sid);
     if (f) fin[sid] = true;
     if (echo && conn && (!d.empty() || f)) {
-      auto copy = std::make_shared<const std::vector<uint8_t>>(d.begin(), d.end());
+      quic::Buffer copy = quic::Buffer::Copy(d);
       EXPECT_TRUE(conn->Send(sid, copy, f).ok());
     }
   }

@@ -45,7 +45,7 @@ class SimMqttClient {
   void Send(int64_t stream, const mqtt::Packet& p) {
     std::vector<uint8_t> out;
     ASSERT_TRUE(mqtt::EncodeTo(p, version_, out));
-    ASSERT_TRUE(conn_->Send(stream, std::make_shared<const std::vector<uint8_t>>(std::move(out))).ok());
+    ASSERT_TRUE(conn_->Send(stream, quic::Buffer::Copy(out)).ok());
   }
   void Connect(const std::string& id, uint16_t keepalive = 60) {
     mqtt::Connect c;

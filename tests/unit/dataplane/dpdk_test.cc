@@ -8,6 +8,7 @@
 
 #include "dataplane/dpdk/dpdk_io.h"
 #include "dataplane/dpdk/eal.h"
+#include "tests/support/alloc_count.h"
 #include "tests/support/quic_test_util.h"
 #include "tests/support/dpdk_pair_echo.h"
 #include "tests/support/dpdk_ring_pair.h"
@@ -114,6 +115,30 @@ TEST_F(RingWire, NoRouteIsCountedNotSent) {
 }
 
 TEST_F(RingWire, QuicHandshakeAndEchoOverOurStack) { qbridge::testing::QuicEchoThrough(pair_); }
+
+// The per-packet path of the port (RX burst, parse, deliver; build, checksum, TX burst)
+// takes nothing from the heap once the neighbour is known.
+TEST_F(RingWire, UdpEchoAllocatesNothingPerPacket) {
+  if (!qbridge::testing::AllocCounting()) GTEST_SKIP() << "allocations are not counted here";
+  const quic::Path ab{Addr(kIpA, 40000), Addr(kIpB, 14567)};
+  const std::vector<uint8_t> payload(1200, 0x5a);
+  auto pump = [&](int rounds) {
+    uint64_t echoed = 0;
+    for (int r = 0; r < rounds; ++r) {
+      for (int i = 0; i < 32; ++i) a_->Send(ab, payload, payload.size());
+      const uint64_t now = MonotonicNs();
+      b_->Receive(now, [&](const quic::Path& p, std::span<const uint8_t> d) { b_->Send(p, d, d.size()); });
+      a_->Receive(now, [&](const quic::Path&, std::span<const uint8_t> d) { echoed += d.size() == 1200; });
+    }
+    return echoed;
+  };
+  ASSERT_GT(pump(20), 0u);  // ARP, first bursts
+  qbridge::testing::AllocScope scope;
+  const uint64_t echoed = pump(500);
+  const uint64_t allocs = scope.Count();
+  EXPECT_GT(echoed, 10'000u);
+  EXPECT_EQ(allocs, 0u) << "over " << echoed << " echoed datagrams";
+}
 
 // Two queue pairs per port. The wiring is lopsided on purpose: everything A sends arrives on
 // B's queue 0, so B's queue 1 gets its ARP answer only through the neighbour ring from

@@ -80,10 +80,10 @@ TEST(WorkerSteering, DatagramForAnotherCoresCidGoesOverItsRing) {
   EXPECT_EQ(w[1]->endpoint()->stats().datagrams_in, 1u);
   EXPECT_EQ(w[1]->stats().cid_forwarded.Get(), 0u);  // never bounced back
   // The block came from core 0's pool (no allocation) and goes back to it.
-  EXPECT_EQ(w[0]->stats().steer_heap_blocks.Get(), 0u);
-  const size_t free_after_send = w[0]->steer_blocks_free();
+  EXPECT_EQ(w[0]->stats().ring_heap_blocks.Get(), 0u);
+  const size_t free_after_send = w[0]->ring_blocks_free();
   w[0]->PollOnce(io0, now);
-  EXPECT_EQ(w[0]->steer_blocks_free(), free_after_send + 1);
+  EXPECT_EQ(w[0]->ring_blocks_free(), free_after_send + 1);
 }
 
 // Workers sharing one address (DPDK queues): the UDP port a datagram is addressed to names

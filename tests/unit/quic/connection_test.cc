@@ -88,8 +88,8 @@ class QuicTest : public ::testing::Test {
   }
 
   static Buffer Bytes(size_t n, uint8_t seed) {
-    auto v = std::make_shared<std::vector<uint8_t>>(n);
-    for (size_t i = 0; i < n; ++i) (*v)[i] = uint8_t(i * 131 + seed + (i >> 11));
+    Buffer v = Buffer::Allocate(n);
+    for (size_t i = 0; i < n; ++i) v.mutable_span()[i] = uint8_t(i * 131 + seed + (i >> 11));
     return v;
   }
 
@@ -216,7 +216,7 @@ TEST_P(QuicCcTest, EchoOverALossyReorderingLink) {
   std::vector<uint8_t> expected;
   for (size_t off = 0; off < kTotal; off += 64 << 10) {
     Buffer b = Bytes(64 << 10, uint8_t(off >> 16));
-    expected.insert(expected.end(), b->begin(), b->end());
+    expected.insert(expected.end(), b.begin(), b.end());
     ASSERT_TRUE(client_->Send(*sid, b, off + (64 << 10) >= kTotal).ok());
   }
   ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 60 * kSecond));
@@ -570,7 +570,10 @@ TEST_F(QuicTest, ResumptionCarriesEarlyData) {
   EXPECT_TRUE(data_before_confirmed);  // the server had it a round trip early
   ASSERT_TRUE(server_conn_);
   EXPECT_TRUE(server_conn_->early_data_accepted());
-  EXPECT_EQ(server_events_.data[*sid], *Bytes(300, 9));
+  {
+    const Buffer want = Bytes(300, 9);
+    EXPECT_EQ(server_events_.data[*sid], std::vector<uint8_t>(want.begin(), want.end()));
+  }
 }
 
 TEST_F(QuicTest, ReplayedEarlyDataIsRefused) {
