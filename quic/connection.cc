@@ -204,7 +204,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   const ngtcp2_callbacks cb = Callbacks(false);
   const ngtcp2_path np = ToNgPath(c->path_);
   const int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &np, NGTCP2_PROTO_VER_V1, &cb,
-                                        &settings, &params, c->mem_.mem(), c.get());
+                                        &settings, &params, NgMem(), c.get());
   if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_client_new: ", ngtcp2_strerror(rv)));
   if (auto s = c->InitTls(tls); !s.ok()) return s;
   gnutls_handshake_set_hook_function(c->tls_, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
@@ -282,7 +282,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
   const ngtcp2_callbacks cb = Callbacks(true);
   const ngtcp2_path np = ToNgPath(c->path_);
   const int rv = ngtcp2_conn_server_new(&c->conn_, &hd.scid, &scid, &np, hd.version, &cb,
-                                        &settings, &params, c->mem_.mem(), c.get());
+                                        &settings, &params, NgMem(), c.get());
   if (rv != 0) return absl::InternalError(absl::StrCat("ngtcp2_conn_server_new: ", ngtcp2_strerror(rv)));
   if (auto s = c->InitTls(tls); !s.ok()) return s;
   if (config.keepalive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.keepalive_ns);

@@ -303,7 +303,6 @@ class Connection {
 
   bool server_;
   ConnectionEvents* events_;
-  NgMemPool mem_;  // ngtcp2's allocations (outlives conn_: freed in the destructor's body)
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
   ngtcp2_crypto_conn_ref conn_ref_{};

@@ -6,85 +6,118 @@
 namespace qbridge::quic {
 namespace {
 
-// Every block starts with a header naming its class, so the user pointer keeps malloc's
-// 16-byte alignment.
-struct alignas(16) Header {
-  size_t cls;
-  size_t size;  // the usable size (for realloc)
-};
+// Classes of 2^k + 64 bytes (k = 6..13): the slack lets ngtcp2's 8 KiB out-of-order chunks
+// (8192 bytes plus a small header) fit the 8 KiB class instead of doubling to 16 KiB.
+constexpr size_t kMinShift = 6, kClasses = 8, kSlack = 64;
+constexpr size_t kMaxCachedBytes = 1 << 20;
 constexpr size_t kLarge = SIZE_MAX;
 
-Header* HeaderOf(void* p) { return static_cast<Header*>(p) - 1; }
+constexpr size_t Capacity(size_t cls) { return (size_t{1} << (kMinShift + cls)) + kSlack; }
 
-}  // namespace
+// Every block starts with its class, so the user pointer keeps malloc's 16-byte alignment.
+struct alignas(16) Header {
+  size_t cls;
+  size_t size;  // usable bytes (for realloc)
+};
 
-NgMemPool::NgMemPool() {
-  mem_.user_data = this;
-  mem_.malloc = [](size_t size, void* self) { return static_cast<NgMemPool*>(self)->Alloc(size); };
-  mem_.free = [](void* p, void* self) { static_cast<NgMemPool*>(self)->Free(p); };
-  mem_.calloc = [](size_t n, size_t size, void* self) -> void* {
-    if (size != 0 && n > SIZE_MAX / size) return nullptr;
-    void* p = static_cast<NgMemPool*>(self)->Alloc(n * size);
-    if (p != nullptr) std::memset(p, 0, n * size);
-    return p;
-  };
-  mem_.realloc = [](void* p, size_t size, void* self) {
-    return static_cast<NgMemPool*>(self)->Realloc(p, size);
-  };
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// Plain data, so it stays usable while the thread exits (after Drain ran).
+struct Cache {
+  FreeBlock* free[kClasses];
+  size_t count[kClasses];
+  bool dead;
+  NgMemStats stats;
+};
+thread_local Cache cache;
+
+void Drain() {
+  for (size_t c = 0; c < kClasses; ++c) {
+    while (FreeBlock* f = cache.free[c]) {
+      cache.free[c] = f->next;
+      std::free(reinterpret_cast<Header*>(f) - 1);
+    }
+    cache.count[c] = 0;
+  }
+  cache.stats.cached_bytes = 0;
 }
 
-NgMemPool::~NgMemPool() {
-  for (FreeBlock*& head : free_) {
-    while (head != nullptr) {
-      FreeBlock* next = head->next;
-      std::free(HeaderOf(head));
-      head = next;
+// Frees the cache when the thread ends; blocks freed after that go straight to the heap.
+struct CacheOwner {
+  ~CacheOwner() {
+    Drain();
+    cache.dead = true;
+  }
+};
+thread_local CacheOwner owner;
+
+size_t ClassOf(size_t size) {
+  for (size_t c = 0; c < kClasses; ++c)
+    if (size <= Capacity(c)) return c;
+  return kLarge;
+}
+
+void* Alloc(size_t size) {
+  const size_t cls = ClassOf(size);
+  if (cls != kLarge && !cache.dead) {
+    (void)&owner;  // constructs the owner on first use in this thread
+    if (FreeBlock* f = cache.free[cls]) {
+      cache.free[cls] = f->next;
+      --cache.count[cls];
+      cache.stats.cached_bytes -= Capacity(cls);
+      ++cache.stats.reused;
+      return f;
     }
   }
-}
-
-size_t NgMemPool::ClassOf(size_t size) {
-  size_t cls = 0;
-  while (cls < kClasses && (size_t{1} << (kMinShift + cls)) < size) ++cls;
-  return cls < kClasses ? cls : kLarge;
-}
-
-void* NgMemPool::Alloc(size_t size) {
-  const size_t cls = ClassOf(size);
-  if (cls != kLarge && free_[cls] != nullptr) {
-    FreeBlock* b = free_[cls];
-    free_[cls] = b->next;
-    ++reused_;
-    return b;
-  }
-  const size_t usable = cls == kLarge ? size : size_t{1} << (kMinShift + cls);
+  const size_t usable = cls == kLarge ? size : Capacity(cls);
   auto* h = static_cast<Header*>(std::malloc(sizeof(Header) + usable));
   if (h == nullptr) return nullptr;
-  ++heap_;
+  ++cache.stats.heap;
   h->cls = cls;
   h->size = usable;
   return h + 1;
 }
 
-void NgMemPool::Free(void* p) {
+void* AllocZeroed(size_t n, size_t size) {
+  if (size != 0 && n > SIZE_MAX / size) return nullptr;
+  const size_t bytes = n * size;
+  if (ClassOf(bytes) == kLarge) {  // calloc: fresh pages from the kernel are not touched
+    auto* h = static_cast<Header*>(std::calloc(1, sizeof(Header) + bytes));
+    if (h == nullptr) return nullptr;
+    ++cache.stats.heap;
+    h->cls = kLarge;
+    h->size = bytes;
+    return h + 1;
+  }
+  void* p = Alloc(bytes);
+  if (p != nullptr) std::memset(p, 0, bytes);
+  return p;
+}
+
+void Free(void* p) {
   if (p == nullptr) return;
-  Header* h = HeaderOf(p);
-  if (h->cls == kLarge) {
+  Header* h = static_cast<Header*>(p) - 1;
+  const size_t cls = h->cls;
+  if (cls == kLarge || cache.dead || (cache.count[cls] + 1) * Capacity(cls) > kMaxCachedBytes) {
     std::free(h);
     return;
   }
-  auto* b = static_cast<FreeBlock*>(p);
-  b->next = free_[h->cls];
-  free_[h->cls] = b;
+  auto* f = static_cast<FreeBlock*>(p);
+  f->next = cache.free[cls];
+  cache.free[cls] = f;
+  ++cache.count[cls];
+  cache.stats.cached_bytes += Capacity(cls);
 }
 
-void* NgMemPool::Realloc(void* p, size_t size) {
+void* Realloc(void* p, size_t size) {
   if (p == nullptr) return Alloc(size);
   if (size == 0) {
     Free(p);
     return nullptr;
   }
-  Header* h = HeaderOf(p);
+  const Header* h = static_cast<Header*>(p) - 1;
   if (size <= h->size) return p;
   void* n = Alloc(size);
   if (n == nullptr) return nullptr;
@@ -92,5 +125,19 @@ void* NgMemPool::Realloc(void* p, size_t size) {
   Free(p);
   return n;
 }
+
+const ngtcp2_mem kMem = {
+    nullptr,
+    [](size_t size, void*) { return Alloc(size); },
+    [](void* p, void*) { Free(p); },
+    [](size_t n, size_t size, void*) { return AllocZeroed(n, size); },
+    [](void* p, size_t size, void*) { return Realloc(p, size); },
+};
+
+}  // namespace
+
+const ngtcp2_mem* NgMem() { return &kMem; }
+
+NgMemStats ThreadNgMemStats() { return cache.stats; }
 
 }  // namespace qbridge::quic

@@ -1,8 +1,9 @@
-// The memory a connection's ngtcp2 state takes, recycled within the connection: freed
-// blocks go on a free list per size class and serve the next request of that class, so
-// loss recovery (ack ranges, out-of-order stream data, retransmission records) stops
-// calling malloc once a connection has seen its peak. One connection is driven by one
-// thread at a time, so there are no locks; memory goes back to the heap with the connection.
+// The allocator ngtcp2 uses for every connection: blocks of a few size classes kept in a
+// cache per thread (like glibc's tcache, but deep enough for loss recovery), so ack ranges,
+// out-of-order stream data and retransmission records stop calling malloc once a worker has
+// seen its working set. Each cache is bounded (kMaxCachedBytes per class); beyond it, and
+// for larger requests, blocks go back to the heap. A block freed on another thread than
+// the one that took it simply joins that thread's cache.
 #pragma once
 
 #include <ngtcp2/ngtcp2.h>
@@ -12,34 +13,14 @@
 
 namespace qbridge::quic {
 
-class NgMemPool {
- public:
-  NgMemPool();
-  ~NgMemPool();
-  NgMemPool(const NgMemPool&) = delete;
-  NgMemPool& operator=(const NgMemPool&) = delete;
+// The ngtcp2_mem to give ngtcp2_conn_*_new.
+const ngtcp2_mem* NgMem();
 
-  const ngtcp2_mem* mem() const { return &mem_; }
-
-  void* Alloc(size_t size);
-  void Free(void* p);
-  void* Realloc(void* p, size_t size);
-
-  // Requests served from a free list, and those that went to the heap.
-  uint64_t reused() const { return reused_; }
-  uint64_t heap() const { return heap_; }
-
- private:
-  // Classes of 64 bytes to 16 KiB, powers of two; larger requests go to the heap each time.
-  static constexpr size_t kMinShift = 6, kClasses = 9;
-  struct FreeBlock {
-    FreeBlock* next;
-  };
-  static size_t ClassOf(size_t size);
-
-  FreeBlock* free_[kClasses] = {};
-  ngtcp2_mem mem_;
-  uint64_t reused_ = 0, heap_ = 0;
+struct NgMemStats {
+  uint64_t reused = 0;  // requests served from this thread's cache
+  uint64_t heap = 0;    // requests that went to malloc
+  uint64_t cached_bytes = 0;
 };
+NgMemStats ThreadNgMemStats();
 
 }  // namespace qbridge::quic

@@ -1,5 +1,5 @@
 // Buffer (shared bytes), BufferPool (recycled by size class), Fifo (the send queue's ring)
-// and NgMemPool (ngtcp2's allocations recycled per connection).
+// and NgMem (ngtcp2's allocations cached per thread).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -104,14 +104,14 @@ TEST(FifoTest, WrapsAndGrowsInOrder) {
   EXPECT_EQ(moved.back(), std::to_string(next_in - 1));
 }
 
-TEST(NgMemPoolTest, ReusesFreedBlocksAndReallocKeepsBytes) {
-  NgMemPool pool;
-  const ngtcp2_mem* mem = pool.mem();
+TEST(NgMemTest, ReusesFreedBlocksAndReallocKeepsBytes) {
+  const ngtcp2_mem* mem = NgMem();
+  const NgMemStats before = ThreadNgMemStats();
   void* a = mem->malloc(40, mem->user_data);
   mem->free(a, mem->user_data);
-  void* b = mem->malloc(64, mem->user_data);  // the same class
+  void* b = mem->malloc(100, mem->user_data);  // the same class (64 + slack)
   EXPECT_EQ(a, b);
-  EXPECT_EQ(pool.reused(), 1u);
+  EXPECT_EQ(ThreadNgMemStats().reused, before.reused + 1);
   auto* z = static_cast<uint8_t*>(mem->calloc(10, 10, mem->user_data));
   for (int i = 0; i < 100; ++i) ASSERT_EQ(z[i], 0);
   for (int i = 0; i < 100; ++i) z[i] = uint8_t(i);
@@ -119,10 +119,23 @@ TEST(NgMemPoolTest, ReusesFreedBlocksAndReallocKeepsBytes) {
   for (int i = 0; i < 100; ++i) ASSERT_EQ(r[i], i);
   mem->free(r, mem->user_data);
   mem->free(b, mem->user_data);
-  void* huge = mem->malloc(1 << 20, mem->user_data);  // beyond the classes
+  auto* huge = static_cast<uint8_t*>(mem->calloc(1, 1 << 20, mem->user_data));  // beyond the classes
   ASSERT_NE(huge, nullptr);
+  EXPECT_EQ(huge[12345], 0);
   mem->free(huge, mem->user_data);
   EXPECT_EQ(mem->calloc(SIZE_MAX / 2, 4, mem->user_data), nullptr);  // overflow refused
+}
+
+TEST(NgMemTest, BlocksMayBeFreedOnAnotherThreadAndTheCacheIsBounded) {
+  const ngtcp2_mem* mem = NgMem();
+  std::vector<void*> blocks;
+  for (int i = 0; i < 1000; ++i) blocks.push_back(mem->malloc(8216, mem->user_data));
+  std::thread([&] {
+    for (void* p : blocks) mem->free(p, mem->user_data);
+    // 1 MiB of 8 KiB blocks at most stays cached on this thread; the rest went to the heap.
+    EXPECT_LE(ThreadNgMemStats().cached_bytes, 1u << 20);
+    EXPECT_GT(ThreadNgMemStats().cached_bytes, 0u);
+  }).join();
 }
 
 }  // namespace
