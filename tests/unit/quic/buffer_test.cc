@@ -106,8 +106,8 @@ TEST(FifoTest, WrapsAndGrowsInOrder) {
 
 TEST(NgMemTest, ReusesFreedBlocksAndReallocKeepsBytes) {
   const ngtcp2_mem* mem = NgMem();
-  const NgMemStats before = ThreadNgMemStats();
   void* a = mem->malloc(40, mem->user_data);
+  const NgMemStats before = ThreadNgMemStats();
   mem->free(a, mem->user_data);
   void* b = mem->malloc(100, mem->user_data);  // the same class (64 + slack)
   EXPECT_EQ(a, b);
