@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <thread>
 
@@ -164,6 +165,8 @@ class RuntimeImpl final : public Runtime {
                          s.rx_drops[d].Get());
       }
     }
+    // Bridge ports the NIC steers to their worker's queue itself (0: the workers do it).
+    if (dpdk_port_) out.emplace_back("dpdk_flow_rules", dpdk_port_->flow_rules());
     return out;
   }
 
@@ -262,6 +265,16 @@ class RuntimeImpl final : public Runtime {
       dpdk_ip_ = absl::StrCat((dc.ip >> 24) & 255, ".", (dc.ip >> 16) & 255, ".", (dc.ip >> 8) & 255, ".",
                               dc.ip & 255);
       north_ports_ = north_ports;
+      // Where the NIC can, it delivers each worker's bridge port to that worker's queue;
+      // where it cannot (virtual PMDs, a TAP without TC flower), workers forward what lands
+      // on the wrong queue, as they do without rules.
+      for (int i = 0; cfg.workers > 1 && i < cfg.workers; ++i) {
+        if (absl::Status s = dpdk_port_->SteerUdpPort(north_ports[size_t(i)], uint16_t(i)); !s.ok()) {
+          std::fprintf(stderr, "qbridge: %s; bridge datagrams are steered by the workers\n",
+                       std::string(s.message()).c_str());
+          break;
+        }
+      }
       for (int i = 0; i < cfg.workers; ++i) {
         dpdk_.push_back(DpdkIo::Attach(dpdk_port_.get(), uint16_t(i), dc));
         std::vector<BridgeDial> mine = dials;

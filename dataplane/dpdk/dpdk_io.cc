@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <rte_errno.h>
+#include <rte_flow.h>
 
 #include <cstring>
 
@@ -113,9 +114,43 @@ absl::StatusOr<std::unique_ptr<DpdkPort>> DpdkPort::Start(const DpdkPortConfig& 
   return p;
 }
 
+absl::Status DpdkPort::SteerUdpPort(uint16_t udp_port, uint16_t queue) {
+  if (queue >= config_.queues) return absl::InvalidArgumentError("dpdk: no such queue");
+  rte_flow_attr attr{};
+  attr.ingress = 1;
+  rte_flow_item_udp udp_spec{}, udp_mask{};
+  udp_spec.hdr.dst_port = rte_cpu_to_be_16(udp_port);
+  udp_mask.hdr.dst_port = RTE_BE16(0xffff);
+  rte_flow_item pattern[4]{};
+  pattern[0].type = RTE_FLOW_ITEM_TYPE_ETH;
+  pattern[1].type = RTE_FLOW_ITEM_TYPE_IPV4;
+  pattern[2].type = RTE_FLOW_ITEM_TYPE_UDP;
+  pattern[2].spec = &udp_spec;
+  pattern[2].mask = &udp_mask;
+  pattern[3].type = RTE_FLOW_ITEM_TYPE_END;
+  rte_flow_action_queue to{};
+  to.index = queue;
+  rte_flow_action actions[2]{};
+  actions[0].type = RTE_FLOW_ACTION_TYPE_QUEUE;
+  actions[0].conf = &to;
+  actions[1].type = RTE_FLOW_ACTION_TYPE_END;
+  rte_flow_error err{};
+  if (rte_flow_create(config_.port_id, &attr, pattern, actions, &err) == nullptr) {
+    return absl::UnavailableError(absl::StrCat("dpdk: port ", config_.port_id, " (", driver_,
+                                               ") refused a flow rule for UDP port ", udp_port, ": ",
+                                               err.message ? err.message : "no reason given"));
+  }
+  ++flows_;
+  return absl::OkStatus();
+}
+
 DpdkPort::~DpdkPort() {
   // The port's descriptors hold mbufs of our pools: release the port before the pools.
   if (configured_) {
+    if (flows_ > 0) {
+      rte_flow_error err;
+      rte_flow_flush(config_.port_id, &err);
+    }
     rte_eth_dev_stop(config_.port_id);
     rte_eth_dev_close(config_.port_id);
   }

@@ -64,6 +64,12 @@ class DpdkPort {
   bool rx_checksum_offload() const { return rx_csum_; }
   const std::string& driver() const { return driver_; }
 
+  // Asks the NIC to deliver IPv4 UDP to `udp_port` on `queue` (an rte_flow rule), so a
+  // bridge's datagrams reach the worker that dialled from that port without a software
+  // hop. An error (the PMD has no such rule) leaves steering to the workers.
+  absl::Status SteerUdpPort(uint16_t udp_port, uint16_t queue);
+  size_t flow_rules() const { return flows_; }
+
   // Single producer (queue `from`), single consumer (queue `to`) per ring.
   SpscRing<Neighbour>& neighbours(uint16_t from, uint16_t to) {
     return *neighbour_rings_[size_t(from) * config_.queues + to];
@@ -79,6 +85,7 @@ class DpdkPort {
   bool tx_csum_ = false;
   bool rx_csum_ = false;
   std::string driver_;
+  size_t flows_ = 0;
   std::vector<std::unique_ptr<SpscRing<Neighbour>>> neighbour_rings_;
 };
 
