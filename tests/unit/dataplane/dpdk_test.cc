@@ -73,6 +73,22 @@ TEST_F(RingWire, ArpThenUdpBothWays) {
   EXPECT_EQ(at_a[0].second, "ok");
 }
 
+// Each port announces itself once at start (a gratuitous ARP: request, sender and target
+// our own address); the peer sees it and does not answer it (it names no address of its).
+TEST_F(RingWire, GratuitousArpAtStartIsSeenAndNotAnswered) {
+  EXPECT_EQ(a_->stats().tx_arp.Get(), 1u);
+  EXPECT_EQ(b_->stats().tx_arp.Get(), 1u);
+  for (int i = 0; i < 5; ++i) {
+    const uint64_t now = MonotonicNs();
+    a_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+    b_->Receive(now, [](const quic::Path&, std::span<const uint8_t>) {});
+  }
+  EXPECT_EQ(a_->stats().rx_arp.Get(), 1u);
+  EXPECT_EQ(b_->stats().rx_arp.Get(), 1u);
+  EXPECT_EQ(a_->stats().tx_arp.Get(), 1u);  // no reply to an announcement
+  EXPECT_EQ(b_->stats().tx_arp.Get(), 1u);
+}
+
 // A writer that asks before sending (a bridge's QUIC connection) gets false until the
 // neighbour answered, and no packet of its waits in the ARP queue meanwhile.
 TEST_F(RingWire, NextHopReadyAsksAndTurnsTrueOnTheAnswer) {
