@@ -270,8 +270,8 @@ class RuntimeImpl final : public Runtime {
       // on the wrong queue, as they do without rules.
       for (int i = 0; cfg.workers > 1 && i < cfg.workers; ++i) {
         if (absl::Status s = dpdk_port_->SteerUdpPort(north_ports[size_t(i)], uint16_t(i)); !s.ok()) {
-          std::fprintf(stderr, "qbridge: %s; bridge datagrams are steered by the workers\n",
-                       std::string(s.message()).c_str());
+          std::fprintf(stderr, "qbridge: %s; flow rules for %d of %d workers' bridge ports, the "
+                       "workers steer the rest\n", std::string(s.message()).c_str(), i, cfg.workers);
           break;
         }
       }

@@ -8,8 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <deque>
+#include <cassert>
 #include <cstring>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "mqtt/topic.h"
@@ -27,6 +28,7 @@ size_t PacketIdOffset(const quic::Buffer& pk, size_t topic_len) {
 
 // Numbers a PUBLISH encoded with a placeholder identifier (not yet shared with a stream).
 void SetPacketId(quic::Buffer& pk, size_t offset, uint16_t id) {
+  assert(pk.unique());  // a buffer a connection holds is never changed
   const std::span<uint8_t> b = pk.mutable_span();
   b[offset] = uint8_t(id >> 8);
   b[offset + 1] = uint8_t(id);

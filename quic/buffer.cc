@@ -5,8 +5,10 @@
 
 namespace qbridge::quic {
 
-inline constexpr size_t kMinShift = 6;  // 64 bytes
-inline constexpr size_t kClasses = 11;  // up to 64 KiB
+namespace {
+constexpr size_t kMinShift = 6;  // 64 bytes
+constexpr size_t kClasses = 11;  // up to 64 KiB
+}  // namespace
 
 struct PoolState {
   struct Free {
@@ -72,9 +74,9 @@ void Buffer::Release(Block* b) {
   if (!pool->alive && pool->stats.outstanding == 0) delete pool;
 }
 
-BufferPool::BufferPool(size_t max_cached_bytes) : state_(new PoolState) {
+BufferPool::BufferPool(size_t max_cached_bytes_per_class) : state_(new PoolState) {
   for (size_t c = 0; c < kClasses; ++c) {
-    const size_t per = max_cached_bytes >> (kMinShift + c);
+    const size_t per = max_cached_bytes_per_class >> (kMinShift + c);
     state_->max_cached[c] = per < 16 ? 16 : per;
   }
 }

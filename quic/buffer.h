@@ -96,13 +96,14 @@ class Buffer {
   Block* b_ = nullptr;
 };
 
-// Recycles buffers of up to 64 KiB in power-of-two classes (64 bytes up); larger requests go
-// to the heap. Each class keeps at most `max_cached_bytes / class size` free blocks (at
-// least 16), so a burst's memory goes back to the heap once the burst has passed. Blocks
+// Recycles buffers of up to 64 KiB in power-of-two classes (64 bytes up, 11 classes);
+// larger requests go to the heap. Each class keeps at most `max_cached_bytes_per_class /
+// class size` free blocks (at least 16), so a burst's memory goes back to the heap once the
+// burst has passed: with the default, at most about 11 MiB stay cached per pool. Blocks
 // still referenced when the pool goes stay valid; the last of them frees its memory.
 class BufferPool {
  public:
-  explicit BufferPool(size_t max_cached_bytes = 4 << 20);
+  explicit BufferPool(size_t max_cached_bytes_per_class = 1 << 20);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

@@ -1,12 +1,12 @@
 #include "quic/connection.h"
 
-#include <array>
-
 #include <arpa/inet.h>
 #include <gnutls/crypto.h>
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <array>
+#include <cassert>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -534,6 +534,13 @@ Connection::SendStream* Connection::PickStream() {
 size_t Connection::Gather(const SendStream& s, ngtcp2_vec* v, size_t max, uint64_t* total) const {
   size_t n = 0;
   *total = 0;
+#ifndef NDEBUG
+  {  // the index bookkeeping of Advance/OnAcked: every chunk before unsent_idx was sent whole
+    uint64_t o = s.base;
+    for (size_t i = 0; i < s.unsent_idx; ++i) o += s.chunks[i].len;
+    assert(o == s.unsent_base && s.unsent_base <= s.sent);
+  }
+#endif
   uint64_t off = s.unsent_base;
   for (size_t i = s.unsent_idx; i < s.chunks.size() && n < max; ++i) {
     const Chunk& c = s.chunks[i];

@@ -50,7 +50,8 @@ enum class MsgType : uint8_t {
   kRemoveBridge,   // aux: a bridge a reload removed: refuse what is held for it, take no more
   // worker -> worker
   kDatagram,       // bytes: a datagram (behind its path) for a CID this core owns; with
-                   // flags & kMsgPooled the block is the sender's, handed back with:
+                   // flags & kMsgPooled (here or on kPublish) the block is the sender's,
+                   // handed back with:
   kBlockReturn,    // arg: a pooled block (uint8_t*) of the receiving core's, free again
   kPublish,        // bytes: a PUBLISH (5.0 encoding) for this core's connection `conn` on
                    // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`; then
@@ -83,8 +84,8 @@ inline constexpr uint8_t kMsgHasOrigin = 1;
 // kPublish with this aux: route it as if a client had published it (wills).
 inline constexpr uint32_t kRouteAsPublished = UINT32_MAX;
 inline constexpr uint8_t kMsgFailed = 2;
-// kDatagram: `heap` is a block of the sending core's pool, not `new`ed; it goes back to
-// that core (kBlockReturn) instead of being deleted.
+// kDatagram, kPublish: `heap` is a block of the sending core's pool, not `new`ed; the
+// receiver hands it back to that core (kBlockReturn) instead of deleting it.
 inline constexpr uint8_t kMsgPooled = 4;
 // The packet ids the controlplane uses on a bridge connection (SUBSCRIBE, UNSUBSCRIBE); the
 // worker allocates PUBLISH ids below them, so the two never collide on one connection.

@@ -11,8 +11,8 @@ namespace qbridge::testing {
 
 // Whether this build counts (false under AddressSanitizer).
 bool AllocCounting();
-// Allocations (malloc, calloc, realloc to a new size, aligned forms) made by this thread
-// since it started.
+// Allocations (malloc, calloc, every realloc, aligned forms) made by this thread since it
+// started.
 uint64_t ThreadAllocations();
 
 // Allocations made by this thread between construction and Count().

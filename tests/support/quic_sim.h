@@ -56,6 +56,7 @@ class QuicSim {
   // Optional hook on every datagram before the link: return false to drop it.
   std::function<bool(Side, std::vector<uint8_t>&)> filter;
   uint64_t delivered_to_server = 0, delivered_to_client = 0;
+  uint64_t dropped = 0;  // by the link: random loss and tail drops
 
   // Runs until `done()` is true or `limit_ns` of simulated time passed, whichever comes
   // first; returns done(). Every step writes both sides, delivers what is due, runs
@@ -150,7 +151,10 @@ class QuicSim {
       }
       if (one.size() > kSlotBytes) continue;  // larger than any link MTU here
       std::uniform_real_distribution<double> u(0, 1);
-      if (link_.loss > 0 && u(rng_) < link_.loss) continue;
+      if (link_.loss > 0 && u(rng_) < link_.loss) {
+        ++dropped;
+        continue;
+      }
       const int copies = link_.duplicate > 0 && u(rng_) < link_.duplicate ? 2 : 1;
       for (int i = 0; i < copies; ++i) {
         uint64_t jitter = link_.jitter_ns ? rng_() % link_.jitter_ns : 0;
@@ -159,7 +163,10 @@ class QuicSim {
           quic::Timestamp& free_at = side == Side::kToServer ? up_free_at_ : down_free_at_;
           const quic::Timestamp start = std::max(now_, free_at);
           const uint64_t backlog_bytes = (start - now_) * link_.bandwidth_bps / 8'000'000'000;
-          if (backlog_bytes > link_.queue_bytes) continue;  // tail drop
+          if (backlog_bytes > link_.queue_bytes) {  // tail drop
+            ++dropped;
+            continue;
+          }
           free_at = start + one.size() * 8'000'000'000 / link_.bandwidth_bps;
           jitter += free_at - now_;
         }

@@ -111,6 +111,12 @@ TEST(WorkerAllocTest, CrossCoreForwardAllocatesNothingPerMessage) {
   EXPECT_EQ(edge.workers[1]->stats().routed_cross_core.Get(), 2u * 2500);
   EXPECT_EQ(edge.workers[1]->stats().drop_route_failed.Get(), 0u);
   EXPECT_LE(per, 0.05);
+  // Every ring block went back to its core; none came from the heap.
+  net.RunUntil([] { return false; }, 50 * quic::kMillisecond);
+  for (const auto& w : edge.workers) {
+    EXPECT_EQ(w->stats().ring_heap_blocks.Get(), 0u) << "core " << w->core();
+    EXPECT_EQ(w->ring_blocks_free(), 512u) << "core " << w->core();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(QoS, WorkerAllocTest, ::testing::Values(mqtt::QoS::k0, mqtt::QoS::k1),

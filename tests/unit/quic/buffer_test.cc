@@ -53,7 +53,7 @@ TEST(BufferTest, PoolReusesBlocksOfAClass) {
 }
 
 TEST(BufferTest, PoolKeepsABoundedFreeList) {
-  BufferPool pool(/*max_cached_bytes=*/64 * 1024);  // 16 blocks of 4 KiB
+  BufferPool pool(/*max_cached_bytes_per_class=*/64 * 1024);  // 16 blocks of 4 KiB
   std::vector<Buffer> held;
   for (int i = 0; i < 100; ++i) held.push_back(pool.Get(4096));
   held.clear();  // 16 stay cached, the rest go back to the heap
