@@ -55,6 +55,7 @@ struct EdgeAndCloud {
   std::unique_ptr<SimAppliance> cloud, edge;
   std::unique_ptr<SimMqttClient> app, dev;
   int64_t a4 = 0, d4 = 0;  // their first data streams
+  uint16_t client_keepalive = 60;  // the app's and the device's (0: none, for long runs)
 
   static cp::BridgeConfig Bridge(const std::string& name, std::vector<cp::BridgeForward> forwards) {
     cp::BridgeConfig b;
@@ -90,8 +91,8 @@ struct EdgeAndCloud {
     };
     if (!net.RunUntil([&] { return app->confirmed() && dev->confirmed() && bridges_up(); }, 5 * kSecond))
       return ::testing::AssertionFailure() << "bridges or clients did not come up";
-    app->Connect("app");
-    dev->Connect("dev");
+    app->Connect("app", client_keepalive);
+    dev->Connect("dev", client_keepalive);
     a4 = app->Open();
     d4 = dev->Open();
     app->Send(a4, Sub(1, app_filter, app_qos));

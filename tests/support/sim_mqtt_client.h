@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -87,6 +88,18 @@ class SimMqttClient {
     for (const auto& raw : Received(stream)) n += (raw[0] >> 4) == uint8_t(t);
     return n;
   }
+  // The same count, framing only what arrived since the last call (for long runs, where
+  // re-reading the whole stream on every check would dominate).
+  size_t CountTypeIncremental(int64_t stream, mqtt::PacketType t) {
+    Tally& tally = tallies_[stream];
+    const std::vector<uint8_t>& d = ev_.data[stream];
+    (void)tally.framer.Feed(std::span<const uint8_t>(d).subspan(tally.offset), [&](const mqtt::Frame& fr) {
+      ++tally.by_type[fr.header >> 4];
+      return true;
+    });
+    tally.offset = d.size();
+    return tally.by_type[uint8_t(t)];
+  }
 
  private:
   bool Poll(uint64_t now) {
@@ -101,6 +114,12 @@ class SimMqttClient {
     return n > 0;
   }
 
+  struct Tally {
+    mqtt::Framer framer;
+    size_t offset = 0;
+    std::array<size_t, 16> by_type{};
+  };
+  std::map<int64_t, Tally> tallies_;
   RecordingEvents ev_;
   std::unique_ptr<quic::Connection> conn_;
   SimNet::Port* port_;

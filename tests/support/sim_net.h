@@ -48,11 +48,11 @@ class SimNet {
       return n;
     }
     void Send(const quic::Path& path, std::span<const uint8_t> d, size_t seg) {
-      const uint64_t before = net_->alloc_meter ? net_->alloc_meter() : 0;
+      const uint64_t before = net_->meter ? net_->meter() : 0;
       for (size_t off = 0; off < d.size(); off += seg) {
         net_->Enqueue(addr_, path.remote, d.subspan(off, std::min(seg, d.size() - off)));
       }
-      if (net_->alloc_meter) net_->link_allocs += net_->alloc_meter() - before;
+      if (net_->meter) net_->link_metered += net_->meter() - before;
     }
 
    private:
@@ -86,10 +86,12 @@ class SimNet {
   // Return false to drop a datagram from `from` to `to`.
   std::function<bool(const quic::Address& from, const quic::Address& to)> filter;
   uint64_t dropped = 0;
-  // Set by tests that count heap allocations (tests/support/alloc_count.h): the links'
-  // own allocations are counted apart, so appliances can leave them out of theirs.
-  uint64_t (*alloc_meter)() = nullptr;
-  uint64_t link_allocs = 0;
+  // A counter read around every appliance's worker iteration and every link send, set by
+  // tests and benchmarks that measure the workers alone: the thread's allocations
+  // (tests/support/alloc_count.h) or its CPU time. The links' share is kept apart so that
+  // appliances can leave it out of theirs.
+  uint64_t (*meter)() = nullptr;
+  uint64_t link_metered = 0;
 
   // Steps until done() or `limit_ns` of simulated time; returns done().
   bool RunUntil(const std::function<bool()>& done, uint64_t limit_ns) {
@@ -173,9 +175,9 @@ struct SimAppliance {
   std::unique_ptr<cp::Controlplane> cp;
   std::vector<SimNet::Port*> ports;
   SimNet::Port* port = nullptr;
-  // Heap allocations made inside the workers' loop iterations (the links' own left out),
-  // counted when the test set SimNet::alloc_meter.
-  uint64_t worker_allocs = 0;
+  // What SimNet::meter counted inside this appliance's worker iterations (the links' own
+  // share left out).
+  uint64_t worker_metered = 0;
 
   SimAppliance(SimNet& net, const quic::Address& addr, dp::WorkerConfig wc, cp::ControlplaneConfig cc)
       : SimAppliance(net, std::vector<quic::Address>{addr}, std::vector<dp::WorkerConfig>{std::move(wc)},
@@ -202,10 +204,10 @@ struct SimAppliance {
       dp::Worker* w = workers[i].get();
       SimNet::Port* p = ports.back();
       net.AddNode({[this, w, p](uint64_t now) {
-                     uint64_t (*meter)() = net_->alloc_meter;
-                     const uint64_t before = meter ? meter() - net_->link_allocs : 0;
+                     uint64_t (*meter)() = net_->meter;
+                     const uint64_t before = meter ? meter() - net_->link_metered : 0;
                      const bool busy = w->PollOnce(*p, now);
-                     if (meter) worker_allocs += meter() - net_->link_allocs - before;
+                     if (meter) worker_metered += meter() - net_->link_metered - before;
                      return busy;
                    },
                    [w] { return w->NextDeadline(); }});

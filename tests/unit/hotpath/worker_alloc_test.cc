@@ -19,7 +19,7 @@ struct PerMessage {
 PerMessage Measure(EdgeAndCloud& t, mqtt::QoS qos, int n, uint16_t* next_id) {
   const size_t delivered = t.app->Publishes(t.a4).size();
   const size_t acked = t.dev->CountType(t.d4, PacketType::kPuback);
-  const uint64_t edge0 = t.edge->worker_allocs, cloud0 = t.cloud->worker_allocs;
+  const uint64_t edge0 = t.edge->worker_metered, cloud0 = t.cloud->worker_metered;
   const std::string payload(200, 'p');
   for (int i = 0; i < n; i += 50) {
     for (int j = i; j < i + 50 && j < n; ++j) {
@@ -33,7 +33,7 @@ PerMessage Measure(EdgeAndCloud& t, mqtt::QoS qos, int n, uint16_t* next_id) {
     EXPECT_TRUE(t.net.RunUntil(
         [&] { return t.dev->CountType(t.d4, PacketType::kPuback) == acked + size_t(n); }, 5 * kSecond));
   }
-  return {double(t.edge->worker_allocs - edge0) / n, double(t.cloud->worker_allocs - cloud0) / n};
+  return {double(t.edge->worker_metered - edge0) / n, double(t.cloud->worker_metered - cloud0) / n};
 }
 
 class WorkerAllocTest : public ::testing::TestWithParam<mqtt::QoS> {};
@@ -42,7 +42,7 @@ TEST_P(WorkerAllocTest, ForwardAndDeliverWithoutAllocatingPerMessage) {
   if (!AllocCounting()) GTEST_SKIP() << "allocations are not counted here";
   const mqtt::QoS qos = GetParam();
   EdgeAndCloud t;
-  t.net.alloc_meter = &ThreadAllocations;
+  t.net.meter = &ThreadAllocations;
   ASSERT_TRUE(t.Start({EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"t/#", "", qos, false, "", "", 0}})},
                       "t/#", qos));
   uint16_t id = 1;
@@ -62,7 +62,7 @@ TEST(WorkerAllocTest, CrossCoreForwardAllocatesNothingPerMessage) {
   if (!AllocCounting()) GTEST_SKIP() << "allocations are not counted here";
   TestTls tls;
   SimNet net;
-  net.alloc_meter = &ThreadAllocations;
+  net.meter = &ThreadAllocations;
   const auto cloud_addr = Addr("198.18.2.1", 14567);
   const auto edge0 = Addr("198.18.1.1", 14567), edge1 = Addr("198.18.1.2", 14567);
   SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
@@ -103,9 +103,9 @@ TEST(WorkerAllocTest, CrossCoreForwardAllocatesNothingPerMessage) {
     }
   };
   burst(500);
-  const uint64_t before = edge.worker_allocs;
+  const uint64_t before = edge.worker_metered;
   burst(2000);
-  const double per = double(edge.worker_allocs - before) / 2000;
+  const double per = double(edge.worker_metered - before) / 2000;
   RecordProperty("edge_allocs_per_message", std::to_string(per));
   printf("two cores: edge %.3f allocations per message\n", per);
   EXPECT_EQ(edge.workers[1]->stats().routed_cross_core.Get(), 2u * 2500);
