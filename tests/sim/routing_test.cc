@@ -233,43 +233,12 @@ TEST(RoutingSim, QoS1IsAcknowledgedOnlyAfterTheUpstreamHasIt) {
 // over the ring to the bridge's core and its PUBACK comes back the same way, only after the
 // cloud's; a subscriber on the other core gets QoS 1 deliveries over the ring too.
 TEST(RoutingSim, QoS1CrossesCoresBothWays) {
-  TestTls tls;
-  SimNet net;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge0 = Addr("198.18.1.1", 14567), edge1 = Addr("198.18.1.2", 14567);
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  dp::BridgeDial d;
-  d.local = edge0;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  std::vector<dp::WorkerConfig> wcs = {Listener(tls.server.get()), Listener(tls.server.get())};
-  for (auto& w : wcs) w.bridges.push_back(d);  // every worker knows every bridge
-  cp::ControlplaneConfig ec;
-  cp::BridgeConfig b;
-  b.name = "cloud";
-  b.client_id = "edge-1";
-  b.version = mqtt::Version::k5;
-  b.keepalive_s = 4;
-  b.forwards.push_back(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "up/", "", 0});
-  ec.bridges.push_back(b);
-  SimAppliance edge(net, {edge0, edge1}, wcs, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge1);   // core 1
-  SimMqttClient mon(net, *tls.client, Addr("198.18.4.2", 50000), edge0);   // core 0
-  ASSERT_TRUE(net.RunUntil([&] {
-    return app.confirmed() && dev.confirmed() && mon.confirmed() &&
-           edge.cp->bridge(0).state == cp::BridgeState::kUp;
-  }, 3 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  mon.Connect("mon");
-  const int64_t a4 = app.Open(), d4 = dev.Open(), m4 = mon.Open();
-  app.Send(a4, Sub(1, "up/t/#"));
-  mon.Send(m4, Sub(1, "t/#"));
-  ASSERT_TRUE(net.RunUntil([&] {
-    return app.CountType(a4, PacketType::kSuback) == 1 && mon.CountType(m4, PacketType::kSuback) == 1;
-  }, 2 * kSecond));
+  TwoCoreEdge t;
+  ASSERT_TRUE(t.Start(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "up/", "", 0}, "up/t/#", "t/#"));
+  SimNet& net = t.net;
+  SimMqttClient &app = *t.app, &dev = *t.dev, &mon = *t.mon;
+  SimAppliance& edge = *t.edge;
+  const int64_t a4 = t.a4, d4 = t.d4, m4 = t.m4;
   for (uint16_t i = 1; i <= 20; ++i) dev.Send(d4, Pub("t/x", std::to_string(i).c_str(), mqtt::QoS::k1, i));
   ASSERT_TRUE(net.RunUntil([&] { return dev.CountType(d4, PacketType::kPuback) == 20; }, 3 * kSecond));
   for (const auto& raw : dev.Received(d4)) {  // MQTT 5 PUBACK: reason 0 or left out

@@ -102,4 +102,55 @@ struct EdgeAndCloud {
   }
 };
 
+// A cloud and an edge with two worker cores whose bridge runs on core 0, an application on
+// the cloud, a device on core 1 and a monitor on core 0, connected and subscribed: the
+// cross-core tests' set-up.
+struct TwoCoreEdge {
+  TestTls tls;
+  SimNet net;
+  const quic::Address cloud_addr = Addr("198.18.2.1", 14567);
+  const quic::Address edge0 = Addr("198.18.1.1", 14567), edge1 = Addr("198.18.1.2", 14567);
+  std::unique_ptr<SimAppliance> cloud, edge;
+  std::unique_ptr<SimMqttClient> app, dev, mon;
+  int64_t a4 = 0, d4 = 0, m4 = 0;  // their first data streams
+
+  ::testing::AssertionResult Start(const cp::BridgeForward& forward, const char* app_filter,
+                                   const char* mon_filter) {
+    cloud = std::make_unique<SimAppliance>(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
+    dp::BridgeDial d;
+    d.local = edge0;
+    d.remote = cloud_addr;
+    d.tls = tls.client.get();
+    std::vector<dp::WorkerConfig> wcs = {Listener(tls.server.get()), Listener(tls.server.get())};
+    for (auto& w : wcs) w.bridges.push_back(d);  // every worker knows every bridge
+    cp::ControlplaneConfig ec;
+    ec.bridges.push_back(EdgeAndCloud::Bridge("cloud", {forward}));
+    edge = std::make_unique<SimAppliance>(net, std::vector<quic::Address>{edge0, edge1}, wcs, ec);
+    edge->cp->Start(net.now());
+    app = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
+    dev = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.4.1", 50000), edge1);  // core 1
+    mon = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.4.2", 50000), edge0);  // core 0
+    if (!net.RunUntil([&] {
+          return app->confirmed() && dev->confirmed() && mon->confirmed() &&
+                 edge->cp->bridge(0).state == cp::BridgeState::kUp;
+        }, 3 * kSecond)) {
+      return ::testing::AssertionFailure() << "bridge or clients did not come up";
+    }
+    app->Connect("app");
+    dev->Connect("dev");
+    mon->Connect("mon");
+    a4 = app->Open();
+    d4 = dev->Open();
+    m4 = mon->Open();
+    app->Send(a4, Sub(1, app_filter));
+    mon->Send(m4, Sub(1, mon_filter));
+    if (!net.RunUntil([&] {
+          return app->CountType(a4, PacketType::kSuback) == 1 && mon->CountType(m4, PacketType::kSuback) == 1;
+        }, 2 * kSecond)) {
+      return ::testing::AssertionFailure() << "no SUBACK";
+    }
+    return ::testing::AssertionSuccess();
+  }
+};
+
 }  // namespace qbridge::testing

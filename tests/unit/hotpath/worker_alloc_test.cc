@@ -60,38 +60,13 @@ TEST_P(WorkerAllocTest, ForwardAndDeliverWithoutAllocatingPerMessage) {
 // and its end-to-end ack comes back: the ring's blocks are recycled too.
 TEST(WorkerAllocTest, CrossCoreForwardAllocatesNothingPerMessage) {
   if (!AllocCounting()) GTEST_SKIP() << "allocations are not counted here";
-  TestTls tls;
-  SimNet net;
-  net.meter = &ThreadAllocations;
-  const auto cloud_addr = Addr("198.18.2.1", 14567);
-  const auto edge0 = Addr("198.18.1.1", 14567), edge1 = Addr("198.18.1.2", 14567);
-  SimAppliance cloud(net, cloud_addr, Listener(tls.server.get()), cp::ControlplaneConfig{});
-  dp::BridgeDial d;
-  d.local = edge0;
-  d.remote = cloud_addr;
-  d.tls = tls.client.get();
-  std::vector<dp::WorkerConfig> wcs = {Listener(tls.server.get()), Listener(tls.server.get())};
-  for (auto& w : wcs) w.bridges.push_back(d);
-  cp::ControlplaneConfig ec;
-  ec.bridges.push_back(EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0}}));
-  SimAppliance edge(net, {edge0, edge1}, wcs, ec);
-  edge.cp->Start(net.now());
-  SimMqttClient app(net, *tls.client, Addr("198.18.3.1", 50000), cloud_addr);
-  SimMqttClient dev(net, *tls.client, Addr("198.18.4.1", 50000), edge1);  // core 1
-  SimMqttClient mon(net, *tls.client, Addr("198.18.4.2", 50000), edge0);  // core 0
-  ASSERT_TRUE(net.RunUntil([&] {
-    return app.confirmed() && dev.confirmed() && mon.confirmed() &&
-           edge.cp->bridge(0).state == cp::BridgeState::kUp;
-  }, 3 * kSecond));
-  app.Connect("app");
-  dev.Connect("dev");
-  mon.Connect("mon");
-  const int64_t a4 = app.Open(), d4 = dev.Open(), m4 = mon.Open();
-  app.Send(a4, Sub(1, "t/#"));
-  mon.Send(m4, Sub(1, "t/#"));
-  ASSERT_TRUE(net.RunUntil([&] {
-    return app.CountType(a4, PacketType::kSuback) == 1 && mon.CountType(m4, PacketType::kSuback) == 1;
-  }, 2 * kSecond));
+  TwoCoreEdge t;
+  ASSERT_TRUE(t.Start(cp::BridgeForward{"t/#", "", mqtt::QoS::k1, false, "", "", 0}, "t/#", "t/#"));
+  t.net.meter = &ThreadAllocations;
+  SimNet& net = t.net;
+  SimMqttClient& dev = *t.dev;
+  SimAppliance& edge = *t.edge;
+  const int64_t d4 = t.d4;
   const std::string payload(200, 'p');
   uint16_t id = 1;
   auto burst = [&](int n) {
