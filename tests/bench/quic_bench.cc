@@ -161,6 +161,34 @@ void BM_Handshake(benchmark::State& state) {
 }
 BENCHMARK(BM_Handshake)->Unit(benchmark::kMicrosecond);
 
+// What one poll-loop iteration costs a server endpoint holding `n` connections with nothing
+// to do (their first flight answered, replies gone): WriteAll plus Expiry, as a worker calls
+// them every iteration. Both visit every connection today, so this grows with n.
+void BM_EndpointIdleIteration(benchmark::State& state) {
+  EndpointConfig ec;
+  ec.retry = RetryMode::kOff;
+  ec.max_connections = 1 << 20;
+  ec.max_handshakes = 1 << 20;
+  auto ep = std::move(*ServerEndpoint::Create(*GetTls().server, ec));
+  const Timestamp now = kSecond;
+  qbridge::testing::FireInitials(*ep, *GetTls().client, TransportConfig{}, int(state.range(0)), "198.18.0.1",
+                                 20000, now);
+  std::vector<uint8_t> scratch(64 * 1500);
+  auto drop = [](const Path&, std::span<const uint8_t>, size_t) {};
+  ep->WriteAll(now, scratch, 64, drop);  // their answers go out once
+  if (ep->connections() != size_t(state.range(0))) {
+    state.SkipWithError("not every Initial made a connection");
+    return;
+  }
+  for (auto _ : state) {
+    ep->WriteAll(now, scratch, 64, drop);
+    benchmark::DoNotOptimize(ep->Expiry());
+  }
+  state.counters["ns_per_connection"] = benchmark::Counter(
+      double(state.range(0)), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_EndpointIdleIteration)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace qbridge::quic
 
