@@ -306,6 +306,7 @@ bool Connection::Fail(int liberr) {
 }
 
 bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Timestamp now) {
+  WantWrite();
   if (state_ == State::kClosed || state_ == State::kDraining) return false;
   if (close_requested_ && state_ != State::kClosing) return false;  // failed: only the close goes out
   if (state_ == State::kClosing) {
@@ -368,6 +369,7 @@ Timestamp Connection::Expiry() const {
 }
 
 bool Connection::HandleExpiry(Timestamp now) {
+  WantWrite();
   if (state_ == State::kClosed) return false;
   if (state_ == State::kClosing || state_ == State::kDraining) {
     // ngtcp2 leaves the closing and draining periods (3 PTO) to the application.
@@ -393,6 +395,7 @@ bool Connection::HandleExpiry(Timestamp now) {
 // --- streams ---------------------------------------------------------------------------------
 
 absl::StatusOr<int64_t> Connection::OpenStream(int priority) {
+  WantWrite();
   int64_t sid = -1;
   const int rv = ngtcp2_conn_open_bidi_stream(conn_, &sid, nullptr);
   if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
@@ -405,6 +408,7 @@ absl::StatusOr<int64_t> Connection::OpenStream(int priority) {
 }
 
 absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
+  WantWrite();
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) {
     // A peer-opened stream we have not written to yet (server side); not one that is
@@ -432,10 +436,12 @@ void Connection::SetPriority(int64_t stream_id, int priority) {
 }
 
 void Connection::ResetStream(int64_t stream_id, uint64_t app_error) {
+  WantWrite();
   ngtcp2_conn_shutdown_stream(conn_, 0, stream_id, app_error);
 }
 
 void Connection::Consume(int64_t stream_id, uint64_t bytes) {
+  WantWrite();
   ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, bytes);
   ngtcp2_conn_extend_max_offset(conn_, bytes);
 }
@@ -482,6 +488,7 @@ uint64_t Connection::StreamCredit() const {
 }
 
 void Connection::Close(uint64_t app_error, std::string_view reason) {
+  WantWrite();
   if (close_requested_ || state_ == State::kClosed || state_ == State::kDraining) return;
   ngtcp2_ccerr_set_application_error(&close_error_, app_error,
                                      reinterpret_cast<const uint8_t*>(reason.data()),
@@ -490,6 +497,7 @@ void Connection::Close(uint64_t app_error, std::string_view reason) {
 }
 
 absl::Status Connection::MigrateTo(const Address& local, Timestamp now) {
+  WantWrite();
   Path next{local, path_.remote};
   const ngtcp2_path np = ToNgPath(next);
   const int rv = ngtcp2_conn_initiate_immediate_migration(conn_, &np, now);
@@ -499,6 +507,7 @@ absl::Status Connection::MigrateTo(const Address& local, Timestamp now) {
 }
 
 absl::Status Connection::UpdateKeys(Timestamp now) {
+  WantWrite();
   const int rv = ngtcp2_conn_initiate_key_update(conn_, now);
   if (rv != 0) return absl::FailedPreconditionError(absl::StrCat("key update: ", ngtcp2_strerror(rv)));
   return absl::OkStatus();
@@ -613,9 +622,14 @@ bool Connection::WriteClose(Timestamp now, std::span<uint8_t> scratch, Emit emit
 
 size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_datagrams,
                          Emit emit) {
-  if (state_ == State::kClosed || state_ == State::kDraining) return 0;
-  if (close_requested_ || state_ == State::kClosing)
+  if (state_ == State::kClosed || state_ == State::kDraining) {
+    want_write_ = false;
+    return 0;
+  }
+  if (close_requested_ || state_ == State::kClosing) {
+    want_write_ = false;  // a datagram read while closing asks for the close again
     return WriteClose(now, scratch, emit) ? 1 : 0;
+  }
 
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
@@ -641,6 +655,7 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
     batch = batch_pkts = 0;
   };
   ngtcp2_vec vecs[kMaxVecs];
+  bool drained = false;
   for (;;) {
     SendStream* s = PickStream();
     int64_t sid = -1;
@@ -671,9 +686,13 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
       }
       flush();
       Fail(int(n));
+      want_write_ = false;
       return total + (WriteClose(now, scratch, emit) ? 1 : 0);
     }
-    if (n == 0) break;
+    if (n == 0) {
+      drained = true;  // nothing ngtcp2 would send now
+      break;
+    }
     ++total;
     if (batch && !ngtcp2_path_eq(&batch_ps.path, &ps.path)) flush();  // new packet stays put
     if (batch == 0) ngtcp2_path_copy(&batch_ps.path, &ps.path);
@@ -693,6 +712,8 @@ size_t Connection::Write(Timestamp now, std::span<uint8_t> scratch, size_t max_d
   flush();
   ngtcp2_conn_update_pkt_tx_time(conn_, now);
   if (total) TrackAckProgress(now);
+  // Stopped by the batch limits, there may be more: ask again next time.
+  want_write_ = !drained;
   return total;
 }
 

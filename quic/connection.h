@@ -105,6 +105,8 @@ class CidRegistry {
   virtual ~CidRegistry() = default;
   virtual void AddCid(const ngtcp2_cid& cid, class Connection* conn) = 0;
   virtual void RemoveCid(const ngtcp2_cid& cid) = 0;
+  // The connection has something to write again (want_write() turned true).
+  virtual void OnWantWrite(class Connection* /*conn*/) {}
 };
 
 // Server-side identity a connection needs: how to mint CIDs and stateless reset tokens.
@@ -226,6 +228,16 @@ class Connection {
   bool early_data_rejected() const { return early_data_rejected_; }
   bool resumed() const;
 
+  // Whether a Write may have something to send: set by whatever can give it work (a
+  // datagram read, a timer handled, stream data or a reset queued, credit returned, a close
+  // asked for), cleared by a Write that ran out of things ngtcp2 would send now (what waits
+  // on pacing shows in Expiry(), what waits on the peer's acks or credit comes with a Read).
+  // A server endpoint writes only connections that want to.
+  bool want_write() const { return want_write_; }
+  // A server endpoint's index for this connection (its timer table).
+  uint32_t endpoint_slot() const { return endpoint_slot_; }
+  void set_endpoint_slot(uint32_t slot) { endpoint_slot_ = slot; }
+
   // --- state ---------------------------------------------------------------------------------
   State state() const { return state_; }
   bool is_server() const { return server_; }
@@ -328,6 +340,13 @@ class Connection {
   void TrackAckProgress(Timestamp now);
   bool early_data_possible_ = false;
   bool early_data_rejected_ = false;
+  bool want_write_ = true;
+  uint32_t endpoint_slot_ = UINT32_MAX;
+  void WantWrite() {
+    if (want_write_) return;
+    want_write_ = true;
+    if (registry_) registry_->OnWantWrite(this);
+  }
 };
 
 }  // namespace qbridge::quic

@@ -157,6 +157,7 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
   }
   if (Connection* c = Find(vc.dcid, vc.dcidlen)) {
     c->Read(path, data, now);
+    Track(c);
     return;
   }
   if (data[0] & 0x80) {
@@ -230,23 +231,42 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
   for (const ngtcp2_cid& cid : scids) AddCid(cid, c);
   AddCid(hd.dcid, c);
   c->SetRegistry(this);
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = uint32_t(slot_conn_.size());
+    slot_conn_.push_back(nullptr);
+    expiry_.push_back(kNever);
+  }
+  slot_conn_[slot] = c;
+  c->set_endpoint_slot(slot);
+  dirty_.push_back(c);  // a new connection wants to write (its flag starts set)
   if (on_accept_) c->set_events(on_accept_(*c));
-  if (!c->Read(path, data, now) && c->state() == Connection::State::kClosed) Reap(c);
+  if (!c->Read(path, data, now) && c->state() == Connection::State::kClosed) {
+    Reap(c);
+    return;
+  }
+  Track(c);
 }
 
 size_t ServerEndpoint::WriteAll(Timestamp now, std::span<uint8_t> scratch, size_t max_per_conn,
                                 Emit emit) {
   size_t n = 0;
-  for (auto& [c, e] : conns_) n += c->Write(now, scratch, max_per_conn, emit);
+  writing_.swap(dirty_);  // what asks to write while these write joins dirty_ again
+  for (Connection* c : writing_) {
+    n += c->Write(now, scratch, max_per_conn, emit);
+    Track(c);
+    if (c->want_write()) dirty_.push_back(c);  // batch limits: more next time
+  }
+  writing_.clear();
   return n;
 }
 
 Timestamp ServerEndpoint::Expiry() const {
   Timestamp t = kNever;
-  for (const auto& [c, e] : conns_) {
-    if (c->state() == Connection::State::kClosed) return 0;  // reap it now
-    t = std::min(t, c->Expiry());
-  }
+  for (const Timestamp e : expiry_) t = std::min(t, e);
   return t;
 }
 
@@ -259,13 +279,21 @@ void ServerEndpoint::Reap(Connection* c) {
   }
   if (on_close_) on_close_(*c);
   ++stats_.closed;
+  const uint32_t slot = c->endpoint_slot();
+  slot_conn_[slot] = nullptr;
+  expiry_[slot] = kNever;
+  free_slots_.push_back(slot);
+  std::erase(dirty_, c);
   conns_.erase(it);
 }
 
 void ServerEndpoint::HandleExpiry(Timestamp now) {
   std::vector<Connection*> dead;
-  for (auto& [c, e] : conns_) {
-    if (c->Expiry() <= now) c->HandleExpiry(now);
+  for (size_t slot = 0; slot < expiry_.size(); ++slot) {
+    if (expiry_[slot] > now) continue;
+    Connection* c = slot_conn_[slot];
+    if (c->state() != Connection::State::kClosed && c->Expiry() <= now) c->HandleExpiry(now);
+    Track(c);
     if (c->state() == Connection::State::kClosed) dead.push_back(c);
   }
   for (Connection* c : dead) Reap(c);

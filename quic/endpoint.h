@@ -81,14 +81,18 @@ class ServerEndpoint : public CidRegistry {
   // One received datagram. Replies that belong to no connection go out through `emit`.
   void Receive(const Path& path, std::span<const uint8_t> datagram, Timestamp now,
                Connection::Emit emit);
-  // Writes every connection's pending datagrams.
+  // Writes the pending datagrams of every connection that wants to write (want_write():
+  // idle connections are not visited).
   size_t WriteAll(Timestamp now, std::span<uint8_t> scratch, size_t max_per_conn,
                   Connection::Emit emit);
+  // The earliest connection deadline, from a table the endpoint refreshes after each read,
+  // write and timer of a connection (one contiguous scan, no call into ngtcp2).
   Timestamp Expiry() const;
   // Runs due timers and reaps finished connections.
   void HandleExpiry(Timestamp now);
 
   size_t connections() const { return conns_.size(); }
+  size_t connections_wanting_write() const { return dirty_.size(); }
   const EndpointStats& stats() const { return stats_; }
   // For tests and REST: the connection a CID routes to, or null.
   Connection* Find(const uint8_t* cid, size_t len) const;
@@ -100,6 +104,7 @@ class ServerEndpoint : public CidRegistry {
   // CidRegistry
   void AddCid(const ngtcp2_cid& cid, Connection* conn) override;
   void RemoveCid(const ngtcp2_cid& cid) override;
+  void OnWantWrite(Connection* conn) override { dirty_.push_back(conn); }
 
  private:
   using Emit = Connection::Emit;
@@ -111,6 +116,10 @@ class ServerEndpoint : public CidRegistry {
   bool RetryRequired(Timestamp now);
   size_t Handshakes() const;
   void Reap(Connection* c);
+  // Refreshes `c`'s deadline in the table (0 once it is closed: reap it).
+  void Track(Connection* c) {
+    expiry_[c->endpoint_slot()] = c->state() == Connection::State::kClosed ? 0 : c->Expiry();
+  }
 
   struct Entry {
     std::unique_ptr<Connection> conn;
@@ -123,6 +132,12 @@ class ServerEndpoint : public CidRegistry {
   CloseFn on_close_;
   absl::flat_hash_map<std::string, Connection*> by_cid_;
   absl::flat_hash_map<Connection*, Entry> conns_;
+  // Per slot (Connection::endpoint_slot()): the connection and its deadline (kNever when
+  // the slot is free).
+  std::vector<Connection*> slot_conn_;
+  std::vector<Timestamp> expiry_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<Connection*> dirty_, writing_;  // wanting to write; each once
   EndpointStats stats_;
   std::array<uint8_t, 1500> reply_{};
   Timestamp rate_window_start_ = 0;  // one-second window of accepted handshakes

@@ -723,6 +723,40 @@ TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
   EXPECT_EQ((*ep)->stats().drop_handshake_limit, 200u);
 }
 
+// The endpoint writes only connections with something to send: after a round of writes the
+// idle ones drop out, a datagram or queued data brings one back, and its timers still fire
+// from the endpoint's deadline table.
+TEST_F(QuicTest, EndpointWritesOnlyConnectionsThatWantTo) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  Connection* const first = server_conn_;
+  qbridge::testing::FireInitials(*endpoint_, *client_tls_, client_transport_, 20, "198.18.1.1", 20000, sim.now());
+  server_conn_ = first;  // on_accept pointed the fixture at the newest one
+  server_events_.conn = first;
+  EXPECT_EQ(endpoint_->connections(), 21u);
+  EXPECT_EQ(endpoint_->connections_wanting_write(), 20u);  // the new ones owe their answers
+  std::vector<uint8_t> scratch(64 * 1500);
+  size_t written = 0;
+  auto count = [&](const Path&, std::span<const uint8_t> d, size_t seg) { written += (d.size() + seg - 1) / seg; };
+  endpoint_->WriteAll(sim.now(), scratch, 64, count);
+  EXPECT_GE(written, 20u);
+  EXPECT_EQ(endpoint_->connections_wanting_write(), 0u);  // all said what they had to say
+  written = 0;
+  endpoint_->WriteAll(sim.now(), scratch, 64, count);
+  EXPECT_EQ(written, 0u);
+  // Data queued on the handshaken connection makes it want to write, and only it.
+  server_events_.echo = true;
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(sid.ok());
+  ASSERT_TRUE(client_->Send(*sid, Buffer::Copy(std::vector<uint8_t>(3000, 7)), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return client_events_.fin[*sid]; }, 5 * kSecond));
+  EXPECT_EQ(client_events_.data[*sid].size(), 3000u);
+  // The 20 half-open connections time out by their handshake deadline: the table fires it.
+  ASSERT_TRUE(sim.RunUntil([&] { return endpoint_->connections() == 1; }, 30 * kSecond));
+  EXPECT_EQ(endpoint_->Expiry() < kNever, true);  // the live one keeps its idle deadline
+}
+
 TEST_F(QuicTest, RetryAboveAHandshakeRate) {
   endpoint_config_.retry = RetryMode::kUnderLoad;
   endpoint_config_.retry_threshold = 1000;
