@@ -48,8 +48,8 @@ void BM_WorkerForward(benchmark::State& state) {
     delivered += kBurst;
     if (qos != mqtt::QoS::k0) acked += kBurst;
     return t.net.RunUntil([&] {
-      return t.app->CountTypeIncremental(t.a4, PacketType::kPublish) >= delivered &&
-             (qos == mqtt::QoS::k0 || t.dev->CountTypeIncremental(t.d4, PacketType::kPuback) >= acked);
+      return t.app->CountType(t.a4, PacketType::kPublish) >= delivered &&
+             (qos == mqtt::QoS::k0 || t.dev->CountType(t.d4, PacketType::kPuback) >= acked);
     }, 5 * kSecond);
   };
   for (int i = 0; i < 5; ++i) burst();  // warm: windows, pools, queues
@@ -58,8 +58,8 @@ void BM_WorkerForward(benchmark::State& state) {
     const uint64_t edge0 = t.edge->worker_metered, cloud0 = t.cloud->worker_metered;
     if (!burst()) {
       fprintf(stderr, "delivered %zu of %zu, acked %zu of %zu, edge pending %zu\n",
-              t.app->CountTypeIncremental(t.a4, PacketType::kPublish), delivered,
-              t.dev->CountTypeIncremental(t.d4, PacketType::kPuback), acked, t.edge->worker->NorthPending(0));
+              t.app->CountType(t.a4, PacketType::kPublish), delivered,
+              t.dev->CountType(t.d4, PacketType::kPuback), acked, t.edge->worker->NorthPending(0));
       state.SkipWithError("a burst was not delivered in time");
       return;
     }

@@ -83,14 +83,9 @@ class SimMqttClient {
     }
     return out;
   }
+  // Packets of type `t` received on `stream` so far. Frames only what arrived since the
+  // last call (stream bytes only ever append), so checking it in a loop stays cheap.
   size_t CountType(int64_t stream, mqtt::PacketType t) {
-    size_t n = 0;
-    for (const auto& raw : Received(stream)) n += (raw[0] >> 4) == uint8_t(t);
-    return n;
-  }
-  // The same count, framing only what arrived since the last call (for long runs, where
-  // re-reading the whole stream on every check would dominate).
-  size_t CountTypeIncremental(int64_t stream, mqtt::PacketType t) {
     Tally& tally = tallies_[stream];
     const std::vector<uint8_t>& d = ev_.data[stream];
     (void)tally.framer.Feed(std::span<const uint8_t>(d).subspan(tally.offset), [&](const mqtt::Frame& fr) {
