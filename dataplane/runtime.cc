@@ -20,7 +20,7 @@
 #include "dataplane/dpdk/dpdk_io.h"
 #include "dataplane/dpdk/eal.h"
 #include "dataplane/socket_io.h"
-#include "dataplane/worker.h"
+#include "dataplane/worker/worker.h"
 #include "quic/tls.h"
 
 namespace qbridge::dp {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "controlplane/controlplane.h"
-#include "dataplane/worker.h"
+#include "dataplane/worker/worker.h"
 #include "quic/connection.h"
 
 namespace qbridge::testing {

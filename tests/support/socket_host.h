@@ -11,7 +11,7 @@
 
 #include "controlplane/controlplane.h"
 #include "dataplane/socket_io.h"
-#include "dataplane/worker.h"
+#include "dataplane/worker/worker.h"
 
 namespace qbridge::testing {
 

@@ -1,7 +1,7 @@
 // Steering between worker cores: a short-header datagram whose DCID names another core, or
 // one addressed to another core's bridge port, is handed to that core over their ring (one
 // copy) and counted on both sides.
-#include "dataplane/worker.h"
+#include "dataplane/worker/worker.h"
 
 #include <gtest/gtest.h>
 

@@ -9,6 +9,13 @@
 // test link) so the per-datagram path has no indirect call; the rest is compiled once.
 // No locks; no allocation per datagram once connections exist (control packets, rare,
 // allocate their buffers).
+//
+// The implementation is one file per concern in this folder, each saying at its top what it
+// owns: worker.cc (lifetime, slot table, timer and write phases), rings.cc (what crosses
+// cores), control.cc (the controlplane's commands), streams.cc (MQTT on streams),
+// routing.cc (route lookups), south.cc (end-to-end acks, deliveries), bridge.cc (the bridge
+// client and its message custody), tcp.cc (MQTT over kernel TCP); conn.h is the
+// per-connection record they share. The private declarations below are grouped the same way.
 #pragma once
 
 #include <cstdint>
@@ -150,62 +157,45 @@ class Worker {
   size_t ring_blocks_free() const { return block_free_.size(); }
 
  private:
+  // The record per connection (south QUIC, south TCP, north bridge): worker/conn.h.
   class Conn;
   using Emit = quic::Connection::Emit;
+  using E2eKey = uint64_t;  // stream << 16 | packet id
+  static E2eKey KeyOf(int64_t stream, uint16_t id) { return uint64_t(stream) << 16 | id; }
 
   Worker(WorkerConfig config, RingMesh* rings, ActivityTable* activity);
-  absl::Status Init();
 
-  // The non-template halves of PollOnce.
-  void ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d);
-  // Room for `len` bytes in `m`: inline, one of this core's blocks (flags |= kMsgPooled),
-  // or, when the pool is out or `len` too large, the heap (counted).
-  uint8_t* AttachBytes(Msg& m, size_t len);
-  void OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
-                  bool steer);
-  bool DrainRings(MonoNs now, Emit emit);
+  // worker/worker.cc: lifetime, the slot table, the timer and write phases.
+  absl::Status Init();
+  Conn* AllocConn(bool north, uint32_t bridge);
+  void FreeConn(Conn* c);
+  Conn* Lookup(ConnRef ref);
   void RunTimers(MonoNs now);
   void RunPendingCloses(MonoNs now);
   void WriteAll(MonoNs now, Emit emit);
   const quic::Path* NorthPath(size_t bridge) const;  // a QUIC bridge's path, or null
-  void WriteNorth(Conn* c, size_t bridge, MonoNs now, Emit emit);
+
+  // worker/rings.cc: what crosses cores.
+  void OnDatagram(const quic::Path& path, std::span<const uint8_t> d, MonoNs now, Emit emit,
+                  bool steer);
+  void ForwardDatagram(uint16_t owner, const quic::Path& path, std::span<const uint8_t> d);
+  // Room for `len` bytes in `m`: inline, one of this core's blocks (flags |= kMsgPooled),
+  // or, when the pool is out or `len` too large, the heap (counted).
+  uint8_t* AttachBytes(Msg& m, size_t len);
+  bool DrainRings(MonoNs now, Emit emit);
+  void OnRoutedPublish(const Msg& m);
+  bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
+                   const Origin* origin = nullptr);
   void FlushOutbox();
 
-  // Connections.
-  Conn* AllocConn(bool north, uint32_t bridge);
-  void FreeConn(Conn* c);
-  Conn* Lookup(ConnRef ref);
-  void DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs now);
-  void OpenBridgeStreams(Conn& c);
-  void OnNorthClosed(Conn* c);
-  absl::Status AddBridge(BridgeDial dial);
-  void RetireBridge(uint32_t bridge);
-  void ResendNorth(uint32_t bridge);
+  // worker/control.cc: the controlplane's commands, and the way up to it.
+  void OnControlMsg(Msg& m, MonoNs now);
+  void ToControlplane(Msg m);
 
-  // MQTT on streams.
+  // worker/streams.cc: MQTT on streams, in and out.
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
   void OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now);
   void OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f);
-  using E2eKey = uint64_t;  // stream << 16 | packet id
-  static E2eKey KeyOf(int64_t stream, uint16_t id) { return uint64_t(stream) << 16 | id; }
-  // Hands a received PUBLISH to every route in the current snapshot. With an origin, the
-  // number of upstreams that will acknowledge it later, and whether one refused it.
-  struct Routed {
-    uint16_t awaiting = 0;
-    bool failed = false;
-  };
-  Routed Route(const Conn& from, const mqtt::Publish& p, const Origin* origin);
-  void AckOrigin(const Origin& o, bool failed);
-  void AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed);
-  void SendSouthAck(Conn& c, int64_t stream, uint16_t id, bool failed);
-  void OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason);
-  void OnBridgeReady(uint32_t bridge);
-  void DrainNorthQueue(uint32_t bridge);
-  // Writes a PUBLISH to one of this core's south connections on `stream`.
-  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
-  void DrainSouthQueue(Conn& c);
-  bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
-                   const Origin* origin = nullptr);
   // Encodes `p` in `v` straight into the buffer the connection keeps until it is
   // acknowledged: no copy between encoder and transport. False when it cannot be encoded.
   bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v);
@@ -220,15 +210,44 @@ class Worker {
   // Transport-neutral: a QUIC connection closes with `app_error`; a TCP one is flushed and
   // closed at the end of the iteration.
   void CloseConn(Conn& c, uint64_t app_error);
+
+  // worker/routing.cc: a received PUBLISH to every route in the current snapshot. With an
+  // origin, the number of upstreams that will acknowledge it later, and whether one refused.
+  struct Routed {
+    uint16_t awaiting = 0;
+    bool failed = false;
+  };
+  Routed Route(const Conn& from, const mqtt::Publish& p, const Origin* origin);
+
+  // worker/south.cc: end-to-end acks to south publishers, deliveries to south subscribers.
+  void AckOrigin(const Origin& o, bool failed);
+  void AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed);
+  void SendSouthAck(Conn& c, int64_t stream, uint16_t id, bool failed);
+  // Writes a PUBLISH to one of this core's south connections on `stream`.
+  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
+  void DrainSouthQueue(Conn& c);
+
+  // worker/bridge.cc: the bridge client and its message custody.
+  struct NorthMsg;
+  void DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs now);
+  void OpenBridgeStreams(Conn& c);
+  void OnNorthClosed(Conn* c);
+  absl::Status AddBridge(BridgeDial dial);
+  void RetireBridge(uint32_t bridge);
+  void ResendNorth(uint32_t bridge);
+  void OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason);
+  void OnBridgeReady(uint32_t bridge);
+  void DrainNorthQueue(uint32_t bridge);
+  bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
+  void WriteNorth(Conn* c, size_t bridge, MonoNs now, Emit emit);
+
+  // worker/tcp.cc: MQTT over kernel TCP sockets.
   void TcpAccept(MonoNs now);
   void TcpRead(Conn& c, MonoNs now);
   void TcpFlush(Conn& c);
   void TcpWatch(Conn& c, bool out);
   void DialTcpBridge(Conn& c, const BridgeDial& d);
   void FinishTcpCloses();
-  void ToControlplane(Msg m);
-  void OnControlMsg(Msg& m, MonoNs now);
-  void OnRoutedPublish(const Msg& m);
 
   WorkerConfig config_;
   RingMesh* rings_;
@@ -276,7 +295,6 @@ class Worker {
     bool removed = false;         // a reload removed the bridge
   };
   std::vector<BridgeState> bstate_;
-  bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
   std::vector<uint8_t> scratch_;
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.

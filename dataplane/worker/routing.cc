@@ -1,0 +1,92 @@
+// Route lookups: a received PUBLISH against the controlplane's current routing snapshot
+// (read-only here; the controlplane owns and frees it), to local subscribers, to bridges on
+// this core, or to other cores by ring. Inbound topic rewrite for deliveries from an
+// upstream; never back upstream (no bridge loops).
+
+#include "dataplane/worker/worker.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "dataplane/worker/conn.h"
+#include "mqtt/topic.h"
+
+namespace qbridge::dp {
+
+Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Origin* origin) {
+  Routed out_r;
+  if (routes_ == nullptr) {
+    stats_.drop_no_route.Inc();
+    return out_r;
+  }
+  mqtt::Publish p = in;
+  p.dup = false;
+  p.packet_id = 0;
+  p.properties.topic_alias.reset();
+  std::optional<std::string> local;
+  if (from.north) {
+    // A delivery from an upstream: its subscription rule maps the topic to a local one.
+    for (const InboundRoute& r : routes_->inbound) {
+      if (r.bridge == from.bridge && mqtt::TopicMatches(r.remote_filter, in.topic)) {
+        if (r.rewrite.identity()) break;
+        local = r.rewrite.Apply(in.topic);
+        if (!local) {
+          stats_.drop_no_route.Inc();
+          return out_r;
+        }
+        p.topic = *local;
+        break;
+      }
+    }
+  }
+  bool any = false;
+  routes_->trie.Match(p.topic, [&](const mqtt::TopicTrie<RouteKey, RouteValue>::Entry& e) {
+    mqtt::Publish out = p;
+    if (e.key.kind == RouteKey::kForward) {
+      if (from.north) return;  // never back upstream: no bridge loops
+      const ForwardRoute& f = routes_->forwards[e.key.rule];
+      std::optional<std::string> remote;  // no string built when the rule keeps the topic
+      if (!f.rewrite.identity()) {
+        remote = f.rewrite.Apply(p.topic);
+        if (!remote) return stats_.drop_route_failed.Inc();
+        out.topic = *remote;
+      }
+      out.qos = std::min(p.qos, f.qos);
+      out.retain = f.retain && p.retain;
+      any = true;
+      const Origin* o = out.qos == mqtt::QoS::k0 ? nullptr : origin;
+      if (f.core == config_.core) {
+        if (PublishNorth(f.bridge, f.slot, out, now_, o)) {
+          stats_.routed_north.Inc();
+          if (o) ++out_r.awaiting;
+        } else {
+          stats_.drop_route_failed.Inc();
+          if (o) out_r.failed = true;
+        }
+      } else {
+        if (PostPublish(f.core, ConnRef{}, f.slot, f.bridge + 1, out, o)) {
+          stats_.routed_north.Inc();
+          if (o) ++out_r.awaiting;  // that core acknowledges, or reports the failure
+        } else if (o) {
+          out_r.failed = true;
+        }
+      }
+      return;
+    }
+    if (e.value.no_local && e.key.conn == from.ref()) return;
+    out.qos = std::min(p.qos, e.value.qos);
+    out.retain = false;  // retained flag only on retained-message delivery (not kept yet)
+    any = true;
+    if (e.key.conn.core == config_.core) {
+      if (DeliverSouth(e.key.conn, e.key.stream, out)) stats_.routed_south.Inc();
+    } else {
+      PostPublish(e.key.conn.core, e.key.conn, e.key.stream, 0, out);
+      stats_.routed_south.Inc();
+    }
+  });
+  if (!any) stats_.drop_no_route.Inc();
+  return out_r;
+}
+
+}  // namespace qbridge::dp
