@@ -1,0 +1,83 @@
+// The routing table's owner: rebuilds the snapshot workers route by when subscriptions or
+// forwards changed (at most once per iteration), posts it to every worker, and frees an old
+// one only after every worker has acknowledged a newer one (RCU). Workers read a snapshot,
+// never change it.
+
+#include "controlplane/controlplane.h"
+
+#include <algorithm>
+
+#include "controlplane/cp_internal.h"
+#include "mqtt/rewrite.h"
+
+namespace qbridge::cp {
+namespace {
+
+using dp::Msg;
+using dp::MsgType;
+using mqtt::PacketType;
+using mqtt::ReasonCode;
+
+}  // namespace
+
+void Controlplane::PublishRoutes() {
+  auto snap = std::make_unique<dp::RouteSnapshot>();
+  snap->version = ++routes_version_;
+  for (size_t i = 0; i < bridges_.size(); ++i) {
+    const BridgeConfig& c = bridges_[i].cfg;
+    for (const BridgeForward& f : c.forwards) {
+      auto rw = mqtt::TopicRewrite::Create(f.local_topic, f.remote_topic, f.prefix, f.suffix);
+      if (!rw.ok()) continue;  // config validation names the rule; never routed
+      const uint32_t rule = uint32_t(snap->forwards.size());
+      snap->forwards.push_back(
+          dp::ForwardRoute{uint32_t(i), c.worker, f.slot, f.qos, f.retain, std::move(*rw)});
+      dp::RouteKey key;
+      key.kind = dp::RouteKey::kForward;
+      key.rule = rule;
+      snap->trie.Insert(f.local_topic, key, dp::RouteValue{f.qos, false});
+    }
+    for (const BridgeSubscription& s : c.subscriptions) {
+      auto rw = mqtt::TopicRewrite::Create(s.topic, s.local_topic, s.prefix, s.suffix);
+      if (!rw.ok()) continue;
+      snap->inbound.push_back(dp::InboundRoute{uint32_t(i), s.topic, std::move(*rw)});
+    }
+  }
+  for (const auto& [ref, sess] : sessions_) {
+    if (sess.closing) continue;
+    for (const Sub& sub : sess.subs) {
+      dp::RouteKey key;
+      key.kind = dp::RouteKey::kSouth;
+      key.conn = ref;
+      key.stream = sub.stream;
+      snap->trie.Insert(sub.filter, key, dp::RouteValue{sub.qos, sub.no_local});
+    }
+  }
+  ++south_.snapshots_built;
+  for (size_t w = 0; w < rings_->workers(); ++w) {
+    Msg m = dp::MakeMsg(MsgType::kSnapshot, ConnRef{});
+    m.arg = reinterpret_cast<uint64_t>(snap.get());
+    Post(uint16_t(w), m);
+  }
+  snapshots_.push_back(std::move(snap));
+  routes_dirty_ = false;
+}
+
+void Controlplane::OnSnapshotAck(uint16_t core, uint64_t version) {
+  if (core >= acked_version_.size()) return;
+  acked_version_[core] = std::max(acked_version_[core], version);
+  const uint64_t oldest_in_use = *std::min_element(acked_version_.begin(), acked_version_.end());
+  // Every worker uses `oldest_in_use` or newer: older snapshots are unreachable.
+  while (snapshots_.size() > 1 && snapshots_.front()->version < oldest_in_use) {
+    snapshots_.erase(snapshots_.begin());
+    ++south_.snapshots_freed;
+  }
+  for (Bridge& b : bridges_) {
+    if (b.routes_after_version == 0 || oldest_in_use < b.routes_after_version) continue;
+    b.routes_after_version = 0;  // every worker knows it now: its forwards may be routed
+    b.cfg.forwards = std::move(b.pending_forwards);
+    b.pending_forwards.clear();
+    routes_dirty_ = true;
+  }
+}
+
+}  // namespace qbridge::cp
