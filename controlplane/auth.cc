@@ -6,13 +6,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "dataplane/api/password.h"
+#include "controlplane/password.h"
 
 namespace qbridge::cp {
 
 UserTable::UserTable() {
   uint8_t key[32];
-  dp::RandomBytes(key, sizeof(key));
+  RandomKey(key, sizeof(key));
   cache_key_.assign(reinterpret_cast<const char*>(key), sizeof(key));
 }
 
@@ -31,7 +31,7 @@ absl::StatusOr<std::shared_ptr<UserTable>> UserTable::Parse(std::string_view tex
     }
     const std::string user(absl::StripAsciiWhitespace(line.substr(0, colon)));
     const std::string hash(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    if (!dp::IsPasswordHash(hash)) {
+    if (!IsPasswordHash(hash)) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": the secret of '", user,
           "' is not a pbkdf2-sha256 hash (plain-text passwords are refused; make one with "
@@ -55,11 +55,11 @@ absl::StatusOr<std::shared_ptr<UserTable>> UserTable::Load(const std::string& pa
 bool UserTable::Check(std::string_view user, std::string_view password) {
   auto it = users_.find(std::string(user));
   if (it == users_.end()) return false;
-  const std::string tag = dp::HmacSha256(cache_key_, absl::StrCat(std::string(user), std::string(1, '\0'),
+  const std::string tag = HmacSha256(cache_key_, absl::StrCat(std::string(user), std::string(1, '\0'),
                                                                   std::string(password)));
   if (!tag.empty() && verified_.contains(tag)) return true;
   ++slow_checks_;
-  if (!dp::VerifyPassword(it->second, password)) return false;
+  if (!VerifyPassword(it->second, password)) return false;
   if (!tag.empty() && verified_.size() < 1'000'000) verified_.insert(tag);
   return true;
 }

@@ -22,7 +22,7 @@
 #include "controlplane/config.h"
 #include "controlplane/controlplane.h"
 #include "controlplane/rest.h"
-#include "dataplane/api/password.h"
+#include "controlplane/password.h"
 #include "dataplane/api/runtime.h"
 #include "dataplane/api/time.h"
 
@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--hash-password") {
     std::string pw;
     std::getline(std::cin, pw);
-    auto h = qbridge::dp::HashPassword(pw);
+    auto h = qbridge::cp::HashPassword(pw);
     if (!h.ok()) return 1;
     std::printf("%s\n", h->c_str());
     return 0;

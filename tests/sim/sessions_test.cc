@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "dataplane/api/password.h"
+#include "controlplane/password.h"
 #include "tests/support/quic_test_util.h"
 #include "tests/support/sim_mqtt_client.h"
 #include "tests/support/sim_net.h"
@@ -56,7 +56,7 @@ void SendConnect(SimMqttClient& c, const char* id, bool clean, std::optional<std
 TEST(SessionsSim, UserFileAuthentication) {
   TestTls tls;
   SimNet net;
-  auto hash = dp::HashPassword("s3cret");
+  auto hash = cp::HashPassword("s3cret");
   ASSERT_TRUE(hash.ok());
   auto users = cp::UserTable::Parse(absl::StrCat("dev:", *hash, "\n"), "users");
   ASSERT_TRUE(users.ok());

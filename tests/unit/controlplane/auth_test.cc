@@ -3,13 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "dataplane/api/password.h"
+#include "controlplane/password.h"
 
 namespace qbridge::cp {
 namespace {
 
 TEST(UserTable, ChecksHashedSecretsAndRemembersSuccesses) {
-  auto alice = dp::HashPassword("wonderland");
+  auto alice = cp::HashPassword("wonderland");
   ASSERT_TRUE(alice.ok());
   EXPECT_TRUE(alice->starts_with("pbkdf2-sha256$"));
   auto t = UserTable::Parse(absl::StrCat("# users\n\nalice:", *alice, "\n"), "users.txt");
@@ -31,13 +31,13 @@ TEST(UserTable, RefusesPlainTextAndMalformedLinesWithTheLine) {
   auto nocolon = UserTable::Parse("# c\nalice\n", "u");
   ASSERT_FALSE(nocolon.ok());
   EXPECT_NE(nocolon.status().message().find("u:2"), std::string::npos);
-  auto h = dp::HashPassword("x");
+  auto h = cp::HashPassword("x");
   ASSERT_TRUE(h.ok());
   auto twice = UserTable::Parse(absl::StrCat("a:", *h, "\na:", *h, "\n"), "u");
   EXPECT_FALSE(twice.ok());
   // A hash whose digest was cut short never verifies.
-  EXPECT_FALSE(dp::IsPasswordHash(h->substr(0, h->size() - 4)));
-  EXPECT_FALSE(dp::VerifyPassword("pbkdf2-sha256$0$AAAAAAAAAAA=$AAAA", "x"));
+  EXPECT_FALSE(cp::IsPasswordHash(h->substr(0, h->size() - 4)));
+  EXPECT_FALSE(cp::VerifyPassword("pbkdf2-sha256$0$AAAAAAAAAAA=$AAAA", "x"));
 }
 
 }  // namespace

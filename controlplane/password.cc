@@ -1,4 +1,4 @@
-#include "quic/password.h"
+#include "controlplane/password.h"
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -9,9 +9,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "quic/connection.h"
 
-namespace qbridge::quic {
+namespace qbridge::cp {
 namespace {
 
 constexpr std::string_view kScheme = "pbkdf2-sha256";
@@ -50,7 +49,7 @@ absl::StatusOr<std::string> HashPassword(std::string_view password, uint32_t ite
     return absl::InvalidArgumentError("iterations out of range");
   }
   uint8_t salt[16];
-  RandomBytes(salt, sizeof(salt));
+  RandomKey(salt, sizeof(salt));
   uint8_t hash[kHashLen];
   const std::string_view salt_view(reinterpret_cast<const char*>(salt), sizeof(salt));
   if (!Derive(password, salt_view, iterations, hash)) return absl::InternalError("pbkdf2 failed");
@@ -83,4 +82,6 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<const char*>(out), sizeof(out));
 }
 
-}  // namespace qbridge::quic
+void RandomKey(uint8_t* dest, size_t len) { gnutls_rnd(GNUTLS_RND_KEY, dest, len); }
+
+}  // namespace qbridge::cp

@@ -1,16 +1,18 @@
-// Password hashing for the MQTT user file: PBKDF2-HMAC-SHA256 through GnuTLS (this module
-// is the only one that links a crypto library). Stored form, self-describing so the cost
-// can rise later without breaking old entries:
+// Password hashing for the MQTT user file (auth.h is its user; `qbridge --hash-password`
+// makes entries): PBKDF2-HMAC-SHA256 through GnuTLS, called directly. In controlplane/ this
+// is the only file that may use GnuTLS (tools/check_includes.sh); QUIC's TLS stays in quic/.
+// Stored form, self-describing so the cost can rise later without breaking old entries:
 //   pbkdf2-sha256$<iterations>$<salt, base64>$<hash, base64>
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
 
-namespace qbridge::quic {
+namespace qbridge::cp {
 
 inline constexpr uint32_t kDefaultPasswordIterations = 20'000;
 
@@ -24,5 +26,7 @@ bool VerifyPassword(std::string_view stored, std::string_view password);
 bool IsPasswordHash(std::string_view stored);
 // HMAC-SHA256 of `data` under `key` (32 bytes), for keyed caches.
 std::string HmacSha256(std::string_view key, std::string_view data);
+// `len` bytes from GnuTLS's key-grade random generator (per-process secrets).
+void RandomKey(uint8_t* dest, size_t len);
 
-}  // namespace qbridge::quic
+}  // namespace qbridge::cp
