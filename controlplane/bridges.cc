@@ -14,15 +14,6 @@
 #include "mqtt/topic.h"
 
 namespace qbridge::cp {
-namespace {
-
-using dp::Msg;
-using dp::MsgType;
-using mqtt::PacketType;
-using mqtt::ReasonCode;
-
-}  // namespace
-
 absl::Status ValidateBridgeTimers(std::string_view bridge, uint64_t keepalive_ns,
                                   uint64_t quic_keepalive_ns, uint64_t quic_idle_timeout_ns) {
   const std::string where = absl::StrCat("bridges.mqtt.", std::string(bridge));

@@ -12,15 +12,6 @@
 #include "controlplane/cp_internal.h"
 
 namespace qbridge::cp {
-namespace {
-
-using dp::Msg;
-using dp::MsgType;
-using mqtt::PacketType;
-using mqtt::ReasonCode;
-
-}  // namespace
-
 Controlplane::Controlplane(ControlplaneConfig config, dp::RingMesh* rings,
                            std::vector<dp::ActivityTable*> activity)
     : config_(std::move(config)),

@@ -8,10 +8,18 @@
 #include <span>
 #include <string_view>
 
+#include "dataplane/api/msg.h"
 #include "mqtt/framer.h"
+#include "mqtt/types.h"
 #include "mqtt/wire.h"
 
 namespace qbridge::cp {
+
+// Names every file of the core uses (this header is private to them).
+using dp::Msg;
+using dp::MsgType;
+using mqtt::PacketType;
+using mqtt::ReasonCode;
 
 // QUIC application errors (mqtt-over-quic.md 1.6).
 inline constexpr uint64_t kAppNoError = 0;

@@ -11,15 +11,6 @@
 #include "mqtt/rewrite.h"
 
 namespace qbridge::cp {
-namespace {
-
-using dp::Msg;
-using dp::MsgType;
-using mqtt::PacketType;
-using mqtt::ReasonCode;
-
-}  // namespace
-
 void Controlplane::PublishRoutes() {
   auto snap = std::make_unique<dp::RouteSnapshot>();
   snap->version = ++routes_version_;

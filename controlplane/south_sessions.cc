@@ -12,15 +12,6 @@
 #include "mqtt/topic.h"
 
 namespace qbridge::cp {
-namespace {
-
-using dp::Msg;
-using dp::MsgType;
-using mqtt::PacketType;
-using mqtt::ReasonCode;
-
-}  // namespace
-
 void Controlplane::StoreSession(const SouthSession& s, MonoNs now) {
   if (s.expiry_s == 0 || s.client_id.empty()) return;
   StoredSession st;

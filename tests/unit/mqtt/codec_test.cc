@@ -9,13 +9,6 @@
 namespace qbridge::mqtt {
 namespace {
 
-using codec_test::DecodeOne;
-using codec_test::Enc;
-using codec_test::Err;
-using codec_test::Hex;
-using codec_test::kAllVersions;
-using codec_test::RoundTrip;
-
 // --- SUBSCRIBE / SUBACK / UNSUBSCRIBE / UNSUBACK -----------------------------------------------
 
 TEST(Subscribe, DecodesV5Options) {

@@ -11,7 +11,7 @@
 #include "mqtt/framer.h"
 #include "tests/support/bytes.h"
 
-namespace qbridge::mqtt::codec_test {
+namespace qbridge::mqtt {
 
 using qbridge::testing::Hex;
 
@@ -62,4 +62,4 @@ inline Packet RoundTrip(const Packet& p, Version v, std::vector<uint8_t>* storag
 
 inline constexpr Version kAllVersions[] = {Version::k31, Version::k311, Version::k5};
 
-}  // namespace qbridge::mqtt::codec_test
+}  // namespace qbridge::mqtt
