@@ -10,15 +10,14 @@
 
 namespace qbridge::cp {
 
-UserTable::UserTable() {
-  uint8_t key[32];
-  RandomKey(key, sizeof(key));
-  cache_key_.assign(reinterpret_cast<const char*>(key), sizeof(key));
-}
+UserTable::UserTable() = default;
 
 absl::StatusOr<std::shared_ptr<UserTable>> UserTable::Parse(std::string_view text,
                                                             std::string_view source) {
   std::shared_ptr<UserTable> t(new UserTable());
+  uint8_t key[32];
+  if (!RandomKey(key, sizeof(key))) return absl::InternalError("no random key for the login cache");
+  t->cache_key_.assign(reinterpret_cast<const char*>(key), sizeof(key));
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
     ++line_no;
@@ -56,7 +55,7 @@ bool UserTable::Check(std::string_view user, std::string_view password) {
   auto it = users_.find(std::string(user));
   if (it == users_.end()) return false;
   const std::string tag = HmacSha256(cache_key_, absl::StrCat(std::string(user), std::string(1, '\0'),
-                                                                  std::string(password)));
+                                                              std::string(password)));
   if (!tag.empty() && verified_.contains(tag)) return true;
   ++slow_checks_;
   if (!VerifyPassword(it->second, password)) return false;

@@ -13,6 +13,9 @@
 
 namespace qbridge::cp::config_detail {
 
+thread_local std::string g_config_dir;
+thread_local ConfigChecks g_checks;
+
 bool ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
   const size_t colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0) return false;
@@ -30,6 +33,8 @@ bool IsIpLiteral(const std::string& h) {
   return ::inet_pton(AF_INET, h.c_str(), &a) == 1 || ::inet_pton(AF_INET6, h.c_str(), &a) == 1;
 }
 
+namespace {
+
 // A host name to its first IPv4/IPv6 address (config time only).
 std::optional<std::string> Resolve(const std::string& host) {
   if (IsIpLiteral(host)) return host;
@@ -46,11 +51,6 @@ std::optional<std::string> Resolve(const std::string& host) {
   ::freeaddrinfo(res);
   return std::string(buf);
 }
-
-thread_local std::string g_config_dir;
-thread_local ConfigChecks g_checks;
-
-namespace {
 
 // "${VAR}" from the environment (NanoMQ's HOCON allows the same), then a relative path is
 // taken relative to the config file's directory.

@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-#include <string_view>
 
 #include "dataplane/api/msg.h"
 #include "mqtt/framer.h"
@@ -38,8 +37,5 @@ inline bool Unframe(std::span<const uint8_t> whole, uint8_t* header, mqtt::Bytes
   });
   return s.ok() && got;
 }
-
-// absl::string_view to std's (Debian's Abseil keeps them distinct types).
-inline std::string_view AsStd(std::string_view s) { return s; }
 
 }  // namespace qbridge::cp

@@ -49,7 +49,7 @@ absl::StatusOr<std::string> HashPassword(std::string_view password, uint32_t ite
     return absl::InvalidArgumentError("iterations out of range");
   }
   uint8_t salt[16];
-  RandomKey(salt, sizeof(salt));
+  if (!RandomKey(salt, sizeof(salt))) return absl::InternalError("no random salt");
   uint8_t hash[kHashLen];
   const std::string_view salt_view(reinterpret_cast<const char*>(salt), sizeof(salt));
   if (!Derive(password, salt_view, iterations, hash)) return absl::InternalError("pbkdf2 failed");
@@ -82,6 +82,6 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<const char*>(out), sizeof(out));
 }
 
-void RandomKey(uint8_t* dest, size_t len) { gnutls_rnd(GNUTLS_RND_KEY, dest, len); }
+bool RandomKey(uint8_t* dest, size_t len) { return gnutls_rnd(GNUTLS_RND_KEY, dest, len) == 0; }
 
 }  // namespace qbridge::cp

@@ -26,7 +26,8 @@ bool VerifyPassword(std::string_view stored, std::string_view password);
 bool IsPasswordHash(std::string_view stored);
 // HMAC-SHA256 of `data` under `key` (32 bytes), for keyed caches.
 std::string HmacSha256(std::string_view key, std::string_view data);
-// `len` bytes from GnuTLS's key-grade random generator (per-process secrets).
-void RandomKey(uint8_t* dest, size_t len);
+// `len` bytes from GnuTLS's key-grade random generator (salts, per-process secrets). False
+// when the generator failed: `dest` then holds nothing to rely on.
+[[nodiscard]] bool RandomKey(uint8_t* dest, size_t len);
 
 }  // namespace qbridge::cp

@@ -85,7 +85,7 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
           continue;
         }
         auto same = std::find_if(s.subs.begin(), s.subs.end(), [&](const Sub& x) {
-          return x.stream == m.stream && x.filter == AsStd(e.filter);
+          return x.stream == m.stream && x.filter == e.filter;
         });
         if (same != s.subs.end()) {
           same->qos = e.max_qos;
