@@ -12,6 +12,8 @@
 #   dataplane/api/ (all the controlplane sees) uses std, Abseil, mqtt/ and itself only;
 #   dataplane/net/ (packet headers) uses std, Abseil and itself only;
 #   dataplane/worker/ is backend-agnostic: no DPDK and nothing from dataplane/dpdk/;
+#   dataplane/store/ (the custody log) uses std, Abseil, ISA-L and itself only, and is the
+#   only user of ISA-L;
 #   private headers stay in their group: dataplane/worker/conn.h, controlplane/cp_internal.h,
 #   controlplane/config_reader.h, quic/ng_path.h.
 #
@@ -58,12 +60,15 @@ only 'quic/[^:]*|controlplane/password\.cc' 'gnutls' \
   "GnuTLS only in quic/ and controlplane/password.cc"
 only 'controlplane/config[^/:]*' 'toml\+\+' "toml++ only in the config parser (controlplane/config*)"
 only 'controlplane/rest\.cc' 'httplib' "cpp-httplib only in controlplane/rest.cc"
+only 'dataplane/store/[^:]*' 'isa-l/' "ISA-L only in dataplane/store/"
 
 # File groups inside the dataplane.
 deny dataplane/api 'quic/|rte_|dataplane/[^a]|dataplane/a[^p]|dataplane/ap[^i]' \
   "dataplane/api/ (what the controlplane sees) uses std, Abseil, mqtt/ and itself only"
 deny dataplane/net 'quic/|mqtt/|rte_|dataplane/[^n]|dataplane/n[^e]|dataplane/ne[^t]' \
   "dataplane/net/ uses std, Abseil and itself only"
+deny dataplane/store 'quic/|mqtt/|rte_|dataplane/[^s]|dataplane/s[^t]|dataplane/st[^o]' \
+  "dataplane/store/ uses std, Abseil, ISA-L and itself only"
 deny dataplane/worker 'rte_|dataplane/dpdk/' \
   "dataplane/worker/ is backend-agnostic (the backend is PollOnce's template argument)"
 

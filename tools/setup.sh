@@ -15,6 +15,8 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgnutls28-dev gnutls-bin
   libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev
+  libisal-dev                  # CRC32C (ISA-L) for the custody log's records
+  libsqlite3-dev liblmdb-dev   # the storage benchmark's candidates (tests/bench/store_bench.cc)
   clang-14 libclang-rt-14-dev llvm-14
   mosquitto mosquitto-clients
   iproute2 iputils-ping ethtool openssl curl

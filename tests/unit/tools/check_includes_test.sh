@@ -45,6 +45,8 @@ expect dataplane/runtime.cc '"dataplane/worker/conn.h"' "dataplane/worker/conn.h
 expect controlplane/rest.cc '"controlplane/cp_internal.h"' "controlplane/cp_internal.h is private"
 expect controlplane/main.cc '"controlplane/config_reader.h"' "controlplane/config_reader.h is private"
 expect quic/endpoint.cc '"quic/ng_path.h"' "quic/ng_path.h is private"
+expect dataplane/worker/bridge.cc '<isa-l/crc.h>' "ISA-L only in dataplane/store/"
+expect dataplane/store/log.cc '"mqtt/types.h"' "dataplane/store/ uses std, Abseil, ISA-L and itself only"
 
 echo "check_includes_test: $failures failed"
 exit $((failures > 0))
