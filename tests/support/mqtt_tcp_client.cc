@@ -141,71 +141,97 @@ absl::StatusOr<OwnedPacket> MqttTcpClient::Receive(absl::Duration timeout) {
 
 bool MosquittoBroker::Available() { return ::access(kMosquitto, X_OK) == 0; }
 
-absl::StatusOr<std::unique_ptr<MosquittoBroker>> MosquittoBroker::Start() {
+absl::StatusOr<std::unique_ptr<MosquittoBroker>> MosquittoBroker::Start(Options options) {
   if (!Available()) return absl::NotFoundError("mosquitto is not installed (tools/setup.sh)");
   std::unique_ptr<MosquittoBroker> b(new MosquittoBroker());
+  b->options_ = options;
   char tmpl[] = "/tmp/qbridge-mosq-XXXXXX";
   if (!::mkdtemp(tmpl)) return Errno("mkdtemp");
   b->dir_ = tmpl;
-  ::chmod(tmpl, 0755);  // mosquitto drops root to its own user and must read the config
+  ::chmod(tmpl, 0777);  // mosquitto drops root to its own user: it reads the config, writes its db
   // A port picked here can be taken before mosquitto binds it; retry a few times.
   for (int attempt = 0; attempt < 5; ++attempt) {
     auto port = PickFreePort();
     if (!port.ok()) return port.status();
-    const std::string conf = b->dir_ + "/mosquitto.conf";
-    {
-      std::ofstream f(conf);
-      f << "listener " << *port << " 127.0.0.1\n"
-        << "allow_anonymous true\n"
-        << "persistence false\n"
-        << "max_inflight_messages 0\n"
-        << "log_dest stderr\n"
-        << "log_type error\n";
-    }
-    const std::string log = b->dir_ + "/mosquitto.log";
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    std::string prog = kMosquitto, c = "-c";
-    char* argv[] = {prog.data(), c.data(), const_cast<char*>(conf.c_str()), nullptr};
-    pid_t pid;
-    const int rc = ::posix_spawn(&pid, kMosquitto, &fa, nullptr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return absl::ErrnoToStatus(rc, "posix_spawn mosquitto");
-    b->pid_ = pid;
     b->port_ = *port;
-    // Ready when it accepts a TCP connection; bounded wait.
-    const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    while (absl::Now() < deadline) {
-      int status;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        b->pid_ = -1;
-        break;  // exited (port taken?): try another port
-      }
-      auto probe = MqttTcpClient::Dial("127.0.0.1", *port, absl::Milliseconds(50));
-      if (probe.ok()) return b;
-    }
-    if (b->pid_ > 0) {
-      ::kill(b->pid_, SIGKILL);
-      ::waitpid(b->pid_, nullptr, 0);
-      b->pid_ = -1;
-    }
+    if (b->Spawn()) return b;
   }
   return absl::UnavailableError(absl::StrCat("mosquitto did not start; see ", b->dir_));
 }
 
-MosquittoBroker::~MosquittoBroker() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    int status;
-    for (int i = 0; i < 100 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (::waitpid(pid_, &status, WNOHANG) == 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &status, 0);
+bool MosquittoBroker::Spawn() {
+  const std::string conf = dir_ + "/mosquitto.conf";
+  {
+    std::ofstream f(conf);
+    f << "listener " << port_ << " 127.0.0.1\n"
+      << "allow_anonymous true\n"
+      << "max_inflight_messages 0\n"
+      << "log_dest stderr\n"
+      << "log_type error\n";
+    if (options_.persistence) {
+      // Sessions and queued messages survive a stop (saved at SIGTERM); persistent
+      // subscribers get every message queued for them while they were away, however many.
+      f << "persistence true\n"
+        << "persistence_location " << dir_ << "/\n"
+        << "autosave_interval 0\n"
+        << "max_queued_messages 0\n"
+        << "max_queued_bytes 0\n";
+    } else {
+      f << "persistence false\n";
     }
   }
+  const std::string log = dir_ + "/mosquitto.log";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  std::string prog = kMosquitto, c = "-c";
+  char* argv[] = {prog.data(), c.data(), const_cast<char*>(conf.c_str()), nullptr};
+  pid_t pid;
+  const int rc = ::posix_spawn(&pid, kMosquitto, &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return false;
+  pid_ = pid;
+  // Ready when it accepts a TCP connection; bounded wait.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      pid_ = -1;
+      return false;  // exited (port taken?)
+    }
+    auto probe = MqttTcpClient::Dial("127.0.0.1", port_, absl::Milliseconds(50));
+    if (probe.ok()) return true;
+  }
+  Stop();
+  return false;
+}
+
+void MosquittoBroker::Stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  int status;
+  for (int i = 0; i < 250 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (::waitpid(pid_, &status, WNOHANG) == 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+}
+
+absl::Status MosquittoBroker::Restart() {
+  Stop();
+  // The port was ours a moment ago; another process may take it meanwhile, so retry briefly.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    if (Spawn()) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return absl::UnavailableError(absl::StrCat("mosquitto did not restart on port ", port_, "; see ", dir_));
+}
+
+MosquittoBroker::~MosquittoBroker() {
+  Stop();
   if (!dir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);

@@ -54,13 +54,27 @@ class MqttTcpClient {
 // its directory removed) by the destructor.
 class MosquittoBroker {
  public:
-  static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start();
+  struct Options {
+    // Sessions and queued messages kept across Stop/Restart, with no cap on what a
+    // persistent subscriber may have queued.
+    bool persistence = false;
+  };
+  static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start(Options options);
+  static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start() { return Start(Options{}); }
   ~MosquittoBroker();
   uint16_t port() const { return port_; }
+  const std::string& dir() const { return dir_; }
   static bool Available();
+
+  // An outage: the broker stops (SIGTERM: it saves its sessions when persistent) ...
+  void Stop();
+  // ... and comes back on the same port with the same configuration.
+  absl::Status Restart();
 
  private:
   MosquittoBroker() = default;
+  bool Spawn();  // starts mosquitto on port_; true once it accepts connections
+  Options options_;
   int pid_ = -1;
   uint16_t port_ = 0;
   std::string dir_;
