@@ -24,6 +24,8 @@ using config_detail::PathKey;
 using config_detail::ReadBridge;
 using config_detail::Reader;
 using config_detail::ReadQuic;
+using config_detail::ReadStore;
+using config_detail::StoreDefaults;
 using config_detail::ToAscii;
 
 std::optional<uint64_t> ParseDuration(std::string_view text) {
@@ -62,7 +64,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   Reader r(&errors);
   AppConfig cfg;
   cfg.source = std::string(source);
-  r.Unknown(root, "", {"dataplane", "listeners", "http_server", "auth", "mqtt", "bridges"});
+  r.Unknown(root, "", {"dataplane", "listeners", "http_server", "auth", "mqtt", "bridges", "store"});
 
   if (const toml::table* dp_t = root.get_as<toml::table>("dataplane")) {
     r.Unknown(*dp_t, "dataplane", {"backend", "workers", "local_ip", "idle_sleep_us", "eal_args",
@@ -218,14 +220,16 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
     }
   }
 
+  StoreDefaults store_defaults;
+  ReadStore(r, root, &cfg, &store_defaults);  // [store] and NanoMQ's [bridges.sqlite]
   if (const toml::table* bs = root.get_as<toml::table>("bridges")) {
-    r.Unknown(*bs, "bridges", {"mqtt"});
+    r.Unknown(*bs, "bridges", {"mqtt", "sqlite"});
     if (const toml::table* mq = bs->get_as<toml::table>("mqtt")) {
       for (const auto& [key, node] : *mq) {
         const std::string name(key.str());
         const std::string path = absl::StrCat("bridges.mqtt.", name);
         if (const toml::table* b = node.as_table()) {
-          ReadBridge(r, *b, path, name, &cfg);
+          ReadBridge(r, *b, path, name, store_defaults, &cfg);
         } else {
           r.Error(path, "expected a table");
         }

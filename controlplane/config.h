@@ -30,6 +30,9 @@ struct AppConfig {
   ControlplaneConfig control;     // sessions, keepalive, the bridges' MQTT side
   std::optional<HttpServerConfig> http;
   std::string users_file;         // [auth] password_file
+  // What was accepted but does not mean here what it means to NanoMQ (--check-config prints
+  // these; the appliance logs them at start).
+  std::vector<std::string> notes;
 };
 
 struct ConfigChecks {

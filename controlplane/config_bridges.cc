@@ -31,7 +31,7 @@ void ReadQuic(Reader& r, const toml::table& t, const std::string& path, dp::Quic
 }
 
 void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const std::string& name,
-                AppConfig* cfg) {
+                const StoreDefaults& store, AppConfig* cfg) {
   r.Unknown(t, path,
             {"enable", "server", "proto_ver", "clientid", "username", "password", "keepalive",
              "clean_start", "backoff_max", "pingresp_timeout", "quic_keepalive",
@@ -41,10 +41,11 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
              "hybrid_bridging", "hybrid_servers", "ssl", "forwards", "subscription",
              "data_streams", "priorities", "worker", "no_local_v4", "max_parallel_processes",
              "resend_interval", "resend_wait", "cancel_timeout", "max_send_queue_len",
-             "max_recv_queue_len"});
+             "max_recv_queue_len", "store", "store_max_bytes", "store_max_messages", "store_qos0"});
   BridgeConfig b;
   dp::BridgeDialSettings d;
   b.name = name;
+  d.name = name;
   b.client_id = absl::StrCat("qbridge-", name);
   d.quic.idle_timeout_ns = 120 * dp::kSecNs;  // NanoMQ's code defaults (4.2)
   d.quic.keepalive_ns = 60 * dp::kSecNs;
@@ -70,6 +71,7 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
     d.proto_ver = int(*v);
   }
   if (auto v = r.Int(t, path, "max_send_queue_len", 1, 10'000'000)) d.max_queue = size_t(*v);
+  ReadBridgeStore(r, t, path, name, store, *cfg, &d);
   if (auto v = r.Str(t, path, "clientid")) b.client_id = *v;
   if (auto v = r.Str(t, path, "username")) b.username = *v;
   if (auto v = r.Str(t, path, "password")) b.password = *v;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
@@ -26,6 +27,27 @@ bool ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
   *host = h;
   *port = uint16_t(p);
   return true;
+}
+
+std::optional<uint64_t> ParseBytes(std::string_view text) {
+  size_t i = 0;
+  uint64_t v = 0;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
+    v = v * 10 + uint64_t(text[i] - '0');
+  }
+  if (i == 0) return std::nullopt;
+  std::string unit;
+  for (char ch : text.substr(i)) unit.push_back(char(std::toupper(static_cast<unsigned char>(ch))));
+  if (unit.ends_with("B")) unit.pop_back();
+  int shift = 0;
+  if (unit == "K") shift = 10;
+  else if (unit == "M") shift = 20;
+  else if (unit == "G") shift = 30;
+  else if (unit == "T") shift = 40;
+  else if (!unit.empty()) return std::nullopt;
+  if (shift && v > (UINT64_MAX >> shift)) return std::nullopt;
+  return v << shift;
 }
 
 bool IsIpLiteral(const std::string& h) {

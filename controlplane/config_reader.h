@@ -27,6 +27,10 @@
 
 namespace qbridge::cp::config_detail {
 
+// "123", "512KB", "64MB", "1GB" (KB/MB/GB are powers of 1024; B optional); nullopt when
+// malformed or too large.
+std::optional<uint64_t> ParseBytes(std::string_view text);
+
 // Collects problems by key path while reading a table.
 class Reader {
  public:
@@ -74,6 +78,25 @@ class Reader {
       return std::nullopt;
     }
     return *v;
+  }
+  // A size in bytes: an integer, or a string with a unit ("512KB", "64MB", "1GB": powers of
+  // 1024, as NanoMQ reads them). At least `lo`.
+  std::optional<uint64_t> Bytes(const toml::table& t, const std::string& path, const char* key,
+                                uint64_t lo) {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    std::optional<uint64_t> v;
+    if (auto i = n->value_exact<int64_t>()) {
+      if (*i >= 0) v = uint64_t(*i);
+    } else if (auto s = n->value<std::string>()) {
+      v = ParseBytes(*s);
+    }
+    if (!v || *v < lo) {
+      Error(Join(path, key), absl::StrCat("expected a size of at least ", lo,
+                                          " bytes: an integer or a string such as \"64MB\" or \"1GB\""));
+      return std::nullopt;
+    }
+    return v;
   }
   // A duration; a bare number is seconds, or milliseconds when the key ends in "_ms".
   std::optional<uint64_t> Duration(const toml::table& t, const std::string& path, const char* key) {
@@ -126,7 +149,17 @@ absl::StatusOr<std::string> ToAscii(std::string_view t, std::string_view source)
 
 // Sections with their own file.
 void ReadQuic(Reader& r, const toml::table& t, const std::string& path, dp::QuicSettings* q);
+// What [bridges.sqlite] (NanoMQ's disk cache, docs/store.md) sets for every bridge that does
+// not say otherwise.
+struct StoreDefaults {
+  bool store = false;
+  std::optional<uint64_t> max_messages;
+};
+void ReadStore(Reader& r, const toml::table& root, AppConfig* cfg, StoreDefaults* defaults);
+// A bridge's store keys (store, store_max_bytes, store_max_messages, store_qos0).
+void ReadBridgeStore(Reader& r, const toml::table& t, const std::string& path, const std::string& name,
+                     const StoreDefaults& defaults, const AppConfig& cfg, dp::BridgeDialSettings* d);
 void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const std::string& name,
-                AppConfig* cfg);
+                const StoreDefaults& store, AppConfig* cfg);
 
 }  // namespace qbridge::cp::config_detail

@@ -138,6 +138,7 @@ int Run(const std::string& path) {
     return 1;
   }
   const cp::AppConfig cfg = std::move(*loaded);
+  for (const std::string& n : cfg.notes) Log("config note: %s", n);
   cp::ControlplaneConfig control = cfg.control;
   if (!cfg.users_file.empty()) {
     auto users = cp::UserTable::Load(cfg.users_file);
@@ -282,6 +283,7 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    for (const std::string& n : c->notes) std::printf("%s: note: %s\n", argv[2], n.c_str());
     std::printf("%s: OK (%zu bridge%s, QUIC listener %s, %s backend)\n", argv[2],
                 c->control.bridges.size(), c->control.bridges.size() == 1 ? "" : "s",
                 c->runtime.listener ? "on" : "off", c->runtime.backend.c_str());

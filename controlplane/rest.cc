@@ -90,7 +90,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   }
   if (i < o.traffic.size()) {
     const dp::BridgeTrafficTotals& t = o.traffic[i];
-    j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"rx_messages", t.rx_msgs},
+    j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"resent", t.resent}, {"rx_messages", t.rx_msgs},
                         {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}};
     json by_reason = json::object();
 #define QBRIDGE_X(name) by_reason[#name] = t.drop_##name;
@@ -99,6 +99,13 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
     j["traffic"]["drops_by_reason"] = by_reason;
     j["quic_path"] = json{{"srtt_ms", double(t.srtt_ns) / 1e6}, {"min_rtt_ms", double(t.min_rtt_ns) / 1e6},
                           {"cwnd_bytes", t.cwnd_bytes}, {"bytes_in_flight", t.bytes_in_flight}};
+    if (t.store) {  // the custody log (docs/store.md); keys without the "store_" prefix
+      json st = json::object();
+#define QBRIDGE_X(name, type, help) st[std::string(#name).substr(6)] = t.name;
+      QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
+#undef QBRIDGE_X
+      j["store"] = st;
+    }
   }
   if (detail) {
     json fw = json::array(), sub = json::array();
@@ -184,6 +191,9 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
        [&](size_t i) { return double(status(i).keepalive_kicks); }},
       {"qbridge_bridge_tx_messages_total", "counter", "PUBLISHes written to the upstream.",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].tx_msgs) : 0; }},
+      {"qbridge_bridge_resent_total", "counter",
+       "PUBLISHes sent again with DUP: after a reconnect, or recovered from the custody log.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].resent) : 0; }},
       {"qbridge_bridge_tx_bytes_total", "counter", "Payload bytes written to the upstream.",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].tx_bytes) : 0; }},
       {"qbridge_bridge_rx_messages_total", "counter", "PUBLISHes received from the upstream.",
@@ -205,10 +215,20 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
     }
   }
+  // The custody logs of store-and-forward bridges.
+#define QBRIDGE_X(field, type, help)                                                                 \
+  family("qbridge_bridge_" #field, #type, help);                                                     \
+  for (size_t i : live) {                                                                            \
+    if (i < o.traffic.size() && o.traffic[i].store)                                                  \
+      absl::StrAppend(&out, "qbridge_bridge_" #field "{bridge=\"", Label(bridges[i].name), "\"} ",   \
+                      o.traffic[i].field, "\n");                                                     \
+  }
+  QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
+#undef QBRIDGE_X
   family("qbridge_bridge_drops_total", "counter",
          "Messages for the bridge not delivered to the upstream, by reason: bridge_down (QoS 0 "
          "while disconnected), queue_full, refused (a failure PUBACK), not_encodable, removed (by a "
-         "reload).");
+         "reload), store_full (the custody log at its cap).");
   for (size_t i : live) {
     const dp::BridgeTrafficTotals t = i < o.traffic.size() ? o.traffic[i] : dp::BridgeTrafficTotals{};
 #define QBRIDGE_X(reason)                                                                        \

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <atomic>
 #include <thread>
@@ -126,6 +127,7 @@ class RuntimeImpl final : public Runtime {
     for (const auto& w : workers_) {
       const dp::BridgeTraffic& b = w->bridge_traffic(bridge);
       t.tx_msgs += b.tx_msgs.Get();
+      t.resent += b.resent.Get();
       t.tx_bytes += b.tx_bytes.Get();
       t.rx_msgs += b.rx_msgs.Get();
       t.rx_bytes += b.rx_bytes.Get();
@@ -136,7 +138,11 @@ class RuntimeImpl final : public Runtime {
       t.min_rtt_ns += b.min_rtt_ns.Get();
       t.cwnd_bytes += b.cwnd_bytes.Get();
       t.bytes_in_flight += b.bytes_in_flight.Get();
+#define QBRIDGE_X(name, type, help) t.name += b.name.Get();
+      QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
+#undef QBRIDGE_X
     }
+    t.store = bridge < store_on_.size() && store_on_[bridge];
     return t;
   }
   std::vector<std::pair<std::string, uint64_t>> BackendCounters() const override {
@@ -195,8 +201,10 @@ class RuntimeImpl final : public Runtime {
       server_tls_.push_back(std::move(*t));
     }
     bridges_ = cfg.bridges.size();
+    store_ = cfg.store;
     std::vector<BridgeDial> dials;
     for (const BridgeDialSettings& b : cfg.bridges) {
+      store_on_[size_t(&b - cfg.bridges.data())].store(b.store, std::memory_order_relaxed);
       auto d = MakeDial(b);
       if (!d.ok()) return d.status();
       dials.push_back(std::move(*d));
@@ -340,6 +348,7 @@ class RuntimeImpl final : public Runtime {
 
   absl::StatusOr<std::vector<uint64_t>> PrepareBridge(const BridgeDialSettings& settings) override {
     if (bridges_.load() >= Worker::kMaxBridges) return absl::ResourceExhaustedError("64 bridges at most");
+    if (settings.store && store_.dir.empty()) return absl::FailedPreconditionError("store: no [store] dir");
     auto d = MakeDial(settings);
     if (!d.ok()) return d.status();
     std::vector<uint64_t> out;
@@ -351,6 +360,7 @@ class RuntimeImpl final : public Runtime {
       }
       out.push_back(reinterpret_cast<uint64_t>(mine.release()));
     }
+    store_on_[bridges_.load()].store(settings.store, std::memory_order_relaxed);
     ++bridges_;
     return out;
   }
@@ -375,6 +385,19 @@ class RuntimeImpl final : public Runtime {
     d.zero_rtt = b.zero_rtt;
     d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
     d.max_queue = b.max_queue;
+    d.worker = b.worker;
+    if (b.store) {
+      d.store.on = true;
+      d.store.log.dir = store_.dir + "/" + b.name;
+      d.store.log.fsync = store_.fsync == "always" ? store::Fsync::kAlways
+                          : store_.fsync == "off"  ? store::Fsync::kOff
+                                                   : store::Fsync::kBatch;
+      d.store.log.commit_delay_ns = store_.commit_delay_ns;
+      d.store.log.segment_bytes = store_.segment_bytes;
+      d.store.max_bytes = b.store_max_bytes;
+      d.store.max_messages = b.store_max_messages;
+      d.store.qos0 = b.store_qos0;
+    }
     for (const auto& h : b.hybrid) {
       BridgeDial::Alternate a;
       a.remote = quic::Address::FromIpPort(h.ip, h.port);
@@ -492,6 +515,8 @@ class RuntimeImpl final : public Runtime {
   uint16_t tcp_port_ = 0;
   std::vector<int> tcp_fds_;  // one listening socket per worker (SO_REUSEPORT)
   std::atomic<size_t> bridges_{0};
+  RuntimeConfig::Store store_;                            // [store], for every bridge's dial
+  std::array<std::atomic<bool>, Worker::kMaxBridges> store_on_{};  // REST reads it
   std::string dpdk_ip_;                // dpdk: our address, where bridges dial from
   std::vector<uint16_t> north_ports_;  // dpdk: each worker's bridge port
   std::string local_ip_;               // socket: what north sockets bind

@@ -74,26 +74,54 @@ struct alignas(64) WorkerStats {
   X(queue_full)    /* QoS 1 beyond max_send_queue_len held for the upstream */             \
   X(refused)       /* the upstream's PUBACK carried a failure reason */                    \
   X(not_encodable) /* too large or invalid for the bridge's MQTT version */               \
-  X(removed)       /* held for, or sent to, a bridge a reload removed */
+  X(removed)       /* held for, or sent to, a bridge a reload removed */                   \
+  X(store_full)    /* refused (QoS 1: PUBACK 0x97) or dropped (QoS 0): store at its cap */
+
+// A store-and-forward bridge's custody log (docs/store.md), as its worker sees it:
+// X(name, Prometheus type, help). Gauges are set by the bridge's own worker only.
+#define QBRIDGE_BRIDGE_STORE(X)                                                                   \
+  X(store_messages, gauge, "Messages in the custody log the upstream has not acknowledged.")    \
+  X(store_bytes, gauge, "Bytes of those messages.")                                            \
+  X(store_oldest_age_ms, gauge, "Age of the oldest message in the custody log, in ms.")         \
+  X(store_segments, gauge, "Segment files of the custody log.")                                \
+  X(store_append_rate, gauge, "Messages per second appended over the last second.")            \
+  X(store_drain_rate, gauge, "Messages per second released over the last second.")             \
+  X(store_appended, counter, "Messages committed to the custody log.")                         \
+  X(store_drained, counter, "Messages released from the log after the upstream's ack.")       \
+  X(store_commits, counter, "Group commits (one write, one fdatasync each).")                  \
+  X(store_written_bytes, counter, "Bytes written to the custody log's segments.")              \
+  X(store_commit_p50_us, gauge, "Median commit latency (append to durable), in us.")            \
+  X(store_commit_p99_us, gauge, "99th percentile commit latency, in us.")                       \
+  X(store_recovered, counter, "Messages recovered from the log at start-up.")                  \
+  X(store_truncated_bytes, counter, "Torn or corrupted bytes cut from the log at recovery.")   \
+  X(store_io_errors, counter, "Failed writes or syncs (their messages fall back to memory).")
 
 // Traffic of one north bridge as one worker saw it (the bridge's own worker, and others
 // that counted drops for it).
 struct alignas(64) BridgeTraffic {
   Counter tx_msgs, tx_bytes, rx_msgs, rx_bytes;
+  Counter resent;  // PUBLISHes sent again with DUP (after a reconnect, or recovered from the store)
 #define QBRIDGE_X(name) Counter drop_##name;
   QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
 #undef QBRIDGE_X
   // Gauges of the QUIC path, set by the bridge's own worker while connected (0 otherwise).
   Counter srtt_ns, min_rtt_ns, cwnd_bytes, bytes_in_flight;
+#define QBRIDGE_X(name, type, help) Counter name;
+  QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
+#undef QBRIDGE_X
 };
 
 // The same, summed and copied out.
 struct BridgeTrafficTotals {
-  uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0;
+  uint64_t tx_msgs = 0, tx_bytes = 0, rx_msgs = 0, rx_bytes = 0, resent = 0;
 #define QBRIDGE_X(name) uint64_t drop_##name = 0;
   QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
 #undef QBRIDGE_X
   uint64_t srtt_ns = 0, min_rtt_ns = 0, cwnd_bytes = 0, bytes_in_flight = 0;
+#define QBRIDGE_X(name, type, help) uint64_t name = 0;
+  QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
+#undef QBRIDGE_X
+  bool store = false;  // the bridge keeps a custody log
   uint64_t drops() const {
     uint64_t n = 0;
 #define QBRIDGE_X(name) n += drop_##name;

@@ -48,6 +48,7 @@ struct QuicListenerSettings {
 };
 
 struct BridgeDialSettings {
+  std::string name;  // the bridge's (bridges.mqtt.NAME): its store directory's name
   std::string ip;  // the upstream's address (a literal; names are resolved by the caller)
   uint16_t port = 14567;
   TlsFiles tls;
@@ -59,6 +60,13 @@ struct BridgeDialSettings {
   int proto_ver = 5;            // 3, 4 or 5: how PUBLISH and its acks are encoded
   size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
   bool tcp = false;             // mqtt-tcp:// (no TLS, no QUIC settings)
+  // Store-and-forward (docs/store.md): QoS 1/2 for this bridge is acknowledged to its
+  // publisher once committed to the bridge's custody log under [store] dir, and kept there
+  // until the upstream acknowledges it.
+  bool store = false;
+  uint64_t store_max_bytes = 1ull << 30;     // beyond either cap: QoS 1 refused (0x97), QoS 0 dropped
+  uint64_t store_max_messages = 1'000'000;
+  bool store_qos0 = false;                   // QoS 0 is stored too while the bridge is down or behind
   // hybrid_servers: more upstreams to fall back to, in turn (same TLS and QUIC settings).
   struct Hybrid {
     std::string ip;
@@ -85,9 +93,19 @@ struct RuntimeConfig {
   };
   std::optional<TcpListener> tcp_listener;
   std::vector<BridgeDialSettings> bridges;
+  // [store]: where store-and-forward bridges keep their custody logs (one directory per
+  // bridge, named after it) and how they commit.
+  struct Store {
+    std::string dir;
+    std::string fsync = "batch";  // batch | always | off
+    uint64_t commit_delay_ns = 1'000'000;
+    uint64_t segment_bytes = 64ull << 20;
+    bool operator==(const Store&) const = default;
+  };
+  Store store;
   std::vector<int> worker_cpus;  // pin worker i to CPU worker_cpus[i] (empty: not pinned)
-  uint32_t idle_sleep_us = 50;
-  size_t max_mqueue_len = 2048;  // [mqtt] max_mqueue_len: deliveries waiting per client  // nap when an iteration found nothing to do (0: spin)
+  uint32_t idle_sleep_us = 50;   // nap when an iteration found nothing to do (0: spin)
+  size_t max_mqueue_len = 2048;  // [mqtt] max_mqueue_len: deliveries waiting per client
   // dpdk backend: one port, one RX/TX queue pair per worker
   std::vector<std::string> eal_args;  // argv for rte_eal_init (argv[0] included)
   uint16_t port_id = 0;

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <isa-l/crc.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,13 @@ absl::Status Log::Recover(RecordFn on_live, RecoveryStats* st) {
   if (ec) return absl::UnavailableError(absl::StrCat("store: ", opt_.dir, ": ", ec.message()));
   dir_fd_ = ::open(opt_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir));
+  lock_fd_ = ::openat(dir_fd_, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir, "/LOCK"));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return errno == EWOULDBLOCK
+               ? absl::FailedPreconditionError(absl::StrCat("store: ", opt_.dir, " is in use by another log"))
+               : absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir, "/LOCK"));
+  }
 
   std::vector<uint64_t> numbers;
   if (DIR* d = ::fdopendir(::dup(dir_fd_))) {
@@ -297,6 +305,7 @@ Log::~Log() {
     ::close(fd_);
   }
   if (dir_fd_ >= 0) ::close(dir_fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 void Log::EnsureSegment(size_t record_bytes) {
@@ -310,39 +319,43 @@ void Log::EnsureSegment(size_t record_bytes) {
   DropReleasedPrefix();  // a recovered segment with nothing live is not written to again
 }
 
-void Log::AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<const uint8_t> payload) {
+void Log::AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<const uint8_t> head,
+                       std::span<const uint8_t> payload) {
   Batch& b = batches_[open_];
   const uint64_t segment = segs_.back().number;
   if (b.chunks.empty() || b.chunks.back().segment != segment) b.chunks.push_back({segment, b.bytes.size()});
   const size_t at = b.bytes.size();
-  const size_t rec = kRecordHeaderBytes + payload.size();
+  const size_t rec = kRecordHeaderBytes + head.size() + payload.size();
   b.bytes.resize(at + rec);
   uint8_t* p = b.bytes.data() + at;
-  Put32(p + 4, uint32_t(payload.size()));
+  Put32(p + 4, uint32_t(head.size() + payload.size()));
   p[8] = kind;
   p[9] = p[10] = p[11] = 0;
   Put32(p + 12, meta);
   Put64(p + 16, seq);
-  if (!payload.empty()) std::memcpy(p + kRecordHeaderBytes, payload.data(), payload.size());
+  if (!head.empty()) std::memcpy(p + kRecordHeaderBytes, head.data(), head.size());
+  if (!payload.empty()) std::memcpy(p + kRecordHeaderBytes + head.size(), payload.data(), payload.size());
   Put32(p, Crc32c({p + 4, rec - 4}));
   segs_.back().bytes += rec;
   if (opt_.fsync == Fsync::kAlways) b.record_ends.push_back(b.bytes.size());
 }
 
-uint64_t Log::Append(uint32_t meta, std::span<const uint8_t> data, uint64_t now_ns) {
+uint64_t Log::Append(uint32_t meta, std::span<const uint8_t> head, std::span<const uint8_t> data,
+                     uint64_t now_ns) {
   if (!Pending()) batches_[open_].opened_ns = now_ns;
-  EnsureSegment(kRecordHeaderBytes + data.size());
+  const size_t size = head.size() + data.size();
+  EnsureSegment(kRecordHeaderBytes + size);
   const uint64_t seq = next_seq_++;
   Batch& b = batches_[open_];
   if (b.first_seq == 0) b.first_seq = seq;
   b.last_seq = seq;
   b.sync = true;
-  AppendRecord(kData, meta, seq, data);
+  AppendRecord(kData, meta, seq, head, data);
   ++segs_.back().live;
   ++live_records_;
-  live_bytes_ += data.size();
+  live_bytes_ += size;
   Bump(stats_.appended);
-  Bump(stats_.appended_bytes, data.size());
+  Bump(stats_.appended_bytes, size);
   return seq;
 }
 
@@ -376,7 +389,7 @@ void Log::FlushReleases() {
   for (size_t i = 0; i < releases_.size(); i += kMaxReleasesPerRecord) {
     const size_t n = std::min(kMaxReleasesPerRecord, releases_.size() - i);
     EnsureSegment(kRecordHeaderBytes + 8 * n);
-    AppendRecord(kRelease, 0, 0,
+    AppendRecord(kRelease, 0, 0, {},
                  std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(releases_.data() + i), 8 * n));
   }
   releases_.clear();

@@ -92,7 +92,8 @@ struct LogStats {
 class Log {
  public:
   using RecordFn = absl::FunctionRef<void(uint64_t seq, uint32_t meta, std::span<const uint8_t>)>;
-  // Opens `o.dir` (creating it), recovers it, calls `on_live` for every record not released,
+  // Opens `o.dir` (creating it; one process and one Log at a time: `<dir>/LOCK` is
+  // flock'ed, a second open fails as "in use"), recovers it, calls `on_live` for every record not released,
   // in sequence order, and starts the committer thread.
   static absl::StatusOr<std::unique_ptr<Log>> Open(const LogOptions& o, RecordFn on_live,
                                                    RecoveryStats* stats = nullptr);
@@ -103,7 +104,12 @@ class Log {
   // Appends a data record; returns its sequence number (increasing, never reused while a
   // record with it can still be on disk). Durable once a Commit with last_seq >= it and no
   // error has been reported.
-  uint64_t Append(uint32_t meta, std::span<const uint8_t> data, uint64_t now_ns);
+  uint64_t Append(uint32_t meta, std::span<const uint8_t> data, uint64_t now_ns) {
+    return Append(meta, data, {}, now_ns);
+  }
+  // The same with the payload in two parts (a small header of the caller's, then the data).
+  uint64_t Append(uint32_t meta, std::span<const uint8_t> head, std::span<const uint8_t> data,
+                  uint64_t now_ns);
   // The record is no longer needed (its upstream acknowledged it). `bytes` as appended.
   void Release(uint64_t seq, size_t bytes, uint64_t now_ns);
   // Moves the group commit along: collects a finished commit (true, `*done` filled) and
@@ -152,7 +158,8 @@ class Log {
   void EnsureSegment(size_t record_bytes);  // rotates when the active segment is full
   bool Pending() const;                     // anything appended or released not handed off
   void DropReleasedPrefix();                // unlinks segments with nothing live, oldest first
-  void AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<const uint8_t> payload);
+  void AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<const uint8_t> head,
+                    std::span<const uint8_t> payload);
   void FlushReleases();
   void Handoff();
   bool Collect(uint64_t now_ns, Commit* done);
@@ -178,6 +185,7 @@ class Log {
   // Committer side.
   int fd_ = -1;
   int dir_fd_ = -1;
+  int lock_fd_ = -1;  // <dir>/LOCK, flock'ed for the log's life
   uint64_t fd_segment_ = 0;
   std::thread committer_;
 };

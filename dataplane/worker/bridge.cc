@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "dataplane/worker/conn.h"
 
@@ -104,6 +105,16 @@ absl::Status Worker::AddBridge(BridgeDial dial) {
   bstate_.emplace_back();
   for (uint32_t id = kControlPacketIdFirst; id <= 65535; ++id) bstate_.back().ids.Reserve(uint16_t(id));
   tickets_.emplace_back();
+  const BridgeDial& added = config_.bridges.back();
+  if (added.store.on && added.worker == config_.core) {
+    if (absl::Status s = OpenStore(uint32_t(config_.bridges.size() - 1)); !s.ok()) {
+      if (initializing_) return s;  // start-up: the appliance does not run without it
+      // A reload: the bridge runs with memory custody (publishers hear of the upstream's ack).
+      std::fprintf(stderr, "qbridge: %s: its messages are held in memory only\n",
+                   std::string(s.message()).c_str());
+      bridge_traffic_[config_.bridges.size() - 1].store_io_errors.Inc();
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -133,6 +144,7 @@ void Worker::OnNorthAck(Conn& c, uint16_t id, mqtt::ReasonCode reason) {
   b.inflight.erase(it);
   b.ids.Release(id);
   if (uint8_t(reason) >= 0x80) bridge_traffic_[c.bridge].drop_refused.Inc();
+  ReleaseStored(c.bridge, m);  // the upstream has it (or refused it for good)
   if (m.has_origin) AckOrigin(m.origin, uint8_t(reason) >= 0x80);
   ResendNorth(c.bridge);
   DrainNorthQueue(c.bridge);
@@ -180,33 +192,37 @@ void Worker::ResendNorth(uint32_t bridge) {
     m.packet = pool_.Copy(m.packet.span());
     m.packet.mutable_span()[0] |= 0x08;
     SendBuffer(c, sid, m.packet);
+    bridge_traffic_[bridge].resent.Inc();
   }
 }
 
-// A reload removed the bridge: what it holds is refused (its publishers hear of it) and
-// nothing more is taken for it.
+// A reload removed the bridge: what it holds in memory only is refused (its publishers hear
+// of it) and nothing more is taken for it. What its custody log holds stays there for a
+// bridge of the same name (CloseStore).
 void Worker::RetireBridge(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   b.removed = true;
   b.ready = false;
   BridgeTraffic& bt = bridge_traffic_[bridge];
-  for (auto& [id, m] : b.inflight) {
+  auto retire = [&](NorthMsg& m) {
+    if (m.store_seq != 0 && !m.has_origin) return;  // committed: kept on disk
     bt.drop_removed.Inc();
     if (m.has_origin) AckOrigin(m.origin, /*failed=*/true);
-  }
-  for (NorthMsg& m : b.queued) {
-    bt.drop_removed.Inc();
-    if (m.has_origin) AckOrigin(m.origin, /*failed=*/true);
-  }
+  };
+  for (auto& [id, m] : b.inflight) retire(m);
+  for (NorthMsg& m : b.queued) retire(m);
   b.inflight.clear();
   b.queued.clear();
+  b.queued_qos0 = 0;
   b.resend.clear();
+  CloseStore(bridge);
 }
 
 void Worker::DrainNorthQueue(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   while (b.ready && !b.queued.empty()) {
     if (!SendNorth(bridge, b.queued.front(), false)) break;  // window or ids full: wait for acks
+    if (b.queued.front().qos0) --b.queued_qos0;
     b.queued.pop_front();
   }
 }
@@ -214,13 +230,19 @@ void Worker::DrainNorthQueue(uint32_t bridge) {
 bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   BridgeState& b = bstate_[bridge];
   if (!b.ready || !BridgeUp(bridge)) return false;
+  Conn& c = *north_[bridge];
+  const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
+  if (m.qos0) {  // a stored QoS 0 message: no id, no ack; done once handed to the connection
+    SendBuffer(c, sid, m.packet);
+    ReleaseStored(bridge, m);
+    return true;
+  }
   if (!b.resend.empty() || b.inflight.size() >= b.window) return false;  // the upstream's Receive Maximum
   auto id = b.ids.Allocate();
   if (!id) return false;
   SetPacketId(m.packet, m.id_offset, *id);  // not shared yet: patch in place
   if (dup) m.packet.mutable_span()[0] |= 0x08;
-  Conn& c = *north_[bridge];
-  const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
+  if (m.packet[0] & 0x08) bridge_traffic_[bridge].resent.Inc();  // recovered from the store
   SendBuffer(c, sid, m.packet);
   b.inflight.emplace(*id, std::move(m));
   return true;
@@ -235,33 +257,44 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   if (bridge >= bstate_.size()) return false;
   now_ = now;
   BridgeState& b = bstate_[bridge];
-  const mqtt::Version v = config_.bridges[bridge].version;
+  const BridgeDial& d = config_.bridges[bridge];
+  const mqtt::Version v = d.version;
   const bool ready = b.ready && BridgeUp(bridge);
   BridgeTraffic& bt = bridge_traffic_[bridge];
   if (b.removed) return bt.drop_removed.Inc(), false;
-  if (p.qos == mqtt::QoS::k0) {
+  // Stored QoS 0 keeps its place behind what the log holds; otherwise QoS 0 goes now or never.
+  const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty());
+  if (p.qos == mqtt::QoS::k0 && !store_qos0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
   } else {
-    if (b.inflight.size() + b.queued.size() >= config_.bridges[bridge].max_queue)
-      return bt.drop_queue_full.Inc(), false;
+    if (!b.log && b.inflight.size() + b.queued.size() >= d.max_queue) return bt.drop_queue_full.Inc(), false;
     NorthMsg m;
     m.slot = slot;
     m.seq = b.seq++;
-    if (origin) {
+    m.qos0 = p.qos == mqtt::QoS::k0;
+    mqtt::Publish out = p;
+    if (!m.qos0) {
+      out.qos = p.qos == mqtt::QoS::k2 ? mqtt::QoS::k2 : mqtt::QoS::k1;  // the rule's QoS, at most
+      out.packet_id = 1;  // patched when sent
+    }
+    out.dup = false;
+    m.packet = Encode(out, v);
+    if (!m.packet) return bt.drop_not_encodable.Inc(), false;
+    if (!m.qos0) m.id_offset = PacketIdOffset(m.packet, out.topic.size());
+    if (b.log) {
+      // Custody passes to the log: the publisher hears when the commit is durable.
+      if (!StoreNorth(bridge, m, origin)) return false;
+    } else if (origin) {
       m.origin = *origin;
       m.has_origin = true;
     }
-    mqtt::Publish out = p;
-    out.qos = p.qos == mqtt::QoS::k2 ? mqtt::QoS::k2 : mqtt::QoS::k1;  // the rule's QoS, at most
-    out.dup = false;
-    out.packet_id = 1;  // patched when sent
-    m.packet = Encode(out, v);
-    if (!m.packet) return bt.drop_not_encodable.Inc(), false;
-    m.id_offset = PacketIdOffset(m.packet, out.topic.size());
-    if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) b.queued.push_back(std::move(m));
+    if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) {
+      b.queued_qos0 += m.qos0;
+      b.queued.push_back(std::move(m));
+    }
   }
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());

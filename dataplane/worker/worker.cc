@@ -107,9 +107,11 @@ absl::Status Worker::Init() {
       return absl::ErrnoToStatus(errno, "epoll_ctl(listen)");
     }
   }
+  initializing_ = true;
   for (BridgeDial& d : dials) {
     if (absl::Status st = AddBridge(std::move(d)); !st.ok()) return st;
   }
+  initializing_ = false;
   outbox_workers_.resize(rings_->workers());
   return absl::OkStatus();
 }

@@ -33,6 +33,7 @@
 #include "dataplane/api/ring_mesh.h"
 #include "dataplane/api/routes.h"
 #include "dataplane/api/time.h"
+#include "dataplane/store/log.h"
 #include "mqtt/codec.h"
 #include "mqtt/framer.h"
 #include "mqtt/qos.h"
@@ -66,6 +67,15 @@ struct BridgeDial {
     const quic::TlsContext* tls = nullptr;
   };
   std::vector<Alternate> alternates;
+  uint16_t worker = 0;  // the worker that owns the bridge (dials it, keeps its custody)
+  // Store-and-forward: a custody log on the owning worker (worker/store.cc, docs/store.md).
+  struct Store {
+    bool on = false;
+    store::LogOptions log;  // dir: [store] dir / the bridge's name
+    uint64_t max_bytes = 1ull << 30;
+    uint64_t max_messages = 1'000'000;
+    bool qos0 = false;
+  } store;
 };
 
 // The south PUBLISH a forwarded QoS 1 message came from: it is acknowledged only when every
@@ -241,6 +251,17 @@ class Worker {
   bool SendNorth(uint32_t bridge, NorthMsg& m, bool dup);
   void WriteNorth(Conn* c, size_t bridge, MonoNs now, Emit emit);
 
+  // worker/store.cc: the custody log of store-and-forward bridges.
+  absl::Status OpenStore(uint32_t bridge);
+  // Takes a message into the bridge's log (false: at its cap, counted); with an origin,
+  // the publisher is acknowledged when the commit is durable.
+  bool StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin);
+  void ReleaseStored(uint32_t bridge, const NorthMsg& m);
+  bool PollStores(MonoNs now);
+  void OnCommit(uint32_t bridge, const store::Commit& c);
+  void StoreGauges(uint32_t bridge, MonoNs now);
+  void CloseStore(uint32_t bridge);
+
   // worker/tcp.cc: MQTT over kernel TCP sockets.
   void TcpAccept(MonoNs now);
   void TcpRead(Conn& c, MonoNs now);
@@ -276,7 +297,10 @@ class Worker {
     Origin origin;
     bool has_origin = false;
     bool released = false;  // QoS 2: PUBREC came, PUBREL sent; PUBCOMP awaited
+    bool qos0 = false;      // a stored QoS 0 message: sent without an id, released once sent
     int slot = 0;
+    uint64_t store_seq = 0;  // its record in the bridge's custody log (0: not stored)
+    MonoNs stored_at = 0;    // when it was stored (recovered ones: when recovered)
     uint64_t seq = 0;  // arrival order, for replay
     size_t id_offset = 0;
     // Shared with the connection once sent (ngtcp2 retransmits from it): never changed
@@ -288,13 +312,23 @@ class Worker {
     mqtt::PacketIdAllocator ids;  // PUBLISH ids below kControlPacketIdFirst
     absl::flat_hash_map<uint16_t, NorthMsg> inflight;  // sent, awaiting PUBACK
     std::deque<NorthMsg> queued;                      // waiting for the bridge or an id
+    size_t queued_qos0 = 0;                           // ... of which stored QoS 0 messages
     bool ready = false;                               // CONNACK accepted on this connection
     uint64_t seq = 0;
     uint16_t window = 65535;  // the upstream's Receive Maximum (its CONNACK)
     std::deque<uint16_t> resend;  // ids a reconnect left to send again, oldest first
     bool removed = false;         // a reload removed the bridge
+    // Store-and-forward: the custody log, and the publishers waiting for its commits (in
+    // sequence order).
+    std::unique_ptr<store::Log> log;
+    std::deque<std::pair<uint64_t, Origin>> committing;
+    MonoNs rate_at = 0;  // the last rate sample: when, and the log's counters then
+    uint64_t rate_appended = 0, rate_released = 0;
   };
   std::vector<BridgeState> bstate_;
+  std::vector<uint32_t> stored_bridges_;  // bridges with a custody log on this worker
+  MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
+  bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
@@ -327,7 +361,8 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
     OnDatagram(p, d, now, send, /*steer=*/true);
   });
   if (epoll_fd_ >= 0) n += PollTcp(now);
-  const bool drained = DrainRings(now, send);
+  bool drained = DrainRings(now, send);
+  if (!stored_bridges_.empty()) drained |= PollStores(now);
   RunTimers(now);
   // A bridge whose next hop is not resolved yet does not write: its packets would wait in
   // the ARP queue and their wait would count as round-trip time (an 800 ms first sample

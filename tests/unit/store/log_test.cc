@@ -67,7 +67,8 @@ class LogTest : public ::testing::Test {
   }
   std::vector<fs::path> Segments() const {
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(opt_.dir)) out.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(opt_.dir))
+      if (e.path().extension() == ".seg") out.push_back(e.path());
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -286,6 +287,28 @@ TEST_F(LogTest, AFailedWriteIsReportedAndLaterWritesGoToANewSegment) {
   EXPECT_EQ(got[0].data, "before");
   EXPECT_EQ(got[1].data, "after");
   EXPECT_EQ(st.truncated_bytes, 0u);  // the failed write was cut back
+}
+
+TEST_F(LogTest, OneLogPerDirectory) {
+  Open();
+  auto second = Log::Open(opt_, [](uint64_t, uint32_t, std::span<const uint8_t>) {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("in use"), std::string_view::npos) << second.status();
+  log_.reset();  // closing releases it
+  EXPECT_TRUE(Log::Open(opt_, [](uint64_t, uint32_t, std::span<const uint8_t>) {}).ok());
+}
+
+TEST_F(LogTest, TwoPartPayloadsComeBackWhole) {
+  Open();
+  const std::string head = "HEAD", body = "body";
+  log_->Append(1, {reinterpret_cast<const uint8_t*>(head.data()), head.size()},
+               {reinterpret_cast<const uint8_t*>(body.data()), body.size()}, ++now_);
+  EXPECT_EQ(log_->live_bytes(), 8u);
+  Flush();
+  log_.reset();
+  std::vector<Rec> got = Open();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, "HEADbody");
 }
 
 TEST(LatencyHistogramTest, PercentilesBoundTheSamples) {
