@@ -41,7 +41,8 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
              "hybrid_bridging", "hybrid_servers", "ssl", "forwards", "subscription",
              "data_streams", "priorities", "worker", "no_local_v4", "max_parallel_processes",
              "resend_interval", "resend_wait", "cancel_timeout", "max_send_queue_len",
-             "max_recv_queue_len", "store", "store_max_bytes", "store_max_messages", "store_qos0"});
+             "max_recv_queue_len", "store", "store_max_bytes", "store_max_messages", "store_qos0",
+             "store_memory"});
   BridgeConfig b;
   dp::BridgeDialSettings d;
   b.name = name;

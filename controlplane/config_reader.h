@@ -156,7 +156,7 @@ struct StoreDefaults {
   std::optional<uint64_t> max_messages;
 };
 void ReadStore(Reader& r, const toml::table& root, AppConfig* cfg, StoreDefaults* defaults);
-// A bridge's store keys (store, store_max_bytes, store_max_messages, store_qos0).
+// A bridge's store keys (store, store_max_bytes, store_max_messages, store_qos0, store_memory).
 void ReadBridgeStore(Reader& r, const toml::table& t, const std::string& path, const std::string& name,
                      const StoreDefaults& defaults, const AppConfig& cfg, dp::BridgeDialSettings* d);
 void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const std::string& name,

@@ -76,6 +76,7 @@ void ReadBridgeStore(Reader& r, const toml::table& t, const std::string& path, c
   if (auto v = r.Int(t, path, "store_max_messages", 1, INT64_MAX)) d->store_max_messages = uint64_t(*v);
   if (auto v = r.Bytes(t, path, "store_max_bytes", 1 << 10)) d->store_max_bytes = *v;
   if (auto v = r.Bool(t, path, "store_qos0")) d->store_qos0 = *v;
+  if (auto v = r.Bytes(t, path, "store_memory", 64 << 10)) d->store_memory = *v;
   if (!d->store) return;
   if (cfg.runtime.store.dir.empty()) {
     r.Error(Reader::Join(path, "store"), "needs [store] dir: the directory custody logs are kept in");

@@ -397,6 +397,7 @@ class RuntimeImpl final : public Runtime {
       d.store.max_bytes = b.store_max_bytes;
       d.store.max_messages = b.store_max_messages;
       d.store.qos0 = b.store_qos0;
+      d.store.memory_bytes = b.store_memory;
     }
     for (const auto& h : b.hybrid) {
       BridgeDial::Alternate a;

@@ -75,7 +75,8 @@ struct alignas(64) WorkerStats {
   X(refused)       /* the upstream's PUBACK carried a failure reason */                    \
   X(not_encodable) /* too large or invalid for the bridge's MQTT version */               \
   X(removed)       /* held for, or sent to, a bridge a reload removed */                   \
-  X(store_full)    /* refused (QoS 1: PUBACK 0x97) or dropped (QoS 0): store at its cap */
+  X(store_full)    /* refused (QoS 1: PUBACK 0x97) or dropped (QoS 0): store at its cap */ \
+  X(store_lost)    /* could not be read back from the custody log (I/O error, checksum) */
 
 // A store-and-forward bridge's custody log (docs/store.md), as its worker sees it:
 // X(name, Prometheus type, help). Gauges are set by the bridge's own worker only.
@@ -84,6 +85,7 @@ struct alignas(64) WorkerStats {
   X(store_bytes, gauge, "Bytes of those messages.")                                            \
   X(store_oldest_age_ms, gauge, "Age of the oldest message in the custody log, in ms.")         \
   X(store_segments, gauge, "Segment files of the custody log.")                                \
+  X(store_memory_bytes, gauge, "Bytes of stored messages also held in memory (store_memory).") \
   X(store_append_rate, gauge, "Messages per second appended over the last second.")            \
   X(store_drain_rate, gauge, "Messages per second released over the last second.")             \
   X(store_appended, counter, "Messages committed to the custody log.")                         \

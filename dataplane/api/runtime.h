@@ -67,6 +67,7 @@ struct BridgeDialSettings {
   uint64_t store_max_bytes = 1ull << 30;     // beyond either cap: QoS 1 refused (0x97), QoS 0 dropped
   uint64_t store_max_messages = 1'000'000;
   bool store_qos0 = false;                   // QoS 0 is stored too while the bridge is down or behind
+  uint64_t store_memory = 64ull << 20;       // stored bytes kept in memory; the rest is read back
   // hybrid_servers: more upstreams to fall back to, in turn (same TLS and QUIC settings).
   struct Hybrid {
     std::string ip;

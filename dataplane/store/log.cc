@@ -168,6 +168,13 @@ Log::Log(const LogOptions& o) : opt_(o) {}
 
 absl::StatusOr<std::unique_ptr<Log>> Log::Open(const LogOptions& o, RecordFn on_live,
                                                RecoveryStats* stats) {
+  return Open(
+      o, [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> data, const Location&) { on_live(seq, meta, data); },
+      stats);
+}
+
+absl::StatusOr<std::unique_ptr<Log>> Log::Open(const LogOptions& o, LocatedRecordFn on_live,
+                                               RecoveryStats* stats) {
   if (o.dir.empty()) return absl::InvalidArgumentError("store: no directory");
   std::unique_ptr<Log> log(new Log(o));
   RecoveryStats local;
@@ -176,7 +183,7 @@ absl::StatusOr<std::unique_ptr<Log>> Log::Open(const LogOptions& o, RecordFn on_
   return log;
 }
 
-absl::Status Log::Recover(RecordFn on_live, RecoveryStats* st) {
+absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
   std::error_code ec;
   std::filesystem::create_directories(opt_.dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("store: ", opt_.dir, ": ", ec.message()));
@@ -279,7 +286,8 @@ absl::Status Log::Recover(RecordFn on_live, RecoveryStats* st) {
     ++segs_[r.seg].live;
     ++live_records_;
     live_bytes_ += r.len;
-    on_live(r.seq, r.meta, std::span<const uint8_t>(files[r.seg].data() + r.off, r.len));
+    on_live(r.seq, r.meta, std::span<const uint8_t>(files[r.seg].data() + r.off, r.len),
+            Location{segs_[r.seg].number, r.off - kRecordHeaderBytes, uint32_t(r.len)});
   }
   st->live = live_records_;
   st->live_bytes = live_bytes_;
@@ -304,6 +312,7 @@ Log::~Log() {
     if (opt_.fsync != Fsync::kOff) ::fdatasync(fd_);
     ::close(fd_);
   }
+  if (read_fd_ >= 0) ::close(read_fd_);
   if (dir_fd_ >= 0) ::close(dir_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
@@ -341,10 +350,11 @@ void Log::AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<cons
 }
 
 uint64_t Log::Append(uint32_t meta, std::span<const uint8_t> head, std::span<const uint8_t> data,
-                     uint64_t now_ns) {
+                     uint64_t now_ns, Location* where) {
   if (!Pending()) batches_[open_].opened_ns = now_ns;
   const size_t size = head.size() + data.size();
   EnsureSegment(kRecordHeaderBytes + size);
+  if (where) *where = Location{segs_.back().number, segs_.back().bytes, uint32_t(size)};
   const uint64_t seq = next_seq_++;
   Batch& b = batches_[open_];
   if (b.first_seq == 0) b.first_seq = seq;
@@ -357,6 +367,58 @@ uint64_t Log::Append(uint32_t meta, std::span<const uint8_t> head, std::span<con
   Bump(stats_.appended);
   Bump(stats_.appended_bytes, size);
   return seq;
+}
+
+absl::Status Log::Read(const Location& where, uint64_t seq, std::span<uint8_t> out) {
+  if (out.size() != where.length) return absl::InvalidArgumentError("store: read size");
+  if (read_fd_ < 0 || read_segment_ != where.segment) {
+    if (read_fd_ >= 0) ::close(read_fd_);
+    read_fd_ = ::openat(dir_fd_, SegmentName(where.segment).c_str(), O_RDONLY | O_CLOEXEC);
+    if (read_fd_ < 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir, "/", SegmentName(where.segment)));
+    }
+    read_segment_ = where.segment;
+  }
+  const size_t n = kRecordHeaderBytes + where.length;
+  read_buf_.resize(n);
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(read_fd_, read_buf_.data() + got, n - got, off_t(where.offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: read ", SegmentName(where.segment)));
+    if (r == 0) break;  // the segment ends before it: look for the record below
+    got += size_t(r);
+  }
+  const uint8_t* p = read_buf_.data();
+  if (got == n && Get32(p + 4) == where.length && p[8] == kData && Get64(p + 16) == seq &&
+      Crc32c({p + 4, n - 4}) == Get32(p)) {
+    std::memcpy(out.data(), p + kRecordHeaderBytes, where.length);
+    return absl::OkStatus();
+  }
+  // Not where the append put it: a failed write cut the segment back and a batch already
+  // filled went in at the cut. Find it by scanning the segment (rare).
+  struct stat sb;
+  if (::fstat(read_fd_, &sb) != 0) return absl::ErrnoToStatus(errno, "store: fstat");
+  read_buf_.resize(size_t(sb.st_size));
+  got = 0;
+  while (got < read_buf_.size()) {
+    const ssize_t r = ::pread(read_fd_, read_buf_.data() + got, read_buf_.size() - got, off_t(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += size_t(r);
+  }
+  bool found = false;
+  ScanSegment(
+      std::span<const uint8_t>(read_buf_.data(), got), where.segment,
+      [&](uint64_t s, uint32_t, std::span<const uint8_t> payload) {
+        if (s != seq || payload.size() != out.size() || found) return;
+        std::memcpy(out.data(), payload.data(), payload.size());
+        found = true;
+      },
+      [](uint64_t) {});
+  if (found) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("store: record ", seq, " is not in ", opt_.dir, "/",
+                                          SegmentName(where.segment), " (or fails its checksum)"));
 }
 
 void Log::Release(uint64_t seq, size_t bytes, uint64_t now_ns) {

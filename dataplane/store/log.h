@@ -68,6 +68,14 @@ struct Commit {
   uint64_t latency_ns = 0;  // first append of the batch to completion seen
 };
 
+// Where a data record lies: its segment and the offset of its record header there. Valid
+// while the record is live (a segment goes only when nothing in it is).
+struct Location {
+  uint64_t segment = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;  // the payload's
+};
+
 // Commit latencies in quarter-octave buckets of nanoseconds (within 19 % of the true value),
 // written by the worker, read by anyone.
 class LatencyHistogram {
@@ -92,10 +100,16 @@ struct LogStats {
 class Log {
  public:
   using RecordFn = absl::FunctionRef<void(uint64_t seq, uint32_t meta, std::span<const uint8_t>)>;
+  using LocatedRecordFn =
+      absl::FunctionRef<void(uint64_t seq, uint32_t meta, std::span<const uint8_t>, const Location&)>;
   // Opens `o.dir` (creating it; one process and one Log at a time: `<dir>/LOCK` is
   // flock'ed, a second open fails as "in use"), recovers it, calls `on_live` for every record not released,
   // in sequence order, and starts the committer thread.
   static absl::StatusOr<std::unique_ptr<Log>> Open(const LogOptions& o, RecordFn on_live,
+                                                   RecoveryStats* stats = nullptr);
+  // The same, with each live record's location (for callers that read records back later
+  // instead of keeping them in memory).
+  static absl::StatusOr<std::unique_ptr<Log>> Open(const LogOptions& o, LocatedRecordFn on_live,
                                                    RecoveryStats* stats = nullptr);
   ~Log();  // commits what was appended, then stops the committer
   Log(const Log&) = delete;
@@ -104,12 +118,17 @@ class Log {
   // Appends a data record; returns its sequence number (increasing, never reused while a
   // record with it can still be on disk). Durable once a Commit with last_seq >= it and no
   // error has been reported.
-  uint64_t Append(uint32_t meta, std::span<const uint8_t> data, uint64_t now_ns) {
-    return Append(meta, data, {}, now_ns);
+  // `where`, when given, is told where the record will lie (for Read).
+  uint64_t Append(uint32_t meta, std::span<const uint8_t> data, uint64_t now_ns, Location* where = nullptr) {
+    return Append(meta, data, {}, now_ns, where);
   }
   // The same with the payload in two parts (a small header of the caller's, then the data).
   uint64_t Append(uint32_t meta, std::span<const uint8_t> head, std::span<const uint8_t> data,
-                  uint64_t now_ns);
+                  uint64_t now_ns, Location* where = nullptr);
+  // Reads a live record's payload back into `out` (exactly `where.length` bytes), checking its
+  // CRC32C. Only for a record whose commit completed without error. A blocking pread on the
+  // caller's thread: records recently written are usually in the page cache.
+  absl::Status Read(const Location& where, uint64_t seq, std::span<uint8_t> out);
   // The record is no longer needed (its upstream acknowledged it). `bytes` as appended.
   void Release(uint64_t seq, size_t bytes, uint64_t now_ns);
   // Moves the group commit along: collects a finished commit (true, `*done` filled) and
@@ -154,7 +173,7 @@ class Log {
   enum State : uint32_t { kIdle, kBusy, kDone, kStop };
 
   explicit Log(const LogOptions& o);
-  absl::Status Recover(RecordFn on_live, RecoveryStats* stats);
+  absl::Status Recover(LocatedRecordFn on_live, RecoveryStats* stats);
   void EnsureSegment(size_t record_bytes);  // rotates when the active segment is full
   bool Pending() const;                     // anything appended or released not handed off
   void DropReleasedPrefix();                // unlinks segments with nothing live, oldest first
@@ -178,6 +197,9 @@ class Log {
   bool active_ = false;       // segs_.back() is this run's (recovered segments are not appended to)
   uint64_t live_records_ = 0, live_bytes_ = 0;
   std::vector<uint64_t> releases_;  // seqs released since the last release record
+  int read_fd_ = -1;                // Read's segment (worker side)
+  uint64_t read_segment_ = 0;
+  std::vector<uint8_t> read_buf_;
   bool rotate_ = false;             // the next append starts a new segment (after an error)
   LogStats stats_;
   // Shared: the state word hands the inflight batch back and forth.

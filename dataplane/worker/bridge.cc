@@ -214,6 +214,7 @@ void Worker::RetireBridge(uint32_t bridge) {
   b.inflight.clear();
   b.queued.clear();
   b.queued_qos0 = 0;
+  b.resident_bytes = 0;
   b.resend.clear();
   CloseStore(bridge);
 }
@@ -221,8 +222,17 @@ void Worker::RetireBridge(uint32_t bridge) {
 void Worker::DrainNorthQueue(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   while (b.ready && !b.queued.empty()) {
-    if (!SendNorth(bridge, b.queued.front(), false)) break;  // window or ids full: wait for acks
-    if (b.queued.front().qos0) --b.queued_qos0;
+    NorthMsg& m = b.queued.front();
+    if (!m.packet && !LoadStored(bridge, m)) {  // on disk only, and unreadable: counted
+      Dequeued(bridge, m);
+      b.queued.pop_front();
+      continue;
+    }
+    const bool qos0 = m.qos0;
+    const size_t resident = m.store_seq ? m.packet.size() : 0;
+    if (!SendNorth(bridge, m, false)) break;  // window or ids full: wait for acks
+    b.resident_bytes -= std::min<uint64_t>(resident, b.resident_bytes);
+    if (qos0) --b.queued_qos0;
     b.queued.pop_front();
   }
 }
@@ -291,10 +301,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
       m.origin = *origin;
       m.has_origin = true;
     }
-    if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) {
-      b.queued_qos0 += m.qos0;
-      b.queued.push_back(std::move(m));
-    }
+    if (!ready || !b.queued.empty() || !SendNorth(bridge, m, false)) Enqueue(bridge, std::move(m));
   }
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());

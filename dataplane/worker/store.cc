@@ -5,8 +5,12 @@
 // upstream's PUBACK/PUBCOMP releases the record. On open the log is recovered into the
 // bridge's queue, oldest first, each marked DUP (it may have been in flight before).
 // A failed commit leaves its messages in memory custody: their publishers hear when the
-// upstream acknowledges, as without the store. This file owns those rules; bridge.cc calls
-// in where a message enters, is acknowledged, or leaves with a removed bridge.
+// upstream acknowledges, as without the store. The bridge's queue keeps the bytes of at
+// most store.memory_bytes of stored messages; beyond that, committed messages keep only
+// their place in the queue and where they lie in the log, and are read back when their turn
+// comes, so a backlog is bounded by the disk (and the caps), not by memory. This file owns
+// those rules; bridge.cc calls in where a message enters, is acknowledged, is sent, or leaves
+// with a removed bridge.
 
 #include <time.h>
 
@@ -59,7 +63,7 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
   store::RecoveryStats st;
   auto log = store::Log::Open(
       d.store.log,
-      [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> data) {
+      [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> data, const store::Location& where) {
         const std::span<const uint8_t> pk = data.size() > kStampBytes ? data.subspan(kStampBytes) : data.first(0);
         const size_t hdr = FixedHeaderLen(pk);
         if (hdr == 0 || (pk[0] >> 4) != 3) {  // not a PUBLISH: not something we wrote
@@ -78,9 +82,14 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
         std::memcpy(&stamp, data.data(), kStampBytes);
         const uint64_t age = wall > stamp ? wall - stamp : 0;
         m.stored_at = mono > age ? mono - age : 0;
+        m.loc = where;
+        m.recovered = true;
         if (version == d.version) {
+          m.durable = true;
+          // Beyond the memory budget it stays on disk until its turn comes (LoadStored).
+          if (b.resident_bytes + pk.size() > d.store.memory_bytes) return Enqueue(bridge, std::move(m));
           m.packet = pool_.Copy(pk);
-        } else {  // the bridge's proto_ver changed since: encode it the new way
+        } else {  // the bridge's proto_ver changed since: encode it the new way (kept in memory)
           mqtt::Publish p;
           if (!mqtt::DecodePublish(pk[0], pk.subspan(hdr), version, &p).ok() ||
               !(m.packet = Encode(p, d.version))) {
@@ -95,8 +104,7 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
           m.id_offset = PacketIdOffset(m.packet, topic_len);
           m.packet.mutable_span()[0] |= 0x08;  // DUP: it may have gone out before the restart
         }
-        b.queued_qos0 += m.qos0;
-        b.queued.push_back(std::move(m));
+        Enqueue(bridge, std::move(m));
       },
       &st);
   if (!log.ok()) return log.status();
@@ -137,8 +145,8 @@ bool Worker::StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin) {
   while (full() && m.qos0 && b.queued_qos0 > 0) {
     auto it = std::find_if(b.queued.begin(), b.queued.end(), [](const NorthMsg& q) { return q.qos0; });
     ReleaseStored(bridge, *it);
+    Dequeued(bridge, *it);
     b.queued.erase(it);
-    --b.queued_qos0;
     bridge_traffic_[bridge].drop_store_full.Inc();
   }
   if (full()) {
@@ -150,7 +158,7 @@ bool Worker::StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin) {
   std::memcpy(stamp, &wall, kStampBytes);
   const uint8_t qos = m.qos0 ? 0 : (m.packet[0] >> 1) & 3;
   m.store_seq = b.log->Append(MetaOf(m.slot, qos, config_.bridges[bridge].version), stamp,
-                              m.packet.span(), now_);
+                              m.packet.span(), now_, &m.loc);
   m.stored_at = now_;
   if (origin) b.committing.emplace_back(m.store_seq, *origin);
   return true;
@@ -159,7 +167,65 @@ bool Worker::StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin) {
 void Worker::ReleaseStored(uint32_t bridge, const NorthMsg& m) {
   BridgeState& b = bstate_[bridge];
   if (m.store_seq == 0 || !b.log) return;
-  b.log->Release(m.store_seq, kStampBytes + m.packet.size(), now_);
+  b.log->Release(m.store_seq, m.loc.length, now_);
+}
+
+void Worker::Enqueue(uint32_t bridge, NorthMsg&& m) {
+  BridgeState& b = bstate_[bridge];
+  b.queued_qos0 += m.qos0;
+  if (m.store_seq) b.resident_bytes += m.packet.size();
+  b.queued.push_back(std::move(m));
+}
+
+void Worker::Dequeued(uint32_t bridge, const NorthMsg& m) {
+  BridgeState& b = bstate_[bridge];
+  b.queued_qos0 -= m.qos0;
+  if (m.store_seq) b.resident_bytes -= std::min<uint64_t>(m.packet.size(), b.resident_bytes);
+}
+
+// Over the budget, the newest committed messages give up their bytes (they are sent last, so
+// the ones about to go stay in memory). Stops at the first message already on disk only: the
+// queue is [in memory][on disk only][newest], and only the newest part is looked at.
+void Worker::Evict(uint32_t bridge) {
+  BridgeState& b = bstate_[bridge];
+  const uint64_t budget = config_.bridges[bridge].store.memory_bytes;
+  for (auto it = b.queued.rbegin(); it != b.queued.rend() && b.resident_bytes > budget; ++it) {
+    if (!it->packet) break;
+    if (!it->durable || it->store_seq == 0) continue;
+    b.resident_bytes -= std::min<uint64_t>(it->packet.size(), b.resident_bytes);
+    it->packet = quic::Buffer();
+  }
+}
+
+bool Worker::LoadStored(uint32_t bridge, NorthMsg& m) {
+  BridgeState& b = bstate_[bridge];
+  store_read_.resize(m.loc.length);
+  absl::Status s = b.log ? b.log->Read(m.loc, m.store_seq, store_read_)
+                         : absl::FailedPreconditionError("store: closed");
+  const std::span<const uint8_t> pk =
+      s.ok() && store_read_.size() > kStampBytes ? std::span<const uint8_t>(store_read_).subspan(kStampBytes)
+                                                 : std::span<const uint8_t>();
+  const size_t hdr = s.ok() ? FixedHeaderLen(pk) : 0;
+  if (hdr == 0 || pk.size() < hdr + 2) {
+    BridgeTraffic& bt = bridge_traffic_[bridge];
+    bt.drop_store_lost.Inc();
+    const uint64_t n = bt.drop_store_lost.Get();
+    if (n <= 3 || n % 1000 == 0) {
+      std::fprintf(stderr, "qbridge: store %s: message %llu cannot be read back (%s); %llu lost so far\n",
+                   config_.bridges[bridge].store.log.dir.c_str(), static_cast<unsigned long long>(m.store_seq),
+                   s.ok() ? "not a PUBLISH" : std::string(s.message()).c_str(), static_cast<unsigned long long>(n));
+    }
+    ReleaseStored(bridge, m);
+    return false;
+  }
+  m.packet = pool_.Copy(pk);
+  if (!m.qos0) {
+    const size_t topic_len = size_t(m.packet[hdr]) << 8 | m.packet[hdr + 1];
+    m.id_offset = PacketIdOffset(m.packet, topic_len);
+    if (m.recovered) m.packet.mutable_span()[0] |= 0x08;  // DUP, as recovery marks them
+  }
+  b.resident_bytes += m.packet.size();
+  return true;
 }
 
 bool Worker::PollStores(MonoNs now) {
@@ -190,6 +256,13 @@ void Worker::OnCommit(uint32_t bridge, const store::Commit& c) {
                    static_cast<unsigned long long>(n));
     }
   }
+  if (c.error == 0 && c.last_seq >= c.first_seq) {
+    // Committed: what is still queued may give up its bytes (the newest are at the back).
+    for (auto it = b.queued.rbegin(); it != b.queued.rend() && it->store_seq >= c.first_seq; ++it) {
+      if (it->store_seq <= c.last_seq) it->durable = true;
+    }
+    Evict(bridge);
+  }
   while (!b.committing.empty() && b.committing.front().first <= c.last_seq) {
     const auto [seq, origin] = b.committing.front();
     b.committing.pop_front();
@@ -201,8 +274,9 @@ void Worker::OnCommit(uint32_t bridge, const store::Commit& c) {
     NorthMsg* m = nullptr;
     for (auto& [id, f] : b.inflight)
       if (f.store_seq == seq) m = &f;
-    for (NorthMsg& q : b.queued)
-      if (m == nullptr && q.store_seq == seq) m = &q;
+    // The queue is in sequence order and this commit's messages are its newest.
+    for (auto it = b.queued.rbegin(); m == nullptr && it != b.queued.rend() && it->store_seq >= seq; ++it)
+      if (it->store_seq == seq) m = &*it;
     if (m != nullptr) {
       m->origin = origin;
       m->has_origin = true;
@@ -221,6 +295,7 @@ void Worker::StoreGauges(uint32_t bridge, MonoNs now) {
   bt.store_messages.Set(l.live_records());
   bt.store_bytes.Set(l.live_bytes());
   bt.store_segments.Set(l.segments());
+  bt.store_memory_bytes.Set(b.resident_bytes);
   bt.store_appended.Set(st.appended.load(std::memory_order_relaxed));
   bt.store_drained.Set(st.released.load(std::memory_order_relaxed));
   bt.store_commits.Set(st.commits.load(std::memory_order_relaxed));

@@ -75,6 +75,9 @@ struct BridgeDial {
     uint64_t max_bytes = 1ull << 30;
     uint64_t max_messages = 1'000'000;
     bool qos0 = false;
+    // Stored messages waiting in the queue keep their bytes in memory up to this much; the
+    // rest are read back from the log when their turn comes.
+    uint64_t memory_bytes = 64ull << 20;
   } store;
 };
 
@@ -261,6 +264,13 @@ class Worker {
   void OnCommit(uint32_t bridge, const store::Commit& c);
   void StoreGauges(uint32_t bridge, MonoNs now);
   void CloseStore(uint32_t bridge);
+  // The queue of a store bridge keeps at most store.memory_bytes of stored messages' bytes:
+  // Enqueue/Dequeued account for them, Evict drops the newest committed ones' bytes, and
+  // LoadStored reads a message's bytes back before it is sent (false: unreadable, dropped).
+  void Enqueue(uint32_t bridge, NorthMsg&& m);
+  void Dequeued(uint32_t bridge, const NorthMsg& m);
+  void Evict(uint32_t bridge);
+  bool LoadStored(uint32_t bridge, NorthMsg& m);
 
   // worker/tcp.cc: MQTT over kernel TCP sockets.
   void TcpAccept(MonoNs now);
@@ -300,6 +310,9 @@ class Worker {
     bool qos0 = false;      // a stored QoS 0 message: sent without an id, released once sent
     int slot = 0;
     uint64_t store_seq = 0;  // its record in the bridge's custody log (0: not stored)
+    store::Location loc;     // ... and where it lies
+    bool durable = false;    // its commit completed: `packet` may be dropped and read back
+    bool recovered = false;  // from an earlier run: DUP when read back
     MonoNs stored_at = 0;    // when it was stored (recovered ones: when recovered)
     uint64_t seq = 0;  // arrival order, for replay
     size_t id_offset = 0;
@@ -322,6 +335,7 @@ class Worker {
     // sequence order).
     std::unique_ptr<store::Log> log;
     std::deque<std::pair<uint64_t, Origin>> committing;
+    uint64_t resident_bytes = 0;  // bytes of stored messages in `queued` held in memory
     MonoNs rate_at = 0;  // the last rate sample: when, and the log's counters then
     uint64_t rate_appended = 0, rate_released = 0;
   };
@@ -330,6 +344,7 @@ class Worker {
   MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
+  std::vector<uint8_t> store_read_;  // a record read back from a custody log
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
   static constexpr size_t kBlockSize = sizeof(quic::Path) + 2048;

@@ -21,7 +21,7 @@ dir = "/var/lib/qbridge"
 fsync = "always"
 commit_delay = "5ms"
 segment_size = "16MB"
-)" + Bridge("up", "store = true\nstore_max_bytes = \"256MB\"\nstore_max_messages = 5000\nstore_qos0 = true") +
+)" + Bridge("up", "store = true\nstore_max_bytes = \"256MB\"\nstore_max_messages = 5000\nstore_qos0 = true\nstore_memory = \"1MB\"") +
                            Bridge("other"),
                        "s.toml", kNoFiles);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -37,6 +37,7 @@ segment_size = "16MB"
   EXPECT_EQ(up.store_max_bytes, 256ull << 20);
   EXPECT_EQ(up.store_max_messages, 5000u);
   EXPECT_TRUE(up.store_qos0);
+  EXPECT_EQ(up.store_memory, 1u << 20);
   EXPECT_EQ(c->runtime.bridges[0].name, "other");
   EXPECT_FALSE(c->runtime.bridges[0].store);  // off unless asked for
   EXPECT_TRUE(c->notes.empty());
