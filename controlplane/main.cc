@@ -155,6 +155,9 @@ int Run(const std::string& path) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGHUP, &sa, nullptr);
+  // A file size limit (ulimit -f) must fail a custody log's write with EFBIG, handled as a
+  // full disk is, not kill the appliance.
+  ::signal(SIGXFSZ, SIG_IGN);
 
   dp::RingMesh rings(size_t(cfg.runtime.workers));
   std::vector<std::unique_ptr<dp::ActivityTable>> tables;

@@ -5,13 +5,16 @@
 # user+sys CPU per forwarded message over the measured window. For A/B runs of two builds in
 # one session (docs/benchmarks.md); not a capacity figure (everything shares the cores).
 #
+# With --store, the edge's bridge is a store-and-forward bridge (docs/store.md) with its
+# custody log under the work directory (fsync "batch"), for the store's cost end to end.
+#
 #   tools/edge_cpu.sh [--qbridge BIN] [--qbench BIN] [--qos 0|1] [--size BYTES]
-#                     [--rate MSGS_PER_S] [--seconds S]
+#                     [--rate MSGS_PER_S] [--seconds S] [--store]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 qb=$root/build/release/controlplane/qbridge
 bench=$root/build/release/tools/qbench
-qos=0; size=64; rate=100000; secs=6
+qos=0; size=64; rate=100000; secs=6; store=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --qbridge) qb=$2; shift 2 ;;
@@ -20,7 +23,8 @@ while [[ $# -gt 0 ]]; do
     --size) size=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
-    *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+    --store) store=1; shift ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
   esac
 done
 work=$(mktemp -d /tmp/qbridge-edgecpu-XXXXXX)
@@ -34,7 +38,14 @@ cleanup() {
 }
 trap cleanup EXIT
 "$qb" --config "$root/configs/demo-cloud.toml" >"$work/cloud.out" 2>"$work/cloud.log" & pids+=($!)
-"$qb" --config "$root/configs/demo-edge.toml" >"$work/edge.out" 2>"$work/edge.log" & edge=$!; pids+=($edge)
+edge_config=$root/configs/demo-edge.toml
+if [[ $store == 1 ]]; then
+  # The demo's config, its bridge with a custody log.
+  edge_config=$work/edge-store.toml
+  sed "s|^\[bridges.mqtt.cloud\]|[store]\ndir = \"$work/store\"\n\n[bridges.mqtt.cloud]\nstore = true|" \
+    "$root/configs/demo-edge.toml" >"$edge_config"
+fi
+"$qb" --config "$edge_config" >"$work/edge.out" 2>"$work/edge.log" & edge=$!; pids+=($edge)
 rest() { curl -s -u admin:demo http://127.0.0.1:18082/api/v4/bridges/cloud; }
 for _ in $(seq 100); do rest | grep -q '"connected":true' && break; sleep 0.2; done
 rest | grep -q '"connected":true' || { echo "edge_cpu: the bridge did not come up" >&2; cat "$work/edge.log" >&2; exit 1; }

@@ -108,6 +108,11 @@ class Collector {
     backlog_end_ = backlog_end;
     first_after_mark_ = 0;
   }
+  // Transit times (ms) of messages published after Mark(), as they arrived.
+  std::vector<double> LiveMs() {
+    std::lock_guard l(mu_);
+    return live_ms_;
+  }
   // Backlog first arrivals since Mark() and the time from Mark() to the last of them.
   std::pair<uint64_t, double> Drained() {
     std::lock_guard l(mu_);
@@ -133,13 +138,22 @@ class Collector {
       const auto* pub = std::get_if<mqtt::Publish>(&p->packet);
       if (pub == nullptr) continue;
       const std::string body(pub->payload.begin(), pub->payload.end());
-      uint64_t seq;
-      if (body.rfind("seq ", 0) == 0 && absl::SimpleAtoi(body.substr(4), &seq)) {
+      // "seq N at T": T is when it was published (steady clock, this machine).
+      uint64_t seq, at = 0;
+      const size_t at_pos = body.find(" at ");
+      if (body.rfind("seq ", 0) == 0 && at_pos != std::string::npos &&
+          absl::SimpleAtoi(body.substr(4, at_pos - 4), &seq) && absl::SimpleAtoi(body.substr(at_pos + 4), &at)) {
+        const auto now = Clock::now();
         std::lock_guard l(mu_);
         if (seq >= seen_.size()) seen_.resize(seq + 1);
-        if (seen_[seq]++ == 0 && mark_ != Clock::time_point{} && seq < backlog_end_) {
+        const bool first = seen_[seq]++ == 0;
+        if (first && mark_ != Clock::time_point{} && seq < backlog_end_) {
           ++first_after_mark_;
-          last_new_ = Clock::now();
+          last_new_ = now;
+        }
+        // Live traffic after the upstream returned: its transit while the backlog drains.
+        if (first && mark_ != Clock::time_point{} && seq >= backlog_end_) {
+          live_ms_.push_back(double(now.time_since_epoch().count() - int64_t(at)) / 1e6);
         }
       }
       ++received_;
@@ -161,6 +175,7 @@ class Collector {
   std::vector<uint32_t> seen_;
   Clock::time_point mark_{}, last_new_{};
   uint64_t first_after_mark_ = 0, backlog_end_ = 0;
+  std::vector<double> live_ms_;
   std::thread thread_;
 };
 
@@ -192,7 +207,8 @@ class Publisher {
         mqtt::Publish p;
         p.qos = mqtt::QoS::k1;
         p.topic = "up/dev/1";
-        const std::string body = "seq " + std::to_string(seq_);
+        const std::string body = "seq " + std::to_string(seq_) + " at " +
+                                 std::to_string(Clock::now().time_since_epoch().count());
         p.payload = mqtt::Bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
         id_ = id_ % 65535 + 1;
         p.packet_id = id_;
@@ -373,9 +389,12 @@ forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site/", qos = 1
     RecordProperty("outage_puback_p99_ms", std::to_string(p99));
     const auto [drained, secs] = col.Drained();
     if (secs > 0) {
+      const std::vector<double> live = col.LiveMs();
       std::printf("store outage: after the upstream returned, the backlog's %llu messages arrived in "
-                  "%.2f s (%.0f msg/s; live traffic went on at %d msg/s)\n",
-                  static_cast<unsigned long long>(drained), secs, double(drained) / secs, Rate());
+                  "%.2f s (%.0f msg/s); live traffic went on at %d msg/s: %zu messages, transit p50 "
+                  "%.1f ms, p99 %.1f ms, max %.1f ms\n",
+                  static_cast<unsigned long long>(drained), secs, double(drained) / secs, Rate(), live.size(),
+                  Percentile(live, 0.5), Percentile(live, 0.99), Percentile(live, 1.0));
     }
     EXPECT_EQ(missing, 0u) << "acknowledged messages lost";
     EXPECT_EQ(pub.refused(), 0u);
@@ -507,6 +526,52 @@ TEST_F(StoreOutageTest, MosquittoUpstreamStoppedPublisherNeverStallsNothingLost)
 TEST_F(StoreOutageTest, QbridgeKilledMidOutageLosesNothingAcknowledged) { TcpOutage(true); }
 
 TEST_F(StoreOutageTest, QuicUpstreamFrozenPublisherNeverStallsNothingLost) { QuicOutage(); }
+
+// The disk refuses writes in the middle of an outage (a file size limit makes them fail with
+// EFBIG, as a full disk fails them with ENOSPC): the appliance says so in its log and its
+// metrics and keeps running; the messages of a failed commit stay in memory custody (their
+// publisher hears when the upstream has them), and nothing acknowledged is lost.
+TEST_F(StoreOutageTest, WritesFailingMidOutageLoseNothingAcknowledged) {
+  auto broker = MosquittoBroker::Start({.persistence = true});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  // Every segment file stops growing at 48 KiB; segments rotate at 64 KiB, so each one ends
+  // in a failed write and the next commit goes to a new segment.
+  std::string config = EdgeConfig("mqtt-tcp://127.0.0.1:" + std::to_string((*broker)->port()), "proto_ver = 4\n");
+  config.replace(config.find("commit_delay = \"2ms\""), 20, "commit_delay = \"2ms\"\nsegment_size = \"64KB\"");
+  std::ofstream(dir_ + "/edge.toml") << config;
+  ASSERT_TRUE(edge_.Start({"prlimit", "--fsize=49152", "--", QBRIDGE_BIN, "--config", dir_ + "/edge.toml"},
+                          dir_ + "/edge.log"));
+  json first = json::parse(edge_.ReadLine(15000), nullptr, false);
+  ASSERT_TRUE(first.is_object()) << Log("edge");
+  const int http = first.value("http_port", 0);
+  ASSERT_TRUE(WaitConnected(http, "up")) << Log("edge");
+  Collector col((*broker)->port(), "site/#", mqtt::Version::k311);
+  ASSERT_TRUE(col.Start());
+  Publisher pub(tcp_port_);
+  (*broker)->Stop();
+  pub.RunFor(std::chrono::seconds(std::min(OutageSeconds(), 15)), nullptr);
+  json during = Bridge(http, "up");
+  col.Mark(pub.sent());
+  ASSERT_TRUE((*broker)->Restart().ok());
+  pub.RunFor(std::chrono::seconds(2), nullptr);
+  pub.Settle();
+  std::vector<uint32_t> seen;
+  size_t missing = 0;
+  for (int i = 0; i < 300; ++i) {
+    seen = col.Seen();
+    missing = 0;
+    for (uint64_t s : pub.acked()) missing += s >= seen.size() || seen[s] == 0;
+    if (missing == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(missing, 0u) << "acknowledged messages lost";
+  EXPECT_GT(pub.acked().size(), 0u);
+  ASSERT_TRUE(during.is_object()) << Log("edge");
+  EXPECT_GT(during["store"].value("io_errors", 0), 0) << during.dump();
+  EXPECT_NE(Log("edge").find("commit failed (File too large"), std::string::npos) << Log("edge");
+  EXPECT_EQ(edge_.TryWait(), -1) << "the appliance must keep running";
+  col.Stop();
+}
 
 // The cap holds while the upstream is unreachable: past store_max_messages QoS 1 is refused
 // with PUBACK 0x97 (Quota exceeded), counted, and the appliance goes on.
