@@ -123,8 +123,9 @@ cp::AppConfig Reload(const cp::AppConfig& old, const cp::AppConfig& next, cp::Co
     ++(running ? replaced : added);
   }
   if (!(old.runtime.listener == next.runtime.listener) || old.runtime.workers != next.runtime.workers ||
-      old.runtime.backend != next.runtime.backend || !(old.http == next.http)) {
-    Log("reload: listener, dataplane and http_server changes need a restart");
+      old.runtime.backend != next.runtime.backend || !(old.http == next.http) ||
+      !(old.runtime.store == next.runtime.store)) {
+    Log("reload: listener, dataplane, http_server and store changes need a restart");
   }
   Log("reloaded: %zu bridge%s kept, %zu added, %zu replaced, %zu removed, %zu failed", kept,
       kept == 1 ? "" : "s", added, replaced, removed, failed);

@@ -215,13 +215,17 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
     }
   }
-  // The custody logs of store-and-forward bridges.
+  // The custody logs of store-and-forward bridges (counters get Prometheus' _total suffix).
 #define QBRIDGE_X(field, type, help)                                                                 \
-  family("qbridge_bridge_" #field, #type, help);                                                     \
-  for (size_t i : live) {                                                                            \
-    if (i < o.traffic.size() && o.traffic[i].store)                                                  \
-      absl::StrAppend(&out, "qbridge_bridge_" #field "{bridge=\"", Label(bridges[i].name), "\"} ",   \
-                      o.traffic[i].field, "\n");                                                     \
+  {                                                                                                  \
+    const std::string name = absl::StrCat("qbridge_bridge_" #field,                                  \
+                                          std::string_view(#type) == "counter" ? "_total" : "");     \
+    family(name.c_str(), #type, help);                                                               \
+    for (size_t i : live) {                                                                          \
+      if (i < o.traffic.size() && o.traffic[i].store)                                                \
+        absl::StrAppend(&out, name, "{bridge=\"", Label(bridges[i].name), "\"} ", o.traffic[i].field, \
+                        "\n");                                                                       \
+    }                                                                                                \
   }
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X

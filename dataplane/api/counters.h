@@ -85,12 +85,12 @@ struct alignas(64) WorkerStats {
   X(store_bytes, gauge, "Bytes of those messages.")                                            \
   X(store_oldest_age_ms, gauge, "Age of the oldest message in the custody log, in ms.")         \
   X(store_segments, gauge, "Segment files of the custody log.")                                \
-  X(store_memory_bytes, gauge, "Bytes of stored messages also held in memory (store_memory).") \
+  X(store_memory_bytes, gauge, "Bytes of queued stored messages held in memory (store_memory); in-flight ones come on top.") \
   X(store_append_rate, gauge, "Messages per second appended over the last second.")            \
   X(store_drain_rate, gauge, "Messages per second released over the last second.")             \
-  X(store_appended, counter, "Messages committed to the custody log.")                         \
+  X(store_appended, counter, "Messages appended to the custody log.")                          \
   X(store_drained, counter, "Messages released from the log after the upstream's ack.")       \
-  X(store_commits, counter, "Group commits (one write, one fdatasync each).")                  \
+  X(store_commits, counter, "Group commits, failed ones included (one write each; one fdatasync each for those carrying messages).") \
   X(store_written_bytes, counter, "Bytes written to the custody log's segments.")              \
   X(store_commit_p50_us, gauge, "Median commit latency (append to durable), in us.")            \
   X(store_commit_p99_us, gauge, "99th percentile commit latency, in us.")                       \

@@ -142,10 +142,18 @@ size_t ScanSegment(std::span<const uint8_t> bytes, uint64_t number,
     if (len > kMaxPayload || len > bytes.size() - off - kRecordHeaderBytes) break;
     if (Crc32c({p + 4, kRecordHeaderBytes - 4 + len}) != Get32(p)) break;
     const std::span<const uint8_t> payload(p + kRecordHeaderBytes, len);
+    // Sequence numbers are 1 .. 2^63: 0 means "none" to callers, and the next one after the
+    // largest must not wrap.
+    constexpr uint64_t kMaxSeq = uint64_t(1) << 63;
     if (kind == kData) {
-      data(Get64(p + 16), Get32(p + 12), payload);
+      const uint64_t seq = Get64(p + 16);
+      if (seq == 0 || seq > kMaxSeq) break;
+      data(seq, Get32(p + 12), payload);
     } else {
       if (len % 8 != 0 || Get64(p + 16) != 0) break;
+      bool ok = true;
+      for (size_t i = 0; i < len; i += 8) ok &= Get64(payload.data() + i) - 1 < kMaxSeq;
+      if (!ok) break;
       for (size_t i = 0; i < len; i += 8) release(Get64(payload.data() + i));
     }
     off += kRecordHeaderBytes + len;
@@ -209,26 +217,31 @@ absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
   }
   std::sort(numbers.begin(), numbers.end());
 
+  // Two passes, one segment in memory at a time (a log after a long outage can be larger
+  // than memory): the first finds every record and every release, the second reads the
+  // live records again and hands them over in sequence order.
   struct Rec {
     uint64_t seq;
     uint32_t meta;
-    uint32_t seg;  // index into `files`
-    size_t off, len;
+    uint32_t seg;  // index into segs_
+    uint32_t len;
+    uint64_t off;  // of the payload
   };
-  std::vector<std::vector<uint8_t>> files;
   std::vector<Rec> recs;
   absl::flat_hash_set<uint64_t> released;
   uint64_t max_seq = 0;
-  for (uint64_t n : numbers) {
+  std::vector<uint8_t> bytes;
+  // Reads segment `n`'s first `limit` bytes (all when SIZE_MAX) into `bytes`.
+  auto read_segment = [&](uint64_t n, size_t limit) -> absl::Status {
     const std::string name = SegmentName(n);
-    const int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CLOEXEC);
+    const int fd = ::openat(dir_fd_, name.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir, "/", name));
     struct stat sb;
     if (::fstat(fd, &sb) != 0) {
       ::close(fd);
       return absl::ErrnoToStatus(errno, "store: fstat");
     }
-    std::vector<uint8_t> bytes(size_t(sb.st_size));
+    bytes.resize(std::min(size_t(sb.st_size), limit));
     size_t got = 0;
     while (got < bytes.size()) {
       const ssize_t r = ::pread(fd, bytes.data() + got, bytes.size() - got, off_t(got));
@@ -236,36 +249,43 @@ absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
       if (r <= 0) break;
       got += size_t(r);
     }
+    ::close(fd);
     bytes.resize(got);
+    return absl::OkStatus();
+  };
+  for (uint64_t n : numbers) {
+    if (absl::Status s = read_segment(n, SIZE_MAX); !s.ok()) return s;
     ++st->segments;
-    const uint32_t index = uint32_t(files.size());
+    const uint32_t index = uint32_t(segs_.size());
     const size_t valid = ScanSegment(
         bytes, n,
         [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> payload) {
-          recs.push_back(Rec{seq, meta, index, size_t(payload.data() - bytes.data()), payload.size()});
+          recs.push_back(Rec{seq, meta, index, uint32_t(payload.size()), uint64_t(payload.data() - bytes.data())});
           max_seq = std::max(max_seq, seq);
         },
         [&](uint64_t seq) {
           released.insert(seq);
           max_seq = std::max(max_seq, seq);
         });
+    const std::string name = SegmentName(n);
     if (valid < bytes.size()) {
       st->truncated_bytes += bytes.size() - valid;
       ++st->corrupt_segments;
       // A header torn at creation leaves nothing of ours: the file goes. Otherwise the
       // valid prefix stays (its records are recovered) and the rest is cut.
       if (valid == 0) {
-        ::close(fd);
         ::unlinkat(dir_fd_, name.c_str(), 0);
         continue;
       }
+      const int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: ", opt_.dir, "/", name));
       if (::ftruncate(fd, off_t(valid)) == 0) ::fdatasync(fd);
+      ::close(fd);
     }
-    ::close(fd);
     segs_.push_back(Segment{n, 0, 0, valid});
-    files.push_back(std::move(bytes));
     next_number_ = n + 1;
   }
+  bytes = std::vector<uint8_t>();
   // Sequence order (appends are in order; a damaged log may not be), one record per seq.
   std::stable_sort(recs.begin(), recs.end(), [](const Rec& a, const Rec& b) { return a.seq < b.seq; });
   recs.erase(std::unique(recs.begin(), recs.end(), [](const Rec& a, const Rec& b) { return a.seq == b.seq; }),
@@ -281,13 +301,19 @@ absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
     segs_[i].first_seq = carry = first[i];
   }
   st->records = recs.size();
+  uint32_t loaded = UINT32_MAX;  // the segment in `bytes`
   for (const Rec& r : recs) {
     if (released.contains(r.seq)) continue;
+    if (r.seg != loaded) {
+      if (absl::Status s = read_segment(segs_[r.seg].number, segs_[r.seg].bytes); !s.ok()) return s;
+      loaded = r.seg;
+    }
+    if (r.off + r.len > bytes.size()) return absl::DataLossError(absl::StrCat("store: ", opt_.dir, " changed while recovering"));
     ++segs_[r.seg].live;
     ++live_records_;
     live_bytes_ += r.len;
-    on_live(r.seq, r.meta, std::span<const uint8_t>(files[r.seg].data() + r.off, r.len),
-            Location{segs_[r.seg].number, r.off - kRecordHeaderBytes, uint32_t(r.len)});
+    on_live(r.seq, r.meta, std::span<const uint8_t>(bytes.data() + r.off, r.len),
+            Location{segs_[r.seg].number, r.off - kRecordHeaderBytes, r.len});
   }
   st->live = live_records_;
   st->live_bytes = live_bytes_;
@@ -297,6 +323,7 @@ absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
     ::unlinkat(dir_fd_, SegmentName(segs_.front().number).c_str(), 0);
     segs_.pop_front();
   }
+  for (const Segment& g : segs_) disk_bytes_ += g.bytes;
   if (next_number_ == 0) next_number_ = 1;
   return absl::OkStatus();
 }
@@ -323,6 +350,7 @@ void Log::EnsureSegment(size_t record_bytes) {
     return;
   }
   segs_.push_back(Segment{next_number_++, next_seq_, 0, kSegmentHeaderBytes});
+  disk_bytes_ += kSegmentHeaderBytes;
   active_ = true;
   rotate_ = false;
   DropReleasedPrefix();  // a recovered segment with nothing live is not written to again
@@ -346,6 +374,7 @@ void Log::AppendRecord(uint8_t kind, uint32_t meta, uint64_t seq, std::span<cons
   if (!payload.empty()) std::memcpy(p + kRecordHeaderBytes + head.size(), payload.data(), payload.size());
   Put32(p, Crc32c({p + 4, rec - 4}));
   segs_.back().bytes += rec;
+  disk_bytes_ += rec;
   if (opt_.fsync == Fsync::kAlways) b.record_ends.push_back(b.bytes.size());
 }
 
@@ -386,39 +415,17 @@ absl::Status Log::Read(const Location& where, uint64_t seq, std::span<uint8_t> o
     const ssize_t r = ::pread(read_fd_, read_buf_.data() + got, n - got, off_t(where.offset + got));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: read ", SegmentName(where.segment)));
-    if (r == 0) break;  // the segment ends before it: look for the record below
+    if (r == 0) break;  // the segment ends before it
     got += size_t(r);
   }
   const uint8_t* p = read_buf_.data();
-  if (got == n && Get32(p + 4) == where.length && p[8] == kData && Get64(p + 16) == seq &&
-      Crc32c({p + 4, n - 4}) == Get32(p)) {
-    std::memcpy(out.data(), p + kRecordHeaderBytes, where.length);
-    return absl::OkStatus();
+  if (got != n || Get32(p + 4) != where.length || p[8] != kData || Get64(p + 16) != seq ||
+      Crc32c({p + 4, n - 4}) != Get32(p)) {
+    return absl::DataLossError(absl::StrCat("store: record ", seq, " in ", opt_.dir, "/",
+                                            SegmentName(where.segment), " is missing or fails its checksum"));
   }
-  // Not where the append put it: a failed write cut the segment back and a batch already
-  // filled went in at the cut. Find it by scanning the segment (rare).
-  struct stat sb;
-  if (::fstat(read_fd_, &sb) != 0) return absl::ErrnoToStatus(errno, "store: fstat");
-  read_buf_.resize(size_t(sb.st_size));
-  got = 0;
-  while (got < read_buf_.size()) {
-    const ssize_t r = ::pread(read_fd_, read_buf_.data() + got, read_buf_.size() - got, off_t(got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += size_t(r);
-  }
-  bool found = false;
-  ScanSegment(
-      std::span<const uint8_t>(read_buf_.data(), got), where.segment,
-      [&](uint64_t s, uint32_t, std::span<const uint8_t> payload) {
-        if (s != seq || payload.size() != out.size() || found) return;
-        std::memcpy(out.data(), payload.data(), payload.size());
-        found = true;
-      },
-      [](uint64_t) {});
-  if (found) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("store: record ", seq, " is not in ", opt_.dir, "/",
-                                          SegmentName(where.segment), " (or fails its checksum)"));
+  std::memcpy(out.data(), p + kRecordHeaderBytes, where.length);
+  return absl::OkStatus();
 }
 
 void Log::Release(uint64_t seq, size_t bytes, uint64_t now_ns) {
@@ -442,6 +449,7 @@ void Log::Release(uint64_t seq, size_t bytes, uint64_t now_ns) {
 void Log::DropReleasedPrefix() {
   while (segs_.size() > 1 && segs_.front().live == 0) {
     batches_[open_].unlink.push_back(segs_.front().number);
+    disk_bytes_ -= segs_.front().bytes;
     segs_.pop_front();
   }
 }
@@ -572,6 +580,14 @@ int Log::WriteBatch(Batch& b) {
   for (size_t i = 0; i < b.chunks.size() && err == 0; ++i) {
     const size_t begin = b.chunks[i].begin;
     const size_t end = i + 1 < b.chunks.size() ? b.chunks[i + 1].begin : b.bytes.size();
+    // A segment that failed a write or a sync is never written again: what follows a damaged
+    // region would be out of reach of recovery (its scan stops there) and of Read (the
+    // offsets the appends were told assume the failed bytes). Those records fail too and
+    // stay in memory custody; the worker starts a new segment after it sees the error.
+    if (b.chunks[i].segment == broken_segment_) {
+      err = EIO;
+      break;
+    }
     if (fd_ < 0 || fd_segment_ != b.chunks[i].segment) {
       if ((err = OpenSegment(b.chunks[i].segment)) != 0) break;
     }
@@ -588,8 +604,9 @@ int Log::WriteBatch(Batch& b) {
       err = WriteFull(fd_, b.bytes.data() + begin, end - begin);
     }
     if (err != 0) {
-      // Cut what this write left; the worker starts a new segment for what follows.
+      // Cut what this write left (best effort: the segment is closed for writing anyway).
       if (before >= 0) (void)::ftruncate(fd_, before);
+      broken_segment_ = fd_segment_;
       ::close(fd_);
       fd_ = -1;
       break;
@@ -597,8 +614,14 @@ int Log::WriteBatch(Batch& b) {
     Bump(stats_.written_bytes, end - begin);
   }
   if (err == 0 && b.sync && opt_.fsync == Fsync::kBatch && fd_ >= 0) {
-    if (::fdatasync(fd_) != 0) err = errno;
-    else Bump(stats_.syncs);
+    if (::fdatasync(fd_) != 0) {
+      err = errno;  // what the page cache held for this segment may never reach the disk
+      broken_segment_ = fd_segment_;
+      ::close(fd_);
+      fd_ = -1;
+    } else {
+      Bump(stats_.syncs);
+    }
   }
   for (uint64_t n : b.unlink) {
     if (n == fd_segment_ && fd_ >= 0) {

@@ -8,8 +8,11 @@
 //
 // Threads: every method is called on the owning worker's thread. File I/O (write,
 // fdatasync, segment creation and deletion) happens on a committer thread of the log's own,
-// handed one batch at a time through an atomic state word (no locks; the worker never
-// blocks on the disk). While one batch is being committed the next one fills: group commit.
+// handed one batch at a time through an atomic state word (no locks: appends and commits
+// never make the worker wait for the disk). While one batch is being committed the next one
+// fills: group commit. Three calls do block on the disk, by their nature: Open (recovery),
+// Read (a record read back, usually from the page cache) and Flush (shutdown, removal).
+// A segment that failed a write or a sync is never written again.
 //
 // On disk (docs/store.md): `<dir>/<number, 20 digits>.seg`, each a 16-byte header
 // ("QBSTORE1", the segment number) and records:
@@ -76,7 +79,7 @@ struct Location {
   uint32_t length = 0;  // the payload's
 };
 
-// Commit latencies in quarter-octave buckets of nanoseconds (within 19 % of the true value),
+// Commit latencies in quarter-octave buckets of nanoseconds (within 25 % of the true value),
 // written by the worker, read by anyone.
 class LatencyHistogram {
  public:
@@ -142,6 +145,8 @@ class Log {
 
   uint64_t live_records() const { return live_records_; }
   uint64_t live_bytes() const { return live_bytes_; }
+  // Bytes of the segments on disk (live or not).
+  uint64_t disk_bytes() const { return disk_bytes_; }
   size_t segments() const { return segs_.size(); }
   const LogStats& stats() const { return stats_; }
   const std::string& dir() const { return opt_.dir; }
@@ -196,6 +201,7 @@ class Log {
   uint64_t next_number_ = 1;  // the next segment's number
   bool active_ = false;       // segs_.back() is this run's (recovered segments are not appended to)
   uint64_t live_records_ = 0, live_bytes_ = 0;
+  uint64_t disk_bytes_ = 0;  // the sum of segs_' bytes
   std::vector<uint64_t> releases_;  // seqs released since the last release record
   int read_fd_ = -1;                // Read's segment (worker side)
   uint64_t read_segment_ = 0;
@@ -209,6 +215,7 @@ class Log {
   int dir_fd_ = -1;
   int lock_fd_ = -1;  // <dir>/LOCK, flock'ed for the log's life
   uint64_t fd_segment_ = 0;
+  uint64_t broken_segment_ = 0;  // failed a write or a sync: never written again (0: none)
   std::thread committer_;
 };
 

@@ -107,12 +107,20 @@ absl::Status Worker::AddBridge(BridgeDial dial) {
   tickets_.emplace_back();
   const BridgeDial& added = config_.bridges.back();
   if (added.store.on && added.worker == config_.core) {
-    if (absl::Status s = OpenStore(uint32_t(config_.bridges.size() - 1)); !s.ok()) {
+    const uint32_t index = uint32_t(config_.bridges.size() - 1);
+    if (absl::Status s = OpenStore(index); !s.ok()) {
       if (initializing_) return s;  // start-up: the appliance does not run without it
-      // A reload: the bridge runs with memory custody (publishers hear of the upstream's ack).
-      std::fprintf(stderr, "qbridge: %s: its messages are held in memory only\n",
-                   std::string(s.message()).c_str());
-      bridge_traffic_[config_.bridges.size() - 1].store_io_errors.Inc();
+      // A reload: meanwhile the bridge runs with memory custody (publishers hear of the
+      // upstream's ack). A log still held by the worker that had the bridge before is
+      // opened again until that worker lets it go.
+      const bool in_use = s.code() == absl::StatusCode::kFailedPrecondition;
+      std::fprintf(stderr, "qbridge: %s: its messages are held in memory only%s\n",
+                   std::string(s.message()).c_str(), in_use ? " until it is free" : "");
+      if (in_use) {
+        store_retry_.emplace_back(index, SystemClock().Now() + kStoreRetryNs);
+      } else {
+        bridge_traffic_[index].store_io_errors.Inc();
+      }
     }
   }
   return absl::OkStatus();
@@ -203,6 +211,9 @@ void Worker::RetireBridge(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   b.removed = true;
   b.ready = false;
+  // Commits still under way finish first: a message whose commit fails goes back to memory
+  // custody and is refused below, never acknowledged as stored.
+  if (b.log) b.log->Flush([&](const store::Commit& c) { OnCommit(bridge, c); });
   BridgeTraffic& bt = bridge_traffic_[bridge];
   auto retire = [&](NorthMsg& m) {
     if (m.store_seq != 0 && !m.has_origin) return;  // committed: kept on disk

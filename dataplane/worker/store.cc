@@ -24,7 +24,7 @@
 namespace qbridge::dp {
 namespace {
 
-constexpr uint64_t kGaugesEveryNs = 100 * kMsNs;
+constexpr uint64_t kGaugesEveryNs = 100 * kMsNs;  // also how often a held log is tried again
 constexpr size_t kStampBytes = 8;  // the wall-clock time a message was stored, before it
 
 // A record's meta: the data slot, the QoS it goes out with, the MQTT version it is encoded in.
@@ -59,16 +59,17 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
   const MonoNs mono = SystemClock().Now();
   const uint64_t wall = WallNs();
   uint64_t unusable = 0;
-  std::vector<uint64_t> drop;  // records that cannot be sent again (released after opening)
+  std::vector<std::pair<uint64_t, size_t>> drop;  // records that cannot be sent again: released
   store::RecoveryStats st;
   auto log = store::Log::Open(
       d.store.log,
       [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> data, const store::Location& where) {
         const std::span<const uint8_t> pk = data.size() > kStampBytes ? data.subspan(kStampBytes) : data.first(0);
         const size_t hdr = FixedHeaderLen(pk);
-        if (hdr == 0 || (pk[0] >> 4) != 3) {  // not a PUBLISH: not something we wrote
+        // Not a PUBLISH (or one too short to hold a packet id): not something we wrote.
+        if (hdr == 0 || (pk[0] >> 4) != 3 || (((meta >> 8) & 3) != 0 && pk.size() < hdr + 4)) {
           ++unusable;
-          drop.push_back(seq);
+          drop.emplace_back(seq, data.size());
           return;
         }
         NorthMsg m;
@@ -94,7 +95,7 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
           if (!mqtt::DecodePublish(pk[0], pk.subspan(hdr), version, &p).ok() ||
               !(m.packet = Encode(p, d.version))) {
             ++unusable;
-            drop.push_back(seq);
+            drop.emplace_back(seq, data.size());
             return;
           }
         }
@@ -109,7 +110,7 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
       &st);
   if (!log.ok()) return log.status();
   b.log = std::move(*log);
-  for (uint64_t seq : drop) b.log->Release(seq, 0, mono);
+  for (const auto& [seq, bytes] : drop) b.log->Release(seq, bytes, mono);
   bt.store_recovered.Inc(st.live - unusable);
   bt.store_truncated_bytes.Inc(st.truncated_bytes);
   if (st.live > 0 || st.truncated_bytes > 0) {
@@ -139,7 +140,12 @@ bool Worker::StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin) {
   BridgeState& b = bstate_[bridge];
   const BridgeDial::Store& s = config_.bridges[bridge].store;
   const size_t size = kStampBytes + m.packet.size();
-  auto full = [&] { return b.log->live_records() >= s.max_messages || b.log->live_bytes() + size > s.max_bytes; };
+  // Segments go oldest first only, so a message the upstream never acknowledges keeps the
+  // segments after it on disk: their bytes are capped too, at twice store_max_bytes.
+  auto full = [&] {
+    return b.log->live_records() >= s.max_messages || b.log->live_bytes() + size > s.max_bytes ||
+           b.log->disk_bytes() + size > 2 * s.max_bytes;
+  };
   // At the cap: a QoS 0 message makes room by dropping the oldest QoS 0 one waiting; QoS 1/2
   // is refused (its publisher gets PUBACK 0x97), never something already acknowledged.
   while (full() && m.qos0 && b.queued_qos0 > 0) {
@@ -230,6 +236,24 @@ bool Worker::LoadStored(uint32_t bridge, NorthMsg& m) {
 
 bool Worker::PollStores(MonoNs now) {
   bool any = false;
+  if (!store_retry_.empty() && now - store_retry_at_ >= kGaugesEveryNs) {
+    store_retry_at_ = now;
+    for (size_t i = 0; i < store_retry_.size();) {
+      const auto [bridge, give_up] = store_retry_[i];
+      absl::Status s = bstate_[bridge].removed ? absl::CancelledError("removed") : OpenStore(bridge);
+      if (s.ok() || now >= give_up || s.code() != absl::StatusCode::kFailedPrecondition) {
+        if (!s.ok() && !bstate_[bridge].removed) {
+          std::fprintf(stderr, "qbridge: %s: gave up; the bridge keeps memory custody until a restart\n",
+                       std::string(s.message()).c_str());
+          bridge_traffic_[bridge].store_io_errors.Inc();
+        }
+        store_retry_.erase(store_retry_.begin() + ptrdiff_t(i));
+        any = true;
+        continue;
+      }
+      ++i;
+    }
+  }
   for (uint32_t i : stored_bridges_) {
     store::Commit c;
     if (bstate_[i].log->Poll(now, &c)) {
@@ -271,12 +295,13 @@ void Worker::OnCommit(uint32_t bridge, const store::Commit& c) {
       continue;
     }
     // Not durable: custody falls back to memory, and the publisher waits for the upstream.
+    // The queue is in sequence order and this commit's messages are its newest; what is not
+    // queued any more is in flight, or the upstream has acknowledged it.
     NorthMsg* m = nullptr;
-    for (auto& [id, f] : b.inflight)
-      if (f.store_seq == seq) m = &f;
-    // The queue is in sequence order and this commit's messages are its newest.
-    for (auto it = b.queued.rbegin(); m == nullptr && it != b.queued.rend() && it->store_seq >= seq; ++it)
+    for (auto it = b.queued.rbegin(); it != b.queued.rend() && it->store_seq >= seq; ++it)
       if (it->store_seq == seq) m = &*it;
+    for (auto it = b.inflight.begin(); m == nullptr && it != b.inflight.end(); ++it)
+      if (it->second.store_seq == seq) m = &it->second;
     if (m != nullptr) {
       m->origin = origin;
       m->has_origin = true;
@@ -312,17 +337,20 @@ void Worker::StoreGauges(uint32_t bridge, MonoNs now) {
       bt.store_drain_rate.Set((released - b.rate_released) * kSecNs / dt);
     }
     b.rate_at = now, b.rate_appended = appended, b.rate_released = released;
-  }
-  // The oldest message held: the queue is in arrival order; what is in flight went earlier.
-  MonoNs oldest = kNeverNs;
-  for (const auto& [id, m] : b.inflight)
-    if (m.store_seq) oldest = std::min(oldest, m.stored_at);
-  for (const NorthMsg& m : b.queued) {
-    if (m.store_seq) {
-      oldest = std::min(oldest, m.stored_at);
-      break;
+    // The oldest message held, found once a second (a scan of what is in flight): the queue
+    // is in arrival order, and what is in flight went out before it.
+    MonoNs oldest = kNeverNs;
+    for (const auto& [id, m] : b.inflight)
+      if (m.store_seq) oldest = std::min(oldest, m.stored_at);
+    for (const NorthMsg& m : b.queued) {
+      if (m.store_seq) {
+        oldest = std::min(oldest, m.stored_at);
+        break;
+      }
     }
+    b.oldest_stored_at = oldest;
   }
+  const MonoNs oldest = b.log->live_records() ? b.oldest_stored_at : kNeverNs;
   bt.store_oldest_age_ms.Set(oldest == kNeverNs || now < oldest ? 0 : (now - oldest) / kMsNs);
 }
 

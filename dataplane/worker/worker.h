@@ -124,6 +124,8 @@ class Worker {
  public:
   // Bridges a worker can hold, those added by a reload included.
   static constexpr size_t kMaxBridges = 64;
+  // How long a reload waits for another worker to let go of a bridge's custody log.
+  static constexpr MonoNs kStoreRetryNs = 10 * kSecNs;
   static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerConfig config, RingMesh* rings,
                                                         ActivityTable* activity);
   ~Worker();
@@ -336,11 +338,16 @@ class Worker {
     std::unique_ptr<store::Log> log;
     std::deque<std::pair<uint64_t, Origin>> committing;
     uint64_t resident_bytes = 0;  // bytes of stored messages in `queued` held in memory
+    MonoNs oldest_stored_at = 0;  // the oldest stored message's time, as of the last sample
     MonoNs rate_at = 0;  // the last rate sample: when, and the log's counters then
     uint64_t rate_appended = 0, rate_released = 0;
   };
   std::vector<BridgeState> bstate_;
   std::vector<uint32_t> stored_bridges_;  // bridges with a custody log on this worker
+  // Store bridges a reload gave this worker whose log another worker still held (a bridge
+  // replaced onto another worker): opened again until then (bridge, give up at).
+  std::vector<std::pair<uint32_t, MonoNs>> store_retry_;
+  MonoNs store_retry_at_ = 0;
   MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
@@ -377,7 +384,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   });
   if (epoll_fd_ >= 0) n += PollTcp(now);
   bool drained = DrainRings(now, send);
-  if (!stored_bridges_.empty()) drained |= PollStores(now);
+  if (!stored_bridges_.empty() || !store_retry_.empty()) drained |= PollStores(now);
   RunTimers(now);
   // A bridge whose next hop is not resolved yet does not write: its packets would wait in
   // the ARP queue and their wait would count as round-trip time (an 800 ms first sample

@@ -358,7 +358,8 @@ keepalive = "2s"
 backoff_max = "1s"
 store = true
 forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site/", qos = 1 }]
-)" + extra;
+)" + (extra.find("store_max_messages") == std::string::npos ? "store_max_messages = 5000000\n" : "") +
+           extra;
   }
 
   // Every acknowledged message arrived; prints what the run measured.

@@ -28,6 +28,29 @@ struct Rec {
   std::string data;
 };
 
+// While it lives, files this process writes stop growing at `bytes`: a write past it fails
+// with EFBIG (SIGXFSZ ignored), as a full disk fails it with ENOSPC.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit small = old_;
+    small.rlim_cur = bytes;
+    ok_ = ::setrlimit(RLIMIT_FSIZE, &small) == 0;
+  }
+  ~FileSizeLimit() { Lift(); }
+  void Lift() {
+    if (ok_) ::setrlimit(RLIMIT_FSIZE, &old_);
+    ok_ = false;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit old_;
+  bool ok_ = false;
+};
+
 class LogTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -262,17 +285,11 @@ TEST_F(LogTest, AFailedWriteIsReportedAndLaterWritesGoToANewSegment) {
   Open();
   Append("before");
   Flush();
-  // The file size limit makes the next write fail with EFBIG (SIGXFSZ ignored), as a full
-  // disk fails it with ENOSPC.
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old;
-  ::getrlimit(RLIMIT_FSIZE, &old);
-  rlimit small = old;
-  small.rlim_cur = 64;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  FileSizeLimit limit(64);  // the next write fails
+  ASSERT_TRUE(limit.ok());
   Append(std::string(4096, 'f'));
   std::vector<Commit> commits = Flush();
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  limit.Lift();
   ASSERT_FALSE(commits.empty());
   EXPECT_NE(commits.back().error, 0);
   EXPECT_EQ(log_->stats().io_errors.load(), 1u);
@@ -363,33 +380,33 @@ TEST_F(LogTest, ReadRefusesARecordThatFailsItsChecksum) {
   EXPECT_FALSE(log_->Read(where, seq + 1, out).ok());  // and a seq that is not there
 }
 
-// A failed write cuts its segment back; a batch filled meanwhile lands at the cut, not where
-// its appends were told. Read finds those records all the same.
-TEST_F(LogTest, ReadFindsRecordsABatchWroteAfterAFailedOne) {
+// A batch filled while a write failed is aimed at the segment that failed: it fails too
+// (its messages stay in the caller's memory custody) rather than landing behind a damaged
+// region, out of reach of recovery and of Read. What follows goes to a new segment.
+TEST_F(LogTest, ABatchFilledWhileAWriteFailedFailsTooAndLaterOnesGoElsewhere) {
   opt_.commit_delay_ns = 1'000'000'000;  // batches go only when Flush or Poll hands them over
   Open();
   Append("first");
   Flush();
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old;
-  ::getrlimit(RLIMIT_FSIZE, &old);
-  rlimit small = old;
-  small.rlim_cur = 256;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  FileSizeLimit limit(256);
+  ASSERT_TRUE(limit.ok());
   Append(std::string(1024, 'f'));  // fails: past the limit
   log_->Poll(now_ + 2'000'000'000, nullptr);  // handed to the committer
-  const std::string d = "after the failure";
-  Location where;
-  const uint64_t seq =
-      log_->Append(1, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(d.data()), d.size()), ++now_, &where);
-  // Let the failed write finish before this batch goes, with the limit still on for it.
+  Append("filled meanwhile");      // the same segment, by the worker's account
   std::vector<Commit> commits;
-  while (commits.empty()) {
+  while (commits.empty()) {  // the failed write, collected; this batch is not due yet
     Commit c;
     if (log_->Poll(now_, &c)) commits.push_back(c);
   }
   ASSERT_NE(commits[0].error, 0);
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  limit.Lift();
+  commits = Flush();
+  ASSERT_FALSE(commits.empty());
+  EXPECT_NE(commits.back().error, 0) << "written behind a failed write";
+  const std::string d = "after";
+  Location where;
+  const uint64_t seq =
+      log_->Append(1, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(d.data()), d.size()), ++now_, &where);
   commits = Flush();
   ASSERT_FALSE(commits.empty());
   EXPECT_EQ(commits.back().error, 0);
@@ -397,6 +414,11 @@ TEST_F(LogTest, ReadFindsRecordsABatchWroteAfterAFailedOne) {
   const absl::Status s = log_->Read(where, seq, out);
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(std::string(out.begin(), out.end()), d);
+  log_.reset();
+  std::vector<Rec> got = Open();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].data, "first");
+  EXPECT_EQ(got[1].data, "after");
 }
 
 TEST(LatencyHistogramTest, PercentilesBoundTheSamples) {
