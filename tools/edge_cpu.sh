@@ -6,15 +6,16 @@
 # one session (docs/benchmarks.md); not a capacity figure (everything shares the cores).
 #
 # With --store, the edge's bridge is a store-and-forward bridge (docs/store.md) with its
-# custody log under the work directory (fsync "batch"), for the store's cost end to end.
+# custody log under the work directory (fsync "batch"), for the store's cost end to end;
+# --commit-delay D (implies --store) sets [store] commit_delay, e.g. "2ms".
 #
 #   tools/edge_cpu.sh [--qbridge BIN] [--qbench BIN] [--qos 0|1] [--size BYTES]
-#                     [--rate MSGS_PER_S] [--seconds S] [--store]
+#                     [--rate MSGS_PER_S] [--seconds S] [--store] [--commit-delay D]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 qb=$root/build/release/controlplane/qbridge
 bench=$root/build/release/tools/qbench
-qos=0; size=64; rate=100000; secs=6; store=0
+qos=0; size=64; rate=100000; secs=6; store=0; delay=1ms
 while [[ $# -gt 0 ]]; do
   case $1 in
     --qbridge) qb=$2; shift 2 ;;
@@ -24,7 +25,8 @@ while [[ $# -gt 0 ]]; do
     --rate) rate=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
     --store) store=1; shift ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    --commit-delay) store=1; delay=$2; shift 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
   esac
 done
 work=$(mktemp -d /tmp/qbridge-edgecpu-XXXXXX)
@@ -42,7 +44,7 @@ edge_config=$root/configs/demo-edge.toml
 if [[ $store == 1 ]]; then
   # The demo's config, its bridge with a custody log.
   edge_config=$work/edge-store.toml
-  sed "s|^\[bridges.mqtt.cloud\]|[store]\ndir = \"$work/store\"\n\n[bridges.mqtt.cloud]\nstore = true|" \
+  sed "s|^\[bridges.mqtt.cloud\]|[store]\ndir = \"$work/store\"\ncommit_delay = \"$delay\"\n\n[bridges.mqtt.cloud]\nstore = true|" \
     "$root/configs/demo-edge.toml" >"$edge_config"
 fi
 "$qb" --config "$edge_config" >"$work/edge.out" 2>"$work/edge.log" & edge=$!; pids+=($edge)

@@ -1,7 +1,8 @@
 // Arbitrary bytes as a custody log's segment files (up to three, split at "\n--seg--\n"),
 // recovered the way qbridge recovers a bridge's store at start-up. Recovery must never crash,
 // must hand back records in increasing sequence order, and must leave a log that is well
-// formed: a record appended after it, and everything recovered, come back on the next open.
+// formed: each live record reads back (Log::Read) from where recovery says it lies, and a
+// record appended after it and everything recovered come back on the next open.
 // Seeds (tests/fuzz/corpus/store_recovery) are real logs: whole, torn, with releases and
 // several segments.
 #include <sys/stat.h>
@@ -32,13 +33,15 @@ std::string Dir() {
 struct Rec {
   uint64_t seq;
   std::string data;
+  qbridge::store::Location where;
 };
 
 std::vector<Rec> Recover(const qbridge::store::LogOptions& o, std::unique_ptr<qbridge::store::Log>* log) {
   std::vector<Rec> out;
-  auto l = qbridge::store::Log::Open(o, [&](uint64_t seq, uint32_t, std::span<const uint8_t> d) {
-    out.push_back(Rec{seq, std::string(d.begin(), d.end())});
-  });
+  auto l = qbridge::store::Log::Open(
+      o, [&](uint64_t seq, uint32_t, std::span<const uint8_t> d, const qbridge::store::Location& where) {
+        out.push_back(Rec{seq, std::string(d.begin(), d.end()), where});
+      });
   if (!l.ok()) __builtin_trap();  // the directory exists: damaged contents are no reason to fail
   *log = std::move(*l);
   return out;
@@ -76,6 +79,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 1; i < first.size(); ++i)
     if (first[i].seq <= first[i - 1].seq) __builtin_trap();
   if (log->live_records() != first.size()) __builtin_trap();
+  // Every live record reads back from where recovery says it lies, as recovery gave it.
+  for (const Rec& r : first) {
+    std::vector<uint8_t> back(r.where.length);
+    if (!log->Read(r.where, r.seq, back).ok() || std::string(back.begin(), back.end()) != r.data) __builtin_trap();
+  }
   const std::string extra = "appended after recovery";
   const uint64_t seq =
       log->Append(1, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(extra.data()), extra.size()), 1);
