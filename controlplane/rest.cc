@@ -99,7 +99,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
     j["traffic"]["drops_by_reason"] = by_reason;
     j["quic_path"] = json{{"srtt_ms", double(t.srtt_ns) / 1e6}, {"min_rtt_ms", double(t.min_rtt_ns) / 1e6},
                           {"cwnd_bytes", t.cwnd_bytes}, {"bytes_in_flight", t.bytes_in_flight}};
-    if (t.store) {  // the custody log (docs/store.md); keys without the "store_" prefix
+    if (d.store) {  // the custody log (docs/store.md); keys without the "store_" prefix
       json st = json::object();
 #define QBRIDGE_X(name, type, help) st[std::string(#name).substr(6)] = t.name;
       QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
@@ -215,16 +215,21 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       absl::StrAppend(&out, s.name, "{bridge=\"", Label(bridges[i].name), "\"} ", s.value(i), "\n");
     }
   }
-  // The custody logs of store-and-forward bridges (counters get Prometheus' _total suffix).
+  // The custody logs of store-and-forward bridges (counters get Prometheus' _total suffix),
+  // as the running configuration names them.
+  const AppConfig& running = o.config ? *o.config : config;
+  std::vector<size_t> stored;
+  for (size_t i : live) {
+    const int ci = ConfigIndex(running, o, i);
+    if (i < o.traffic.size() && ci >= 0 && running.runtime.bridges[size_t(ci)].store) stored.push_back(i);
+  }
 #define QBRIDGE_X(field, type, help)                                                                 \
   {                                                                                                  \
     const std::string name = absl::StrCat("qbridge_bridge_" #field,                                  \
                                           std::string_view(#type) == "counter" ? "_total" : "");     \
     family(name.c_str(), #type, help);                                                               \
-    for (size_t i : live) {                                                                          \
-      if (i < o.traffic.size() && o.traffic[i].store)                                                \
-        absl::StrAppend(&out, name, "{bridge=\"", Label(bridges[i].name), "\"} ", o.traffic[i].field, \
-                        "\n");                                                                       \
+    for (size_t i : stored) {                                                                        \
+      absl::StrAppend(&out, name, "{bridge=\"", Label(bridges[i].name), "\"} ", o.traffic[i].field, "\n"); \
     }                                                                                                \
   }
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <atomic>
 #include <thread>
@@ -142,7 +141,6 @@ class RuntimeImpl final : public Runtime {
       QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X
     }
-    t.store = bridge < store_on_.size() && store_on_[bridge];
     return t;
   }
   std::vector<std::pair<std::string, uint64_t>> BackendCounters() const override {
@@ -204,7 +202,6 @@ class RuntimeImpl final : public Runtime {
     store_ = cfg.store;
     std::vector<BridgeDial> dials;
     for (const BridgeDialSettings& b : cfg.bridges) {
-      store_on_[size_t(&b - cfg.bridges.data())].store(b.store, std::memory_order_relaxed);
       auto d = MakeDial(b);
       if (!d.ok()) return d.status();
       dials.push_back(std::move(*d));
@@ -360,7 +357,6 @@ class RuntimeImpl final : public Runtime {
       }
       out.push_back(reinterpret_cast<uint64_t>(mine.release()));
     }
-    store_on_[bridges_.load()].store(settings.store, std::memory_order_relaxed);
     ++bridges_;
     return out;
   }
@@ -516,8 +512,7 @@ class RuntimeImpl final : public Runtime {
   uint16_t tcp_port_ = 0;
   std::vector<int> tcp_fds_;  // one listening socket per worker (SO_REUSEPORT)
   std::atomic<size_t> bridges_{0};
-  RuntimeConfig::Store store_;                            // [store], for every bridge's dial
-  std::array<std::atomic<bool>, Worker::kMaxBridges> store_on_{};  // REST reads it
+  RuntimeConfig::Store store_;         // [store], for every bridge's dial
   std::string dpdk_ip_;                // dpdk: our address, where bridges dial from
   std::vector<uint16_t> north_ports_;  // dpdk: each worker's bridge port
   std::string local_ip_;               // socket: what north sockets bind

@@ -123,7 +123,6 @@ struct BridgeTrafficTotals {
 #define QBRIDGE_X(name, type, help) uint64_t name = 0;
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X
-  bool store = false;  // the bridge keeps a custody log
   uint64_t drops() const {
     uint64_t n = 0;
 #define QBRIDGE_X(name) n += drop_##name;

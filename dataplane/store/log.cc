@@ -90,6 +90,19 @@ int WriteFull(int fd, const uint8_t* p, size_t n) {
   return 0;
 }
 
+// pread() until `n` bytes or the end of the file: the count read, or -1 (errno set).
+ssize_t ReadFull(int fd, uint8_t* p, size_t n, uint64_t offset) {
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, p + got, n - got, off_t(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    got += size_t(r);
+  }
+  return ssize_t(got);
+}
+
 }  // namespace
 
 uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc) {
@@ -242,15 +255,11 @@ absl::Status Log::Recover(LocatedRecordFn on_live, RecoveryStats* st) {
       return absl::ErrnoToStatus(errno, "store: fstat");
     }
     bytes.resize(std::min(size_t(sb.st_size), limit));
-    size_t got = 0;
-    while (got < bytes.size()) {
-      const ssize_t r = ::pread(fd, bytes.data() + got, bytes.size() - got, off_t(got));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) break;
-      got += size_t(r);
-    }
+    const ssize_t got = ReadFull(fd, bytes.data(), bytes.size(), 0);
+    const int read_errno = errno;
     ::close(fd);
-    bytes.resize(got);
+    if (got < 0) return absl::ErrnoToStatus(read_errno, absl::StrCat("store: read ", opt_.dir, "/", name));
+    bytes.resize(size_t(got));
     return absl::OkStatus();
   };
   for (uint64_t n : numbers) {
@@ -398,8 +407,7 @@ uint64_t Log::Append(uint32_t meta, std::span<const uint8_t> head, std::span<con
   return seq;
 }
 
-absl::Status Log::Read(const Location& where, uint64_t seq, std::span<uint8_t> out) {
-  if (out.size() != where.length) return absl::InvalidArgumentError("store: read size");
+absl::StatusOr<std::span<const uint8_t>> Log::Read(const Location& where, uint64_t seq) {
   if (read_fd_ < 0 || read_segment_ != where.segment) {
     if (read_fd_ >= 0) ::close(read_fd_);
     read_fd_ = ::openat(dir_fd_, SegmentName(where.segment).c_str(), O_RDONLY | O_CLOEXEC);
@@ -408,24 +416,16 @@ absl::Status Log::Read(const Location& where, uint64_t seq, std::span<uint8_t> o
     }
     read_segment_ = where.segment;
   }
-  const size_t n = kRecordHeaderBytes + where.length;
-  read_buf_.resize(n);
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::pread(read_fd_, read_buf_.data() + got, n - got, off_t(where.offset + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: read ", SegmentName(where.segment)));
-    if (r == 0) break;  // the segment ends before it
-    got += size_t(r);
-  }
+  read_buf_.resize(kRecordHeaderBytes + where.length);
+  const ssize_t got = ReadFull(read_fd_, read_buf_.data(), read_buf_.size(), where.offset);
+  if (got < 0) return absl::ErrnoToStatus(errno, absl::StrCat("store: read ", SegmentName(where.segment)));
   const uint8_t* p = read_buf_.data();
-  if (got != n || Get32(p + 4) != where.length || p[8] != kData || Get64(p + 16) != seq ||
-      Crc32c({p + 4, n - 4}) != Get32(p)) {
+  if (size_t(got) != read_buf_.size() || Get32(p + 4) != where.length || p[8] != kData ||
+      Get64(p + 16) != seq || Crc32c({p + 4, read_buf_.size() - 4}) != Get32(p)) {
     return absl::DataLossError(absl::StrCat("store: record ", seq, " in ", opt_.dir, "/",
                                             SegmentName(where.segment), " is missing or fails its checksum"));
   }
-  std::memcpy(out.data(), p + kRecordHeaderBytes, where.length);
-  return absl::OkStatus();
+  return std::span<const uint8_t>(p + kRecordHeaderBytes, where.length);
 }
 
 void Log::Release(uint64_t seq, size_t bytes, uint64_t now_ns) {

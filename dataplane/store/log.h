@@ -128,10 +128,10 @@ class Log {
   // The same with the payload in two parts (a small header of the caller's, then the data).
   uint64_t Append(uint32_t meta, std::span<const uint8_t> head, std::span<const uint8_t> data,
                   uint64_t now_ns, Location* where = nullptr);
-  // Reads a live record's payload back into `out` (exactly `where.length` bytes), checking its
-  // CRC32C. Only for a record whose commit completed without error. A blocking pread on the
-  // caller's thread: records recently written are usually in the page cache.
-  absl::Status Read(const Location& where, uint64_t seq, std::span<uint8_t> out);
+  // Reads a live record's payload back, checking its CRC32C; the bytes stay valid until the
+  // next Read. Only for a record whose commit completed without error. A blocking pread on
+  // the caller's thread: records recently written are usually in the page cache.
+  absl::StatusOr<std::span<const uint8_t>> Read(const Location& where, uint64_t seq);
   // The record is no longer needed (its upstream acknowledged it). `bytes` as appended.
   void Release(uint64_t seq, size_t bytes, uint64_t now_ns);
   // Moves the group commit along: collects a finished commit (true, `*done` filled) and

@@ -206,14 +206,14 @@ void Worker::ResendNorth(uint32_t bridge) {
 
 // A reload removed the bridge: what it holds in memory only is refused (its publishers hear
 // of it) and nothing more is taken for it. What its custody log holds stays there for a
-// bridge of the same name (CloseStore).
+// bridge of the same name.
 void Worker::RetireBridge(uint32_t bridge) {
   BridgeState& b = bstate_[bridge];
   b.removed = true;
   b.ready = false;
-  // Commits still under way finish first: a message whose commit fails goes back to memory
-  // custody and is refused below, never acknowledged as stored.
-  if (b.log) b.log->Flush([&](const store::Commit& c) { OnCommit(bridge, c); });
+  // The log closes first, its commits finished: a message whose commit fails goes back to
+  // memory custody and is refused below, never acknowledged as stored.
+  CloseStore(bridge);
   BridgeTraffic& bt = bridge_traffic_[bridge];
   auto retire = [&](NorthMsg& m) {
     if (m.store_seq != 0 && !m.has_origin) return;  // committed: kept on disk
@@ -227,7 +227,6 @@ void Worker::RetireBridge(uint32_t bridge) {
   b.queued_qos0 = 0;
   b.resident_bytes = 0;
   b.resend.clear();
-  CloseStore(bridge);
 }
 
 void Worker::DrainNorthQueue(uint32_t bridge) {

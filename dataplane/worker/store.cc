@@ -20,6 +20,7 @@
 
 #include "dataplane/worker/conn.h"
 #include "dataplane/worker/worker.h"
+#include "mqtt/wire.h"
 
 namespace qbridge::dp {
 namespace {
@@ -38,16 +39,16 @@ uint64_t WallNs() {
   return uint64_t(ts.tv_sec) * kSecNs + uint64_t(ts.tv_nsec);
 }
 
-// The fixed header's length of an encoded packet (type byte and remaining length), or 0
-// when the bytes do not hold one whole packet.
-size_t FixedHeaderLen(std::span<const uint8_t> pk) {
-  size_t i = 1;
-  uint64_t len = 0;
-  for (int shift = 0; i < pk.size() && i <= 4; ++i, shift += 7) {
-    len |= uint64_t(pk[i] & 0x7f) << shift;
-    if ((pk[i] & 0x80) == 0) return pk.size() - (i + 1) == len ? i + 1 : 0;
-  }
-  return 0;
+// The fixed header's length of stored bytes that are one whole PUBLISH holding its topic and,
+// unless it is QoS 0, a packet id after it; 0 for anything else (not written by us, never
+// sent: a packet id patched past the end would write out of bounds).
+size_t StoredPublishHeader(std::span<const uint8_t> pk, bool qos0) {
+  if (pk.empty() || (pk[0] >> 4) != 3) return 0;
+  const mqtt::VarIntResult len = mqtt::DecodeVarInt(pk.subspan(1));
+  const size_t hdr = 1 + size_t(len.length);
+  if (len.status != mqtt::VarIntStatus::kOk || pk.size() != hdr + len.value || len.value < 2) return 0;
+  const size_t topic_len = size_t(pk[hdr]) << 8 | pk[hdr + 1];
+  return 2 + topic_len + (qos0 ? 0 : 2) <= len.value ? hdr : 0;
 }
 
 }  // namespace
@@ -65,16 +66,15 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
       d.store.log,
       [&](uint64_t seq, uint32_t meta, std::span<const uint8_t> data, const store::Location& where) {
         const std::span<const uint8_t> pk = data.size() > kStampBytes ? data.subspan(kStampBytes) : data.first(0);
-        const size_t hdr = FixedHeaderLen(pk);
-        // Not a PUBLISH (or one too short to hold a packet id): not something we wrote.
-        if (hdr == 0 || (pk[0] >> 4) != 3 || (((meta >> 8) & 3) != 0 && pk.size() < hdr + 4)) {
+        const uint8_t qos = (meta >> 8) & 3;
+        const size_t hdr = StoredPublishHeader(pk, qos == 0);
+        if (hdr == 0) {
           ++unusable;
           drop.emplace_back(seq, data.size());
           return;
         }
         NorthMsg m;
         m.slot = int(int8_t(meta & 0xff));
-        const uint8_t qos = (meta >> 8) & 3;
         const auto version = mqtt::Version((meta >> 16) & 0xff);
         m.qos0 = qos == 0;
         m.store_seq = seq;
@@ -88,22 +88,16 @@ absl::Status Worker::OpenStore(uint32_t bridge) {
         if (version == d.version) {
           m.durable = true;
           // Beyond the memory budget it stays on disk until its turn comes (LoadStored).
-          if (b.resident_bytes + pk.size() > d.store.memory_bytes) return Enqueue(bridge, std::move(m));
-          m.packet = pool_.Copy(pk);
+          if (b.resident_bytes + pk.size() <= d.store.memory_bytes) SetStoredPacket(m, pool_.Copy(pk));
         } else {  // the bridge's proto_ver changed since: encode it the new way (kept in memory)
           mqtt::Publish p;
-          if (!mqtt::DecodePublish(pk[0], pk.subspan(hdr), version, &p).ok() ||
-              !(m.packet = Encode(p, d.version))) {
+          quic::Buffer again;
+          if (!mqtt::DecodePublish(pk[0], pk.subspan(hdr), version, &p).ok() || !(again = Encode(p, d.version))) {
             ++unusable;
             drop.emplace_back(seq, data.size());
             return;
           }
-        }
-        if (!m.qos0) {
-          const size_t h = FixedHeaderLen(m.packet.span());
-          const size_t topic_len = size_t(m.packet[h]) << 8 | m.packet[h + 1];
-          m.id_offset = PacketIdOffset(m.packet, topic_len);
-          m.packet.mutable_span()[0] |= 0x08;  // DUP: it may have gone out before the restart
+          SetStoredPacket(m, std::move(again));
         }
         Enqueue(bridge, std::move(m));
       },
@@ -166,7 +160,7 @@ bool Worker::StoreNorth(uint32_t bridge, NorthMsg& m, const Origin* origin) {
   m.store_seq = b.log->Append(MetaOf(m.slot, qos, config_.bridges[bridge].version), stamp,
                               m.packet.span(), now_, &m.loc);
   m.stored_at = now_;
-  if (origin) b.committing.emplace_back(m.store_seq, *origin);
+  if (origin) b.committing.push_back({m.store_seq, *origin});
   return true;
 }
 
@@ -203,33 +197,37 @@ void Worker::Evict(uint32_t bridge) {
   }
 }
 
+// A stored message's packet, as SendNorth wants it: the packet id's offset found, and DUP
+// set on what an earlier run may have sent.
+void Worker::SetStoredPacket(NorthMsg& m, quic::Buffer packet) {
+  m.packet = std::move(packet);
+  if (m.qos0) return;
+  const size_t hdr = StoredPublishHeader(m.packet.span(), false);  // checked when it was read
+  const size_t topic_len = size_t(m.packet[hdr]) << 8 | m.packet[hdr + 1];
+  m.id_offset = PacketIdOffset(m.packet, topic_len);
+  if (m.recovered) m.packet.mutable_span()[0] |= 0x08;
+}
+
 bool Worker::LoadStored(uint32_t bridge, NorthMsg& m) {
   BridgeState& b = bstate_[bridge];
-  store_read_.resize(m.loc.length);
-  absl::Status s = b.log ? b.log->Read(m.loc, m.store_seq, store_read_)
-                         : absl::FailedPreconditionError("store: closed");
+  absl::StatusOr<std::span<const uint8_t>> data =
+      b.log ? b.log->Read(m.loc, m.store_seq) : absl::FailedPreconditionError("store: closed");
   const std::span<const uint8_t> pk =
-      s.ok() && store_read_.size() > kStampBytes ? std::span<const uint8_t>(store_read_).subspan(kStampBytes)
-                                                 : std::span<const uint8_t>();
-  const size_t hdr = s.ok() ? FixedHeaderLen(pk) : 0;
-  if (hdr == 0 || pk.size() < hdr + 2) {
+      data.ok() && data->size() > kStampBytes ? data->subspan(kStampBytes) : std::span<const uint8_t>();
+  if (StoredPublishHeader(pk, m.qos0) == 0) {
     BridgeTraffic& bt = bridge_traffic_[bridge];
     bt.drop_store_lost.Inc();
     const uint64_t n = bt.drop_store_lost.Get();
     if (n <= 3 || n % 1000 == 0) {
       std::fprintf(stderr, "qbridge: store %s: message %llu cannot be read back (%s); %llu lost so far\n",
                    config_.bridges[bridge].store.log.dir.c_str(), static_cast<unsigned long long>(m.store_seq),
-                   s.ok() ? "not a PUBLISH" : std::string(s.message()).c_str(), static_cast<unsigned long long>(n));
+                   data.ok() ? "not a PUBLISH" : std::string(data.status().message()).c_str(),
+                   static_cast<unsigned long long>(n));
     }
     ReleaseStored(bridge, m);
     return false;
   }
-  m.packet = pool_.Copy(pk);
-  if (!m.qos0) {
-    const size_t topic_len = size_t(m.packet[hdr]) << 8 | m.packet[hdr + 1];
-    m.id_offset = PacketIdOffset(m.packet, topic_len);
-    if (m.recovered) m.packet.mutable_span()[0] |= 0x08;  // DUP, as recovery marks them
-  }
+  SetStoredPacket(m, pool_.Copy(pk));
   b.resident_bytes += m.packet.size();
   return true;
 }

@@ -39,6 +39,7 @@
 #include "mqtt/qos.h"
 #include "quic/connection.h"
 #include "quic/endpoint.h"
+#include "quic/fifo.h"
 
 namespace qbridge::dp {
 
@@ -273,6 +274,7 @@ class Worker {
   void Dequeued(uint32_t bridge, const NorthMsg& m);
   void Evict(uint32_t bridge);
   bool LoadStored(uint32_t bridge, NorthMsg& m);
+  void SetStoredPacket(NorthMsg& m, quic::Buffer packet);
 
   // worker/tcp.cc: MQTT over kernel TCP sockets.
   void TcpAccept(MonoNs now);
@@ -334,9 +336,9 @@ class Worker {
     std::deque<uint16_t> resend;  // ids a reconnect left to send again, oldest first
     bool removed = false;         // a reload removed the bridge
     // Store-and-forward: the custody log, and the publishers waiting for its commits (in
-    // sequence order).
+    // sequence order; one entry per message, so a Fifo: no allocation in steady state).
     std::unique_ptr<store::Log> log;
-    std::deque<std::pair<uint64_t, Origin>> committing;
+    quic::Fifo<std::pair<uint64_t, Origin>> committing;
     uint64_t resident_bytes = 0;  // bytes of stored messages in `queued` held in memory
     MonoNs oldest_stored_at = 0;  // the oldest stored message's time, as of the last sample
     MonoNs rate_at = 0;  // the last rate sample: when, and the log's counters then
@@ -351,7 +353,6 @@ class Worker {
   MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
-  std::vector<uint8_t> store_read_;  // a record read back from a custody log
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
   static constexpr size_t kBlockSize = sizeof(quic::Path) + 2048;

@@ -80,6 +80,12 @@ class LogTest : public ::testing::Test {
     if (l.ok()) log_ = std::move(*l);
     return out;
   }
+  // Log::Read's bytes as a string.
+  absl::StatusOr<std::string> ReadBack(const Location& where, uint64_t seq) {
+    auto r = log_->Read(where, seq);
+    if (!r.ok()) return r.status();
+    return std::string(r->begin(), r->end());
+  }
   uint64_t Append(const std::string& s, uint32_t meta = 7) {
     return log_->Append(meta, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()), ++now_);
   }
@@ -340,9 +346,9 @@ TEST_F(LogTest, ReadBringsBackACommittedRecordFromWhereAppendPutIt) {
   }
   Flush();
   for (size_t i = 0; i < at.size(); ++i) {
-    std::vector<uint8_t> out(at[i].second.length);
-    ASSERT_TRUE(log_->Read(at[i].second, at[i].first, out).ok());
-    EXPECT_EQ(std::string(out.begin(), out.end()), "record-" + std::to_string(i));
+    auto got = ReadBack(at[i].second, at[i].first);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, "record-" + std::to_string(i));
   }
   // Recovery reports the same locations, and Read works across a reopen.
   log_.reset();
@@ -356,9 +362,9 @@ TEST_F(LogTest, ReadBringsBackACommittedRecordFromWhereAppendPutIt) {
   for (size_t i = 0; i < at.size(); ++i) {
     EXPECT_EQ(recovered[i].second.segment, at[i].second.segment);
     EXPECT_EQ(recovered[i].second.offset, at[i].second.offset);
-    std::vector<uint8_t> out(recovered[i].second.length);
-    ASSERT_TRUE(log_->Read(recovered[i].second, recovered[i].first, out).ok());
-    EXPECT_EQ(std::string(out.begin(), out.end()), "record-" + std::to_string(i));
+    auto got = ReadBack(recovered[i].second, recovered[i].first);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, "record-" + std::to_string(i));
   }
 }
 
@@ -374,10 +380,9 @@ TEST_F(LogTest, ReadRefusesARecordThatFailsItsChecksum) {
     f.seekp(std::streamoff(where.offset + kRecordHeaderBytes + 2));
     f.put('X');
   }
-  std::vector<uint8_t> out(where.length);
-  const absl::Status s = log_->Read(where, seq, out);
-  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_FALSE(log_->Read(where, seq + 1, out).ok());  // and a seq that is not there
+  const auto got = ReadBack(where, seq);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_FALSE(ReadBack(where, seq + 1).ok());  // and a seq that is not there
 }
 
 // A batch filled while a write failed is aimed at the segment that failed: it fails too
@@ -410,10 +415,9 @@ TEST_F(LogTest, ABatchFilledWhileAWriteFailedFailsTooAndLaterOnesGoElsewhere) {
   commits = Flush();
   ASSERT_FALSE(commits.empty());
   EXPECT_EQ(commits.back().error, 0);
-  std::vector<uint8_t> out(where.length);
-  const absl::Status s = log_->Read(where, seq, out);
-  ASSERT_TRUE(s.ok()) << s;
-  EXPECT_EQ(std::string(out.begin(), out.end()), d);
+  const auto back = ReadBack(where, seq);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, d);
   log_.reset();
   std::vector<Rec> got = Open();
   ASSERT_EQ(got.size(), 2u);
