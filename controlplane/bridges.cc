@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "controlplane/cp_internal.h"
 #include "mqtt/rewrite.h"
 #include "mqtt/topic.h"
@@ -106,6 +107,7 @@ void Controlplane::Dial(Bridge& b, MonoNs now) {
   b.status.state = BridgeState::kDialing;
   ++b.status.dials;
   b.conn = ConnRef{};
+  b.close_why.clear();
   b.ping_sent_at = 0;
   Msg m = dp::MakeMsg(MsgType::kBridgeConnect, ConnRef{});
   m.aux = uint32_t(i);
@@ -147,7 +149,7 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
   if (!Unframe(m.bytes(), &header, &body)) return;
   mqtt::Packet p;
   if (!mqtt::Decode(header, body, b.cfg.version, &p).ok()) {
-    return CloseBridge(b, kAppCtrlStreamDown, now);
+    return CloseBridge(b, kAppCtrlStreamDown, now, "malformed packet from the upstream");
   }
   switch (static_cast<PacketType>(header >> 4)) {
     case PacketType::kConnack: {
@@ -155,11 +157,15 @@ void Controlplane::OnBridgePacket(Bridge& b, const Msg& m, MonoNs now) {
       const auto& ack = std::get<mqtt::Connack>(p);
       if (ack.reason != ReasonCode::kSuccess) {
         ++b.status.connack_refused;
-        return CloseBridge(b, kAppNoError, now);
+        return CloseBridge(b, kAppNoError, now,
+                           absl::StrFormat("CONNACK refused (0x%02X)", uint8_t(ack.reason)));
       }
       b.status.state = BridgeState::kUp;
       b.reached_up = true;
       if (b.status.connects++ > 0) ++b.status.reconnects;
+      b.status.up_since = now;
+      NoteBridgeEvent(b, now, b.status.server == 0 ? std::string("connected")
+                                                   : absl::StrCat("connected (hybrid server ", b.status.server, ")"));
       {
         // The worker may now replay what the last connection left unacknowledged and send
         // what waited for the upstream.
@@ -238,7 +244,9 @@ void Controlplane::OnBridgeTimer(Bridge& b, MonoNs now) {
   switch (b.status.state) {
     case BridgeState::kDialing:
     case BridgeState::kConnecting:  // no QUIC or no CONNACK in time
-      return CloseBridge(b, kAppNoError, now);
+      return CloseBridge(b, kAppNoError, now,
+                         b.status.state == BridgeState::kDialing ? "no connection within connect_timeout"
+                                                                  : "no CONNACK within connect_timeout");
     case BridgeState::kBackoff:
       return Dial(b, now);
     case BridgeState::kClosing: {
@@ -248,9 +256,14 @@ void Controlplane::OnBridgeTimer(Bridge& b, MonoNs now) {
     case BridgeState::kUp: {
       if (b.ping_sent_at && now >= b.ping_sent_at + b.pingresp_timeout_ns) {
         ++b.status.pingresp_timeouts;  // the link is dead, whatever QUIC thinks
-        return CloseBridge(b, kAppNoError, now);
+        return CloseBridge(b, kAppNoError, now, "no PINGRESP in time");
       }
       if (!b.ping_sent_at && now >= NextPingDue(b)) {
+        const MonoNs last_tx =
+            std::max(dp::ConnActivity::Read(Activity(b.conn).last_tx_control), b.ping_requested_at);
+        if (now > last_tx) {
+          b.status.max_control_silence_ns = std::max(b.status.max_control_silence_ns, now - last_tx);
+        }
         Send(b.conn, 0, mqtt::Pingreq{}, b.cfg.version);
         ++b.status.pingreqs_sent;
         if (b.last_pingreq_at) {
@@ -267,8 +280,15 @@ void Controlplane::OnBridgeTimer(Bridge& b, MonoNs now) {
   }
 }
 
-void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now) {
+void Controlplane::NoteBridgeEvent(Bridge& b, MonoNs now, std::string what) {
+  auto& ev = b.status.events;
+  if (ev.size() == BridgeStatus::kMaxEvents) ev.pop_front();
+  ev.push_back(BridgeStatus::Event{now, std::move(what)});
+}
+
+void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now, std::string_view why) {
   const size_t i = size_t(&b - bridges_.data());
+  if (b.close_why.empty()) b.close_why = why;
   Msg m = dp::MakeMsg(MsgType::kClose, b.conn);  // invalid conn: whatever the dial opened
   m.arg = app_error;
   if (!b.conn.valid()) m.aux = uint32_t(i + 1);
@@ -283,6 +303,19 @@ void Controlplane::CloseBridge(Bridge& b, uint64_t app_error, MonoNs now) {
 void Controlplane::OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now) {
   const size_t i = size_t(&b - bridges_.data());
   ++b.status.closes_by_app_error[app_error];
+  {
+    std::string what = b.close_why;
+    if (what.empty() && b.last_disconnect_reason != 0) {
+      what = absl::StrFormat("DISCONNECT 0x%02X from the upstream", b.last_disconnect_reason);
+    }
+    if (what.empty()) {
+      what = b.reached_up ? absl::StrCat("connection closed (application error ", app_error, ")")
+                          : absl::StrCat("could not connect (application error ", app_error, ")");
+    }
+    NoteBridgeEvent(b, now, absl::StrCat(b.status.up_since ? "down: " : "dial failed: ", what));
+  }
+  b.close_why.clear();
+  b.status.up_since = 0;
   if (shutting_down_ || !b.cfg.enabled) {
     b.conn = ConnRef{};
     b.status.state = BridgeState::kIdle;
@@ -314,6 +347,7 @@ bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs 
     if (b.removed || b.cfg.name != name) continue;
     if (b.cfg.enabled == enabled) return true;
     b.cfg.enabled = enabled;
+    NoteBridgeEvent(b, now, enabled ? "enabled" : "disabled");
     if (enabled) {
       b.attempt = 0;
       Dial(b, now);
@@ -321,7 +355,7 @@ bool Controlplane::SetBridgeEnabled(std::string_view name, bool enabled, MonoNs 
       if (b.conn.valid() && b.status.state == BridgeState::kUp) {
         Send(b.conn, 0, mqtt::Disconnect{}, b.cfg.version);
       }
-      CloseBridge(b, kAppNoError, now);
+      CloseBridge(b, kAppNoError, now, "disabled");
       wheel_.Cancel(b.timer);
       b.status.state = BridgeState::kIdle;
     }

@@ -117,6 +117,8 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
     case MsgType::kStreamClosed: {
       auto it = sessions_.find(m.conn);
       if (it == sessions_.end()) return;
+      auto& ds = it->second.data_streams;
+      ds.erase(std::remove(ds.begin(), ds.end(), m.stream), ds.end());
       auto& subs = it->second.subs;
       const size_t before = subs.size();
       subs.erase(std::remove_if(subs.begin(), subs.end(),
@@ -210,10 +212,12 @@ Controlplane::Report Controlplane::MakeReport(MonoNs now, size_t max_clients) co
                                      b.cfg.subscriptions, b.removed});
   }
   for (const auto& [ref, s] : sessions_) {
-    if (r.clients.size() >= max_clients) break;
     if (s.closing) continue;
+    ++r.sessions;
+    if (r.clients.size() >= max_clients) continue;
     r.clients.push_back(ClientReport{s.client_id, ref, s.keepalive_s, uint8_t(s.version),
-                                     s.subs.size(), s.pingreqs});
+                                     s.subs.size(), s.pingreqs, s.tcp, 1 + s.data_streams.size(),
+                                     s.connected_at});
   }
   r.south = south_;
   r.offline_sessions = stored_.size();

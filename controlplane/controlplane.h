@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -132,12 +133,24 @@ struct BridgeStatus {
   // PINGRESP round trips: < 1 ms, 10 ms, 100 ms, 1 s, 10 s, more.
   std::array<uint64_t, 6> rtt_hist{};
   uint64_t max_pingreq_gap_ns = 0;  // longest time between two PINGREQs on one connection
+  // Longest the control stream went without a packet out before a PINGREQ ended the silence
+  // (it must stay under the keepalive: the NanoMQ incident is this growing past it).
+  uint64_t max_control_silence_ns = 0;
   uint64_t subacks = 0, suback_failures = 0;
   uint64_t keepalive_kicks = 0;     // closed with app error 1 after DISCONNECT 0x8D
   std::map<uint64_t, uint64_t> closes_by_app_error;
   std::map<uint8_t, uint64_t> disconnects_by_reason;  // DISCONNECT packets from upstream
   MonoNs last_backoff_ns = 0;
   size_t server = 0;  // which upstream (server, then hybrid_servers) the bridge dials now
+  MonoNs up_since = 0;  // when the connection now up got its CONNACK; 0: not up
+  // The bridge's latest connection events, oldest first, at most kMaxEvents: what REST and
+  // the dashboard show as reconnects with their reasons.
+  struct Event {
+    MonoNs at;
+    std::string what;
+  };
+  static constexpr size_t kMaxEvents = 16;
+  std::deque<Event> events;
 };
 
 struct SouthStats {
@@ -213,11 +226,15 @@ class Controlplane {
     uint8_t proto_ver;
     size_t subscriptions;
     uint64_t pingreqs;
+    bool tcp;          // MQTT over TCP, not QUIC
+    size_t streams;    // the control stream plus the data streams that carried control packets
+    MonoNs connected_at;
   };
   struct Report {
     MonoNs at = 0;
     std::vector<BridgeReport> bridges;
-    std::vector<ClientReport> clients;
+    std::vector<ClientReport> clients;  // at most MakeReport's max_clients
+    size_t sessions = 0;                // connected clients, all of them
     SouthStats south;
     size_t offline_sessions = 0;
   };
@@ -267,6 +284,9 @@ class Controlplane {
     uint32_t will_delay_s = 0;  // 5.0 Will Delay Interval
     MonoNs last_control_rx = 0;
     uint64_t max_control_gap_ns = 0;
+    bool tcp = false;
+    MonoNs connected_at = 0;
+    std::vector<int64_t> data_streams;  // data streams that carried control packets (open ones)
   };
   // A session without a connection, waiting for its client (clean start 0).
   struct StoredSession {
@@ -285,6 +305,7 @@ class Controlplane {
     MonoNs ping_requested_at = 0;  // our last control-stream write request
     MonoNs last_pingreq_at = 0;
     uint8_t last_disconnect_reason = 0;
+    std::string close_why;  // why we closed the connection now closing (CloseBridge's `why`)
     uint16_t next_packet_id = dp::kControlPacketIdFirst;
     uint64_t dial = 0;  // the current dial's number: reports about older ones are ignored
     bool reached_up = false;  // this dial got CONNACK
@@ -327,7 +348,9 @@ class Controlplane {
   void OnBridgeClosed(Bridge& b, uint64_t app_error, MonoNs now);
   void ArmBridgeKeepalive(Bridge& b, MonoNs now);
   MonoNs NextPingDue(const Bridge& b) const;
-  void CloseBridge(Bridge& b, uint64_t app_error, MonoNs now);
+  // `why` names the cause in the bridge's events (empty: the close itself will say).
+  void CloseBridge(Bridge& b, uint64_t app_error, MonoNs now, std::string_view why = {});
+  void NoteBridgeEvent(Bridge& b, MonoNs now, std::string what);
   // Output.
   void Send(ConnRef to, int64_t stream, const mqtt::Packet& p, mqtt::Version v);
   void Post(uint16_t core, dp::Msg m);

@@ -57,6 +57,10 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
   auto it = sessions_.find(m.conn);
   if (it == sessions_.end()) return;  // CONNECT refused or connection going
   SouthSession& s = it->second;
+  if (m.stream != 0 &&
+      std::find(s.data_streams.begin(), s.data_streams.end(), m.stream) == s.data_streams.end()) {
+    s.data_streams.push_back(m.stream);
+  }
   if (m.stream == 0) {
     if (s.last_control_rx) s.max_control_gap_ns = std::max(s.max_control_gap_ns, now - s.last_control_rx);
     s.last_control_rx = now;
@@ -226,6 +230,8 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   s.version = v;
   s.keepalive_s = c.keep_alive;
   s.last_control_rx = now;
+  s.tcp = (m.flags & dp::kMsgTcp) != 0;
+  s.connected_at = now;
   s.subs = std::move(inherited);
   if (!s.subs.empty()) routes_dirty_ = true;
   if (!c.clean_start) {

@@ -137,6 +137,8 @@ class RuntimeImpl final : public Runtime {
       t.min_rtt_ns += b.min_rtt_ns.Get();
       t.cwnd_bytes += b.cwnd_bytes.Get();
       t.bytes_in_flight += b.bytes_in_flight.Get();
+      t.inflight += b.inflight.Get();
+      t.queued += b.queued.Get();
 #define QBRIDGE_X(name, type, help) t.name += b.name.Get();
       QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X

@@ -108,6 +108,10 @@ struct alignas(64) BridgeTraffic {
 #undef QBRIDGE_X
   // Gauges of the QUIC path, set by the bridge's own worker while connected (0 otherwise).
   Counter srtt_ns, min_rtt_ns, cwnd_bytes, bytes_in_flight;
+  // QoS 1/2 PUBLISHes sent and not yet acknowledged, and PUBLISHes waiting to be sent (for
+  // the connection, a packet id, or the upstream's Receive Maximum; stored QoS 0 ones too);
+  // set by the bridge's own worker every 100 ms.
+  Counter inflight, queued;
 #define QBRIDGE_X(name, type, help) Counter name;
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X
@@ -120,6 +124,7 @@ struct BridgeTrafficTotals {
   QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
 #undef QBRIDGE_X
   uint64_t srtt_ns = 0, min_rtt_ns = 0, cwnd_bytes = 0, bytes_in_flight = 0;
+  uint64_t inflight = 0, queued = 0;
 #define QBRIDGE_X(name, type, help) uint64_t name = 0;
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X

@@ -87,6 +87,8 @@ inline constexpr uint8_t kMsgFailed = 2;
 // kDatagram, kPublish: `heap` is a block of the sending core's pool, not `new`ed; the
 // receiver hands it back to that core (kBlockReturn) instead of deleting it.
 inline constexpr uint8_t kMsgPooled = 4;
+// kControlPacket carrying a CONNECT: the client came over TCP, not QUIC.
+inline constexpr uint8_t kMsgTcp = 8;
 // The packet ids the controlplane uses on a bridge connection (SUBSCRIBE, UNSUBSCRIBE); the
 // worker allocates PUBLISH ids below them, so the two never collide on one connection.
 inline constexpr uint16_t kControlPacketIdFirst = 65001;

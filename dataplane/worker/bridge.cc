@@ -268,6 +268,14 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   return true;
 }
 
+void Worker::BridgeGauges(MonoNs now) {
+  bridge_gauges_at_ = now;
+  for (size_t i = 0; i < bstate_.size(); ++i) {
+    bridge_traffic_[i].inflight.Set(bstate_[i].inflight.size());
+    bridge_traffic_[i].queued.Set(bstate_[i].queued.size());
+  }
+}
+
 size_t Worker::NorthPending(uint32_t bridge) const {
   return bridge < bstate_.size() ? bstate_[bridge].inflight.size() + bstate_[bridge].queued.size() : 0;
 }

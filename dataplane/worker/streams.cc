@@ -59,7 +59,9 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
       }
       c.connect_seen = true;
       stats_.control_to_cp.Inc();
-      return ToControlplane(MakeMsg(MsgType::kControlPacket, c.ref(), sid, f.whole));
+      Msg m = MakeMsg(MsgType::kControlPacket, c.ref(), sid, f.whole);
+      if (c.tcp) m.flags |= kMsgTcp;
+      return ToControlplane(m);
     }
     if (!c.activated) {
       // Before CONNACK the client may already send on any stream (EMQX keeps the streams

@@ -266,6 +266,9 @@ class Worker {
   bool PollStores(MonoNs now);
   void OnCommit(uint32_t bridge, const store::Commit& c);
   void StoreGauges(uint32_t bridge, MonoNs now);
+  // Sets every bridge's inflight and queued gauges (bridge.cc).
+  static constexpr uint64_t kBridgeGaugesEveryNs = 100 * kMsNs;
+  void BridgeGauges(MonoNs now);
   void CloseStore(uint32_t bridge);
   // The queue of a store bridge keeps at most store.memory_bytes of stored messages' bytes:
   // Enqueue/Dequeued account for them, Evict drops the newest committed ones' bytes, and
@@ -350,6 +353,7 @@ class Worker {
   // replaced onto another worker): opened again until then (bridge, give up at).
   std::vector<std::pair<uint32_t, MonoNs>> store_retry_;
   MonoNs store_retry_at_ = 0;
+  MonoNs bridge_gauges_at_ = 0;           // when BridgeGauges last ran
   MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
@@ -386,6 +390,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   if (epoll_fd_ >= 0) n += PollTcp(now);
   bool drained = DrainRings(now, send);
   if (!stored_bridges_.empty() || !store_retry_.empty()) drained |= PollStores(now);
+  if (now - bridge_gauges_at_ >= kBridgeGaugesEveryNs) BridgeGauges(now);
   RunTimers(now);
   // A bridge whose next hop is not resolved yet does not write: its packets would wait in
   // the ARP queue and their wait would count as round-trip time (an 800 ms first sample

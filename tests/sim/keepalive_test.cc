@@ -107,6 +107,13 @@ TEST(KeepaliveSim, NorthPingsOnScheduleUnderTwoWayDataTraffic) {
   EXPECT_GE(b.pingreqs_sent, 19u);
   EXPECT_EQ(b.pingresps, b.pingreqs_sent);
   EXPECT_LT(b.max_pingreq_gap_ns, kKa) << "a PINGREQ was late";
+  // The control stream never went a keepalive without a packet, and it was not idle for
+  // long either: a PINGREQ goes out a little before the keepalive.
+  EXPECT_LT(b.max_control_silence_ns, kKa);
+  EXPECT_GT(b.max_control_silence_ns, kKa / 2);
+  ASSERT_EQ(b.events.size(), 1u);
+  EXPECT_EQ(b.events[0].what, "connected");
+  EXPECT_NE(b.up_since, 0u);
   EXPECT_EQ(t.edge->worker->control_overtaken(), 0u);
   // The traffic really flowed both ways on data streams.
   EXPECT_GT(sent, 70'000u);
@@ -342,6 +349,14 @@ TEST(KeepaliveSim, MissingPingrespReconnectsWithBackoffAndResubscribes) {
       15 * kSecond));
   EXPECT_EQ(t.bridge().reconnects, 1u);
   EXPECT_EQ(t.bridge().suback_failures, 0u);
+  // The events say why: the PINGRESP timeout, dials that failed, then connected again.
+  const auto& ev = t.bridge().events;
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(ev.front().what, "connected");
+  EXPECT_EQ(ev[1].what, "down: no PINGRESP in time");
+  EXPECT_EQ(ev.back().what, "connected");
+  for (size_t i = 2; i + 1 < ev.size(); ++i) EXPECT_EQ(ev[i].what.rfind("dial failed: ", 0), 0u) << ev[i].what;
+  EXPECT_GE(t.bridge().up_since, cut);
   // The reconnect resumed the first connection's TLS session with CONNECT in 0-RTT.
   EXPECT_GE(t.edge->worker->stats().north_0rtt_dials.Get(), 1u);
   EXPECT_EQ(t.edge->worker->stats().north_0rtt_accepted.Get(), 1u);
