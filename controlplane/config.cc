@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -46,6 +47,44 @@ std::optional<uint64_t> ParseDuration(std::string_view text) {
   if (ns > 1e18) return std::nullopt;
   return uint64_t(ns);
 }
+
+namespace {
+
+// Keys whose values are secrets, wherever they appear (http_server.password, a bridge's
+// password, an ssl block's key_password).
+bool SecretKey(std::string_view key) {
+  const std::string lower = absl::AsciiStrToLower(std::string(key));
+  for (const char* word : {"password", "passwd", "secret", "token"})
+    if (lower.find(word) != std::string::npos) return true;
+  return false;
+}
+
+void Mask(toml::node& n) {
+  if (toml::table* t = n.as_table()) {
+    std::vector<std::string> secrets;
+    for (auto&& [k, v] : *t) {
+      if (SecretKey(k.str()) && !v.is_table() && !v.is_array()) {
+        secrets.emplace_back(k.str());
+      } else {
+        Mask(v);
+      }
+    }
+    for (const std::string& k : secrets) t->insert_or_assign(k, "******");
+  } else if (toml::array* a = n.as_array()) {
+    for (toml::node& e : *a) Mask(e);
+  }
+}
+
+// The configuration as parsed, written back as TOML with every secret masked.
+std::string MaskedToml(const toml::table& root) {
+  toml::table copy = root;
+  Mask(copy);
+  std::ostringstream out;
+  out << copy;
+  return out.str();
+}
+
+}  // namespace
 
 absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_view source,
                                       ConfigChecks checks) {
@@ -242,7 +281,14 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   if (!errors.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(std::string(source), ":\n  ", absl::StrJoin(errors, "\n  ")));
   }
+  cfg.masked = MaskedToml(root);
   return cfg;
+}
+
+std::string CheckSummary(const AppConfig& c) {
+  return absl::StrCat("OK (", c.control.bridges.size(), c.control.bridges.size() == 1 ? " bridge" : " bridges",
+                      ", QUIC listener ", c.runtime.listener ? "on" : "off", ", ", c.runtime.backend,
+                      " backend)");
 }
 
 absl::StatusOr<AppConfig> LoadConfig(const std::string& path, ConfigChecks checks) {

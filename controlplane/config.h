@@ -33,6 +33,7 @@ struct AppConfig {
   // What was accepted but does not mean here what it means to NanoMQ (--check-config prints
   // these; the appliance logs them at start).
   std::vector<std::string> notes;
+  std::string masked;  // the file as parsed, written back as TOML, secrets masked (REST shows it)
 };
 
 struct ConfigChecks {
@@ -44,6 +45,9 @@ struct ConfigChecks {
 absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_view source,
                                       ConfigChecks checks = {});
 absl::StatusOr<AppConfig> LoadConfig(const std::string& path, ConfigChecks checks = {});
+
+// --check-config's verdict on a configuration that loaded: "OK (2 bridges, ...)".
+std::string CheckSummary(const AppConfig& c);
 
 // "2s" / "800ms" / "2m" / "1h" / "1.5s" in nanoseconds; nullopt when malformed.
 std::optional<uint64_t> ParseDuration(std::string_view text);

@@ -217,6 +217,9 @@ int Run(const std::string& path) {
     auto o = std::make_shared<cp::Observed>();
     o->report = cplane.MakeReport(now);
     o->uptime_ns = now - started;
+    o->wall_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count());
     for (size_t w = 0; w < (*runtime)->workers(); ++w) {
       (*runtime)->stats(w).ForEach([&](const char* name, uint64_t v) {
         o->worker_counters.emplace_back(absl::StrCat(name, "{worker=\"", w, "\"}"), v);
@@ -288,9 +291,7 @@ int main(int argc, char** argv) {
       }
     }
     for (const std::string& n : c->notes) std::printf("%s: note: %s\n", argv[2], n.c_str());
-    std::printf("%s: OK (%zu bridge%s, QUIC listener %s, %s backend)\n", argv[2],
-                c->control.bridges.size(), c->control.bridges.size() == 1 ? "" : "s",
-                c->runtime.listener ? "on" : "off", c->runtime.backend.c_str());
+    std::printf("%s: %s\n", argv[2], qbridge::cp::CheckSummary(*c).c_str());
     return 0;
   }
   if (argc == 2 && std::string(argv[1]) == "--hash-password") {

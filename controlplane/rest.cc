@@ -4,9 +4,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "controlplane/dashboard.h"
 
 namespace qbridge::cp {
 namespace {
@@ -19,14 +25,14 @@ json Error(int code, const std::string& message) { return json{{"code", code}, {
 
 double Seconds(uint64_t ns) { return double(ns) / 1e9; }
 
-// The 99th percentile of the PINGRESP round trips as the upper edge of the histogram bucket
+// A percentile (1..100) of the PINGRESP round trips as the upper edge of the histogram bucket
 // it falls in (ms; the last bucket reports the maximum seen).
-double RttP99BoundMs(const BridgeStatus& s) {
+double RttBoundMs(const BridgeStatus& s, uint64_t percent) {
   static const double kEdgesMs[] = {1, 10, 100, 1000, 10000};
   uint64_t total = 0;
   for (uint64_t n : s.rtt_hist) total += n;
   if (total == 0) return 0;
-  const uint64_t rank = (total * 99 + 99) / 100;
+  const uint64_t rank = (total * percent + 99) / 100;
   uint64_t seen = 0;
   for (size_t k = 0; k < 5; ++k) {
     seen += s.rtt_hist[k];
@@ -79,19 +85,29 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
         {"pingresp_timeouts", s.pingresp_timeouts},
         {"pingresp_rtt_last_ms", double(s.rtt_last_ns) / 1e6},
         {"pingresp_rtt_max_ms", double(s.rtt_max_ns) / 1e6},
-        {"pingresp_rtt_p99_ms_at_most", RttP99BoundMs(s)},
+        {"pingresp_rtt_p50_ms_at_most", RttBoundMs(s, 50)},
+        {"pingresp_rtt_p99_ms_at_most", RttBoundMs(s, 99)},
         {"max_pingreq_gap_ms", double(s.max_pingreq_gap_ns) / 1e6},
+        {"max_control_silence_ms", double(s.max_control_silence_ns) / 1e6},
         {"control_stream_idle_ms", double(r->control_idle_ns) / 1e6},
         {"pingresp_timeout_ms", double(r->pingresp_timeout_ns) / 1e6},
         {"keepalive_kicks", s.keepalive_kicks}};
     j["reconnects"] = s.reconnects;
+    // Seconds since the connection now up got its CONNACK (absent while not connected).
+    if (s.up_since && o.report.at >= s.up_since) j["connected_for_s"] = Seconds(o.report.at - s.up_since);
+    json events = json::array();
+    for (const BridgeStatus::Event& e : s.events) {
+      events.push_back(json{{"ago_s", o.report.at >= e.at ? Seconds(o.report.at - e.at) : 0.0}, {"what", e.what}});
+    }
+    j["events"] = events;
     j["server_index"] = s.server;  // 0: `server`; 1..: hybrid_servers
     j["connects"] = s.connects;
   }
   if (i < o.traffic.size()) {
     const dp::BridgeTrafficTotals& t = o.traffic[i];
     j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"resent", t.resent}, {"rx_messages", t.rx_msgs},
-                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}};
+                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}, {"inflight", t.inflight},
+                        {"queued", t.queued}};
     json by_reason = json::object();
 #define QBRIDGE_X(name) by_reason[#name] = t.drop_##name;
     QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
@@ -152,7 +168,64 @@ std::string Label(const std::string& s) {
   return out;
 }
 
+// The sum over workers of a worker counter (entries are "name{worker=\"N\"}").
+uint64_t WorkerSum(const Observed& o, std::string_view name) {
+  uint64_t n = 0;
+  for (const auto& [k, v] : o.worker_counters)
+    if (k.size() > name.size() && k[name.size()] == '{' && k.compare(0, name.size(), name) == 0) n += v;
+  return n;
+}
+
+// Every worker drop counter (drop_*), summed over workers.
+uint64_t WorkerDrops(const Observed& o) {
+  uint64_t n = 0;
+  for (const auto& [k, v] : o.worker_counters)
+    if (k.rfind("drop_", 0) == 0) n += v;
+  return n;
+}
+
+uint64_t QueryU64(const httplib::Request& req, const char* key, uint64_t fallback) {
+  uint64_t v;
+  if (!req.has_param(key) || !absl::SimpleAtoi(req.get_param_value(key), &v)) return fallback;
+  return v;
+}
+
 }  // namespace
+
+void History::Add(const Observed& o) {
+  Totals t;
+  t.at_ns = o.report.at;
+  t.in = WorkerSum(o, "publish_in");
+  t.out = WorkerSum(o, "publish_out");
+  t.drops = WorkerDrops(o);
+  for (const auto& b : o.traffic) t.bridges.emplace_back(b.tx_msgs, b.rx_msgs);
+  if (last_ && t.at_ns < last_->at_ns + dp::kSecNs) return;
+  if (last_ && t.at_ns > last_->at_ns) {
+    const double dt = double(t.at_ns - last_->at_ns) / 1e9;
+    auto rate = [dt](uint64_t now, uint64_t then) { return now >= then ? double(now - then) / dt : 0.0; };
+    Sample smp;
+    smp.wall_ms = o.wall_ms;
+    smp.in = rate(t.in, last_->in);
+    smp.out = rate(t.out, last_->out);
+    smp.drops = rate(t.drops, last_->drops);
+    smp.sessions = o.report.sessions;
+    for (size_t i = 0; i < o.report.bridges.size() && i < t.bridges.size(); ++i) {
+      if (o.report.bridges[i].removed) continue;
+      const auto then = i < last_->bridges.size() ? last_->bridges[i] : std::pair<uint64_t, uint64_t>{};
+      smp.bridges.push_back(Bridge{o.report.bridges[i].name, rate(t.bridges[i].first, then.first),
+                                   rate(t.bridges[i].second, then.second)});
+    }
+    if (samples_.size() == kSamples) samples_.pop_front();
+    samples_.push_back(std::move(smp));
+  }
+  last_ = std::move(t);
+}
+
+std::vector<History::Sample> History::Since(uint64_t since_ms) const {
+  auto first = std::find_if(samples_.begin(), samples_.end(),
+                            [since_ms](const Sample& x) { return x.wall_ms > since_ms; });
+  return std::vector<Sample>(first, samples_.end());
+}
 
 std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
   std::string out;
@@ -186,6 +259,13 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       {"qbridge_bridge_control_stream_idle_seconds", "gauge",
        "Time since the control stream last carried a packet out (it must stay under keepalive).",
        [&](size_t i) { return Seconds(bridges[i].control_idle_ns); }},
+      {"qbridge_bridge_max_control_silence_seconds", "gauge",
+       "The longest the control stream went without a packet out before a PINGREQ (keep it under keepalive).",
+       [&](size_t i) { return Seconds(status(i).max_control_silence_ns); }},
+      {"qbridge_bridge_inflight", "gauge", "QoS 1/2 PUBLISHes sent to the upstream and not yet acknowledged.",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].inflight) : 0; }},
+      {"qbridge_bridge_queued", "gauge", "PUBLISHes waiting to be sent to the upstream (QoS 1/2, and stored QoS 0).",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].queued) : 0; }},
       {"qbridge_bridge_keepalive_kicks_total", "counter",
        "Closes with app error 1 after DISCONNECT 0x8D: the NanoMQ incident's fingerprint.",
        [&](size_t i) { return double(status(i).keepalive_kicks); }},
@@ -285,7 +365,7 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
     absl::StrAppend(&out, name, " ", v, "\n");
   }
   family("qbridge_south_sessions", "gauge", "Connected south clients.");
-  absl::StrAppend(&out, "qbridge_south_sessions ", o.report.clients.size(), "\n");
+  absl::StrAppend(&out, "qbridge_south_sessions ", o.report.sessions, "\n");
   family("qbridge_south_offline_sessions", "gauge", "Sessions kept for clients that are away.");
   absl::StrAppend(&out, "qbridge_south_offline_sessions ", o.report.offline_sessions, "\n");
   for (const auto& [name, v] : o.worker_counters) {
@@ -359,15 +439,78 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
     }
     res.set_content(json{{"code", 0}}.dump(), kJson);
   });
-  s.Get("/api/v4/clients", [self](const httplib::Request&, httplib::Response& res) {
+  // EMQX v4's paging: _page (from 1) and _limit, and _like_clientid (a substring, any case).
+  s.Get("/api/v4/clients", [self](const httplib::Request& req, httplib::Response& res) {
     auto o = self->Current();
-    json data = json::array();
+    const uint64_t page = std::max<uint64_t>(1, QueryU64(req, "_page", 1));
+    const uint64_t limit = std::clamp<uint64_t>(QueryU64(req, "_limit", 10'000), 1, 10'000);
+    const std::string like = absl::AsciiStrToLower(req.get_param_value("_like_clientid"));
+    std::vector<const Controlplane::ClientReport*> matched;
     for (const auto& c : o->report.clients) {
+      if (like.empty() || absl::AsciiStrToLower(c.client_id).find(like) != std::string::npos) matched.push_back(&c);
+    }
+    // A stable order for paging: the report's follows a hash map.
+    std::sort(matched.begin(), matched.end(),
+              [](const auto* a, const auto* b) { return a->client_id < b->client_id; });
+    json data = json::array();
+    for (uint64_t k = (page - 1) * limit; k < matched.size() && k < page * limit; ++k) {
+      const auto& c = *matched[k];
       data.push_back(json{{"client_id", c.client_id}, {"keepalive", c.keepalive_s},
                           {"proto_ver", c.proto_ver}, {"subscriptions", c.subscriptions},
-                          {"pingreqs", c.pingreqs}, {"worker", c.conn.core}});
+                          {"pingreqs", c.pingreqs}, {"worker", c.conn.core},
+                          {"transport", c.tcp ? "tcp" : "quic"}, {"streams", c.streams},
+                          {"connected_for_s", o->report.at >= c.connected_at ? Seconds(o->report.at - c.connected_at) : 0.0}});
     }
-    res.set_content(json{{"code", 0}, {"data", data}, {"meta", {{"count", data.size()}}}}.dump(), kJson);
+    json meta{{"page", page}, {"limit", limit}, {"count", matched.size()}, {"sessions", o->report.sessions}};
+    // The report holds at most 10,000 clients: a search sees only those.
+    if (o->report.clients.size() < o->report.sessions) meta["listed"] = o->report.clients.size();
+    res.set_content(json{{"code", 0}, {"data", data}, {"meta", meta}}.dump(), kJson);
+  });
+  s.Get("/api/v4/history", [self](const httplib::Request& req, httplib::Response& res) {
+    std::vector<History::Sample> samples;
+    {
+      std::lock_guard<std::mutex> l(self->mu_);
+      samples = self->history_.Since(QueryU64(req, "since", 0));
+    }
+    json out = json::array();
+    for (const History::Sample& x : samples) {
+      json bridges = json::object();
+      for (const History::Bridge& b : x.bridges) bridges[b.name] = json{{"tx", b.tx}, {"rx", b.rx}};
+      out.push_back(json{{"t", x.wall_ms}, {"in", x.in}, {"out", x.out}, {"drops", x.drops},
+                         {"sessions", x.sessions}, {"bridges", bridges}});
+    }
+    res.set_content(json{{"code", 0}, {"data", {{"interval_s", 1}, {"samples", out}}}}.dump(), kJson);
+  });
+  s.Get("/api/v4/config", [self](const httplib::Request&, httplib::Response& res) {
+    auto o = self->Current();
+    const AppConfig& cfg = o->config ? *o->config : *self->config_;
+    res.set_content(json{{"code", 0},
+                         {"data", {{"source", cfg.source}, {"toml", cfg.masked},
+                                   {"check", CheckSummary(cfg)}, {"notes", cfg.notes}}}}
+                        .dump(),
+                    kJson);
+  });
+  // The dashboard: files embedded in the binary (controlplane/dashboard/), nothing fetched
+  // from elsewhere, and a policy that lets the pages load nothing else either.
+  s.Get("/dashboard", [](const httplib::Request&, httplib::Response& res) {
+    res.set_redirect("/dashboard/", 301);
+  });
+  s.Get(R"(/dashboard/(.*))", [](const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    if (name.empty()) name = "index.html";
+    for (const DashboardAsset& a : DashboardAssets()) {
+      if (a.path != name) continue;
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("X-Content-Type-Options", "nosniff");
+      res.set_header("X-Frame-Options", "DENY");
+      res.set_header("Content-Security-Policy",
+                     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                     "frame-ancestors 'none'");
+      res.set_content(reinterpret_cast<const char*>(a.data.data()), a.data.size(), std::string(a.type));
+      return;
+    }
+    res.status = 404;
+    res.set_content(Error(404, "no such file: " + name).dump(), kJson);
   });
   s.Get("/api/v4/metrics", [self](const httplib::Request&, httplib::Response& res) {
     auto o = self->Current();
@@ -379,7 +522,7 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
                {"auth_failures", s.auth_failures}, {"takeovers", s.takeovers},
                {"keepalive_timeouts", s.keepalive_timeouts}, {"pingreqs", s.pingreqs},
                {"subscribes", s.subscribes}, {"unsubscribes", s.unsubscribes},
-               {"malformed", s.malformed}, {"sessions", o->report.clients.size()},
+               {"malformed", s.malformed}, {"sessions", o->report.sessions},
                {"offline_sessions", o->report.offline_sessions}};
     res.set_content(json{{"code", 0},
                          {"data", {{"uptime_s", Seconds(o->uptime_ns)}, {"south", south},
@@ -417,6 +560,7 @@ void RestServer::Stop() {
 
 void RestServer::Publish(std::shared_ptr<const Observed> o) {
   std::lock_guard<std::mutex> l(mu_);
+  history_.Add(*o);
   observed_ = std::move(o);
 }
 

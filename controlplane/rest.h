@@ -1,12 +1,15 @@
 // REST and metrics on [http_server] (cpp-httplib, its own thread): NanoMQ's v4 bridge and
-// client endpoints plus Prometheus text at /metrics, behind HTTP Basic auth. It never touches
-// the controlplane's state: it serves the latest report the controlplane loop copied out and
-// queues commands (bridge switch) for the loop to run.
+// client endpoints plus Prometheus text at /metrics, the dashboard's own endpoints (history,
+// config) and its pages under /dashboard/ (docs/dashboard.md), all behind HTTP Basic auth. It
+// never touches the controlplane's state: it serves the latest report the controlplane loop
+// copied out and queues commands (bridge switch) for the loop to run.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,8 +32,40 @@ struct Observed {
   std::vector<std::pair<std::string, uint64_t>> backend_counters;
   std::vector<dp::BridgeTrafficTotals> traffic;                   // per bridge
   uint64_t uptime_ns = 0;
+  uint64_t wall_ms = 0;  // Unix time of the report, in ms (the dashboard's time axis)
   // The configuration running now (a reload replaces it); null: the one REST started with.
   std::shared_ptr<const AppConfig> config;
+};
+
+// The last 15 minutes as one sample per second: message rates in and out, per bridge, drops
+// and sessions (the dashboard's overview charts). Fed with every report; a sample is taken
+// when a second has passed since the last one.
+class History {
+ public:
+  static constexpr size_t kSamples = 900;
+  struct Bridge {
+    std::string name;
+    double tx = 0, rx = 0;  // PUBLISHes per second to and from the upstream
+  };
+  struct Sample {
+    uint64_t wall_ms = 0;
+    double in = 0, out = 0;  // PUBLISHes per second received and sent, all connections
+    double drops = 0;        // messages per second dropped, every reason
+    size_t sessions = 0;
+    std::vector<Bridge> bridges;
+  };
+
+  void Add(const Observed& o);
+  // Samples taken after `since_ms` (Unix ms), oldest first.
+  std::vector<Sample> Since(uint64_t since_ms) const;
+
+ private:
+  struct Totals {
+    uint64_t at_ns = 0, in = 0, out = 0, drops = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> bridges;  // tx, rx
+  };
+  std::deque<Sample> samples_;
+  std::optional<Totals> last_;
 };
 
 class RestServer {
@@ -65,6 +100,7 @@ class RestServer {
   std::mutex mu_;
   std::shared_ptr<const Observed> observed_;
   std::vector<Command> commands_;
+  History history_;
 };
 
 }  // namespace qbridge::cp

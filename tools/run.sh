@@ -36,6 +36,7 @@ fi
 if [[ -z $backend ]]; then
   if [[ $(id -u) -eq 0 && -c /dev/net/tun ]]; then backend=dpdk; else backend=socket; fi
 fi
+tools/npm_deps.sh  # uPlot, for the dashboard built into qbridge
 cmake --preset release >/dev/null
 cmake --build --preset release --target qbridge qbench
 
@@ -108,6 +109,7 @@ if ! bridge | grep -q '"connected":true'; then
   exit 1
 fi
 echo "run.sh: bridge up; devices publish telemetry (QoS 1) and bulk data (QoS 0) to the edge"
+echo "run.sh: dashboard at http://127.0.0.1:18082/dashboard/ (user admin, password demo)"
 
 run_for=$([[ $seconds -gt 0 ]] && echo $((seconds + 2)) || echo 0)
 "$bin/tools/qbench" sub --server "$cloud_ip:14567" --ca "$QBRIDGE_CERTS/ca.pem" \
@@ -147,4 +149,4 @@ while :; do
 done
 sleep 3
 echo "run.sh: subscriber's summary: $(cat "$work/sub.json" 2>/dev/null)"
-echo "run.sh: metrics were at http://127.0.0.1:18082/metrics (admin/demo) while it ran"
+echo "run.sh: the dashboard (http://127.0.0.1:18082/dashboard/) and metrics (/metrics) were up while it ran (admin/demo)"

@@ -20,6 +20,7 @@ packages=(
   clang-14 libclang-rt-14-dev llvm-14
   mosquitto mosquitto-clients
   iproute2 iputils-ping ethtool openssl curl
+  chromium                     # headless, for the dashboard's browser test (tests/dashboard/)
 )
 # Only these two come from backports; apt pulls their runtime libraries along.
 backports=(libngtcp2-dev/bookworm-backports libngtcp2-crypto-gnutls-dev/bookworm-backports)

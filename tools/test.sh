@@ -17,14 +17,10 @@ else
   echo "test.sh: not root, so not installing packages; run 'sudo tools/setup.sh' if the build fails"
 fi
 
-# Independent peers from npm (@matrixai/quic, mqtt-packet) for the interop tests, pinned by
-# the lockfile.
-if [[ ! -d tests/interop/node_modules/@matrixai/quic || ! -d tests/interop/node_modules/mqtt-packet ]]; then
-  echo "== npm install (tests/interop)"
-  # npm ci refuses this lockfile: the package names macOS/Windows builds that the
-  # registry does not have. install --no-save follows the lockfile and leaves it alone.
-  npm install --prefix tests/interop --no-save --no-audit --no-fund
-fi
+# From npm, pinned by lockfiles: uPlot (built into the dashboard), and the independent peers
+# of the interop tests (@matrixai/quic, mqtt-packet) and the dashboard's browser driver
+# (puppeteer-core).
+tools/npm_deps.sh --tests
 
 echo "== release build and tests"
 cmake --preset release
