@@ -63,8 +63,8 @@ void Mask(toml::node& n) {
   if (toml::table* t = n.as_table()) {
     std::vector<std::string> secrets;
     for (auto&& [k, v] : *t) {
-      if (SecretKey(k.str()) && !v.is_table() && !v.is_array()) {
-        secrets.emplace_back(k.str());
+      if (SecretKey(k.str())) {
+        secrets.emplace_back(k.str());  // whatever its type: nothing under it is shown
       } else {
         Mask(v);
       }

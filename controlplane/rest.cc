@@ -32,7 +32,7 @@ double RttBoundMs(const BridgeStatus& s, uint64_t percent) {
   uint64_t total = 0;
   for (uint64_t n : s.rtt_hist) total += n;
   if (total == 0) return 0;
-  const uint64_t rank = (total * percent + 99) / 100;
+  const uint64_t rank = std::max<uint64_t>(1, (total * percent + 99) / 100);
   uint64_t seen = 0;
   for (size_t k = 0; k < 5; ++k) {
     seen += s.rtt_hist[k];
@@ -75,6 +75,8 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
          {"proto_ver", int(b.version)},
          {"clientid", b.client_id},
          {"keepalive", b.keepalive_s},
+         // The keepalive in force: the upstream's Server Keep Alive (CONNACK) overrides the file's.
+         {"keepalive_effective", r ? r->keepalive_s : b.keepalive_s},
          {"state", r ? r->state : "unknown"},
          {"connected", r && r->state == "connected"}};
   if (r) {
@@ -176,11 +178,12 @@ uint64_t WorkerSum(const Observed& o, std::string_view name) {
   return n;
 }
 
-// Every worker drop counter (drop_*), summed over workers.
-uint64_t WorkerDrops(const Observed& o) {
-  uint64_t n = 0;
-  for (const auto& [k, v] : o.worker_counters)
-    if (k.rfind("drop_", 0) == 0) n += v;
+// Messages not delivered (History::Sample::drops): the bridges' drops, every reason (the
+// workers' drop_route_failed counts the same messages again), and deliveries a full client
+// queue refused.
+uint64_t MessageDrops(const Observed& o) {
+  uint64_t n = WorkerSum(o, "drop_client_queue_full");
+  for (const auto& t : o.traffic) n += t.drops();
   return n;
 }
 
@@ -197,13 +200,14 @@ void History::Add(const Observed& o) {
   t.at_ns = o.report.at;
   t.in = WorkerSum(o, "publish_in");
   t.out = WorkerSum(o, "publish_out");
-  t.drops = WorkerDrops(o);
+  t.drops = MessageDrops(o);
   for (const auto& b : o.traffic) t.bridges.emplace_back(b.tx_msgs, b.rx_msgs);
   if (last_ && t.at_ns < last_->at_ns + dp::kSecNs) return;
   if (last_ && t.at_ns > last_->at_ns) {
     const double dt = double(t.at_ns - last_->at_ns) / 1e9;
     auto rate = [dt](uint64_t now, uint64_t then) { return now >= then ? double(now - then) / dt : 0.0; };
     Sample smp;
+    smp.seq = ++seq_;
     smp.wall_ms = o.wall_ms;
     smp.in = rate(t.in, last_->in);
     smp.out = rate(t.out, last_->out);
@@ -221,10 +225,11 @@ void History::Add(const Observed& o) {
   last_ = std::move(t);
 }
 
-std::vector<History::Sample> History::Since(uint64_t since_ms) const {
-  auto first = std::find_if(samples_.begin(), samples_.end(),
-                            [since_ms](const Sample& x) { return x.wall_ms > since_ms; });
-  return std::vector<Sample>(first, samples_.end());
+std::vector<History::Sample> History::Since(uint64_t since) const {
+  if (samples_.empty() || since >= samples_.back().seq) return {};
+  // Numbers are consecutive: the first wanted one sits at a known distance from the end.
+  const uint64_t want = samples_.back().seq - since;
+  return std::vector<Sample>(samples_.end() - long(std::min<uint64_t>(want, samples_.size())), samples_.end());
 }
 
 std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
@@ -396,11 +401,13 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
     res.set_content(Error(401, "authentication required").dump(), kJson);
     return httplib::Server::HandlerResponse::Handled;
   });
-  s.Get("/api/v4/bridges", [self](const httplib::Request&, httplib::Response& res) {
+  // ?detail=true: each bridge as GET /api/v4/bridges/NAME shows it (the dashboard's one request).
+  s.Get("/api/v4/bridges", [self](const httplib::Request& req, httplib::Response& res) {
     auto o = self->Current();
     const AppConfig& cfg = o->config ? *o->config : *self->config_;
+    const bool detail = req.get_param_value("detail") == "true";
     json data = json::array();
-    for (size_t i : LiveBridges(cfg, *o)) data.push_back(BridgeJson(cfg, *o, i, false));
+    for (size_t i : LiveBridges(cfg, *o)) data.push_back(BridgeJson(cfg, *o, i, detail));
     res.set_content(json{{"code", 0}, {"data", data}}.dump(), kJson);
   });
   s.Get(R"(/api/v4/bridges/([^/]+))", [self](const httplib::Request& req, httplib::Response& res) {
@@ -418,6 +425,16 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
   });
   s.Post(R"(/api/v4/bridges/switch/([^/]+))", [self](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
+    // A browser that holds the dashboard's login sends it along with any page's form post:
+    // take commands only as JSON (a form cannot send that type without CORS' preflight,
+    // which this server never grants) and never from another site.
+    const std::string site = req.get_header_value("Sec-Fetch-Site");  // absent: not a browser
+    if (!req.get_header_value("Content-Type").starts_with(kJson) ||
+        !(site.empty() || site == "same-origin" || site == "none")) {
+      res.status = 415;
+      res.set_content(Error(415, "expected Content-Type: application/json from this origin").dump(), kJson);
+      return;
+    }
     json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded() || !body.is_object() || !body.contains("enable") || !body["enable"].is_boolean()) {
       res.status = 400;
@@ -453,7 +470,8 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
     std::sort(matched.begin(), matched.end(),
               [](const auto* a, const auto* b) { return a->client_id < b->client_id; });
     json data = json::array();
-    for (uint64_t k = (page - 1) * limit; k < matched.size() && k < page * limit; ++k) {
+    const uint64_t first = page - 1 <= matched.size() / limit ? (page - 1) * limit : matched.size();
+    for (uint64_t k = first; k < matched.size() && k < first + limit; ++k) {
       const auto& c = *matched[k];
       data.push_back(json{{"client_id", c.client_id}, {"keepalive", c.keepalive_s},
                           {"proto_ver", c.proto_ver}, {"subscriptions", c.subscriptions},
@@ -469,14 +487,14 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
   s.Get("/api/v4/history", [self](const httplib::Request& req, httplib::Response& res) {
     std::vector<History::Sample> samples;
     {
-      std::lock_guard<std::mutex> l(self->mu_);
+      std::lock_guard<std::mutex> l(self->history_mu_);
       samples = self->history_.Since(QueryU64(req, "since", 0));
     }
     json out = json::array();
     for (const History::Sample& x : samples) {
       json bridges = json::object();
       for (const History::Bridge& b : x.bridges) bridges[b.name] = json{{"tx", b.tx}, {"rx", b.rx}};
-      out.push_back(json{{"t", x.wall_ms}, {"in", x.in}, {"out", x.out}, {"drops", x.drops},
+      out.push_back(json{{"seq", x.seq}, {"t", x.wall_ms}, {"in", x.in}, {"out", x.out}, {"drops", x.drops},
                          {"sessions", x.sessions}, {"bridges", bridges}});
     }
     res.set_content(json{{"code", 0}, {"data", {{"interval_s", 1}, {"samples", out}}}}.dump(), kJson);
@@ -534,6 +552,9 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
     auto o = self->Current();
     res.set_content(Prometheus(*o, *self->config_), "text/plain; version=0.0.4");
   });
+  // Browsers keep connections open; a short keep-alive stops a few open dashboards from
+  // holding the server's worker threads away from Prometheus' scrapes.
+  s.set_keep_alive_timeout(1);
   s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) res.set_content(Error(res.status, "no such endpoint").dump(), kJson);
   });
@@ -559,8 +580,11 @@ void RestServer::Stop() {
 }
 
 void RestServer::Publish(std::shared_ptr<const Observed> o) {
+  {
+    std::lock_guard<std::mutex> l(history_mu_);
+    history_.Add(*o);
+  }
   std::lock_guard<std::mutex> l(mu_);
-  history_.Add(*o);
   observed_ = std::move(o);
 }
 

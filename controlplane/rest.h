@@ -38,8 +38,10 @@ struct Observed {
 };
 
 // The last 15 minutes as one sample per second: message rates in and out, per bridge, drops
-// and sessions (the dashboard's overview charts). Fed with every report; a sample is taken
-// when a second has passed since the last one.
+// and sessions (the dashboard's overview charts). Fed with every report (on the controlplane
+// loop, in RestServer::Publish); a sample is taken when a second has passed since the last
+// one. Samples are numbered, so a reader asks for what came after the last it has (the
+// wall clock may step).
 class History {
  public:
   static constexpr size_t kSamples = 900;
@@ -48,16 +50,19 @@ class History {
     double tx = 0, rx = 0;  // PUBLISHes per second to and from the upstream
   };
   struct Sample {
+    uint64_t seq = 0;  // 1, 2, ...
     uint64_t wall_ms = 0;
     double in = 0, out = 0;  // PUBLISHes per second received and sent, all connections
-    double drops = 0;        // messages per second dropped, every reason
+    // Messages per second not delivered: every bridge's drops (any reason) and deliveries
+    // refused by a full client queue. Not: PUBLISHes no subscriber wanted (drop_no_route).
+    double drops = 0;
     size_t sessions = 0;
     std::vector<Bridge> bridges;
   };
 
   void Add(const Observed& o);
-  // Samples taken after `since_ms` (Unix ms), oldest first.
-  std::vector<Sample> Since(uint64_t since_ms) const;
+  // Samples numbered after `since`, oldest first.
+  std::vector<Sample> Since(uint64_t since) const;
 
  private:
   struct Totals {
@@ -66,6 +71,7 @@ class History {
   };
   std::deque<Sample> samples_;
   std::optional<Totals> last_;
+  uint64_t seq_ = 0;
 };
 
 class RestServer {
@@ -100,6 +106,8 @@ class RestServer {
   std::mutex mu_;
   std::shared_ptr<const Observed> observed_;
   std::vector<Command> commands_;
+  // Its own lock: a reader copying samples never holds up Publish's swap of observed_.
+  std::mutex history_mu_;
   History history_;
 };
 

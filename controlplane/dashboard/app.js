@@ -12,14 +12,16 @@ const state = {
   downSince: null,     // Date the appliance stopped answering
   uptime: null,        // the last uptime seen, to notice a restart
   samples: [],         // history samples, oldest first
-  lastSampleMs: 0,
+  lastSeq: 0,          // the last history sample's number
+  refreshing: false,   // one poll at a time
   bridges: [],
-  details: {},         // bridge name -> its detailed document (bridges page)
   open: new Map(),     // which <details> the operator opened or closed
   metrics: null,
-  confirming: null,    // bridge name whose switch waits for confirmation
+  confirming: null,    // {name, enable, until}: a switch waiting for its confirmation
+  pointerDown: false,  // no redraw under a press (it would swallow the click)
   clientPage: 1,
   clientSearch: '',
+  clientQuery: 0,      // the latest clients request: older answers are dropped
 };
 
 // --- small helpers -------------------------------------------------------------------------
@@ -61,12 +63,27 @@ function ms(v) {
   return v === undefined ? '–' : `${num(v, v < 10 ? 2 : 0)} ms`;
 }
 
+// The appliance is down when it does not answer or answers 5xx; any other failure is the
+// request's own (a bridge a reload removed, ...), shown as a notice.
+class Down extends Error {}
+
 async function api(path, options) {
-  const res = await fetch(path, { cache: 'no-store', ...options });
+  let res;
+  try {
+    res = await fetch(path, { cache: 'no-store', ...options });
+  } catch (e) {
+    throw new Down(e.message);
+  }
+  if (res.status >= 500) throw new Down(`HTTP ${res.status}`);
   if (res.status === 401) throw new Error('not authorised (reload the page to log in again)');
-  const body = await res.json();
+  const body = await res.json().catch(() => ({}));
   if (!res.ok || body.code !== 0) throw new Error(body.message || `HTTP ${res.status}`);
-  return body.data;
+  return body;
+}
+
+function failed(e) {
+  if (e instanceof Down) setLink(false, e.message);
+  else notice(e.message);
 }
 
 // --- the link to the appliance --------------------------------------------------------------
@@ -107,6 +124,7 @@ function drawCharts() {
   const s = state.samples;
   const xs = s.map((x) => x.t / 1000);
   const totalData = [xs, s.map((x) => x.in), s.map((x) => x.out), s.map((x) => x.drops)];
+  // Drops are messages not delivered: a bridge's (any reason) and full client queues.
   if (!charts.total) {
     charts.total = new uPlot({
       width: chartWidth('chart-total'), height: 220,
@@ -160,10 +178,12 @@ function drawOverview() {
     card('Uptime', duration(state.uptime), 'uptime'));
   const rows = [];
   if (m) {
+    // The workers' own drops (packets, streams, messages), summed over workers. route_failed
+    // is left out: those messages are the bridges' drops listed below, by reason.
     const byReason = {};
     for (const [k, v] of Object.entries(m.workers)) {
       const name = k.replace(/\{.*$/, '');
-      if (name.startsWith('drop_')) byReason[name.slice(5)] = (byReason[name.slice(5)] || 0) + v;
+      if (name.startsWith('drop_') && name !== 'drop_route_failed') byReason[name.slice(5)] = (byReason[name.slice(5)] || 0) + v;
     }
     for (const [reason, v] of Object.entries(byReason)) if (v > 0) rows.push(['workers', reason, v]);
   }
@@ -189,7 +209,14 @@ async function switchBridge(name, enable) {
   } catch (e) {
     notice(`Could not switch bridge ${name}: ${e.message}`);
   }
-  await refresh();
+  drawBridges();
+  // The controlplane takes the command with its next report (every 200 ms).
+  setTimeout(refresh, 500);
+}
+
+function ask(name, enable) {
+  state.confirming = { name, enable, until: Date.now() + 15000 };
+  drawBridges();
 }
 
 // A <details> whose open state survives the redraw every poll makes.
@@ -206,7 +233,8 @@ function kv(rows) {
 
 function silenceBar(b) {
   const h = b.keepalive_health || {};
-  const limit = b.keepalive * 1000;
+  const keepalive = b.keepalive_effective ?? b.keepalive;
+  const limit = keepalive * 1000;
   const longest = h.max_control_silence_ms || 0;
   const pct = limit > 0 ? Math.min(100, (100 * longest) / limit) : 0;
   // A PINGREQ goes out a little before the keepalive, so a healthy bridge sits near 95 %;
@@ -215,7 +243,7 @@ function silenceBar(b) {
   bar.style.width = `${pct}%`;
   return el('div', { class: 'silence' },
     el('div', { class: 'track' }, bar),
-    `${ms(longest)} of ${b.keepalive}s keepalive (now ${ms(h.control_stream_idle_ms)})`);
+    `${ms(longest)} of ${keepalive}s keepalive (now ${ms(h.control_stream_idle_ms)})`);
 }
 
 function bridgeCard(b) {
@@ -223,13 +251,15 @@ function bridgeCard(b) {
   const t = b.traffic || {};
   const stateCls = b.connected ? 'ok' : b.enable ? 'bad' : 'off';
   let action;
-  if (state.confirming === b.name) {
+  const c = state.confirming;
+  if (c && c.name === b.name && Date.now() < c.until) {
+    // What the operator asked for when clicking, whatever the bridge did since.
     action = el('span', { class: 'confirm' },
-      `${b.enable ? 'Disable' : 'Enable'} bridge ${b.name}? `,
-      el('button', { type: 'button', class: 'danger', 'data-action': 'confirm', onclick: () => switchBridge(b.name, !b.enable) }, 'Confirm'),
+      `${c.enable ? 'Enable' : 'Disable'} bridge ${b.name}? `,
+      el('button', { type: 'button', class: 'danger', 'data-action': 'confirm', onclick: () => switchBridge(b.name, c.enable) }, 'Confirm'),
       el('button', { type: 'button', 'data-action': 'cancel', onclick: () => { state.confirming = null; drawBridges(); } }, 'Cancel'));
   } else {
-    action = el('button', { type: 'button', 'data-action': 'switch', onclick: () => { state.confirming = b.name; drawBridges(); } },
+    action = el('button', { type: 'button', 'data-action': 'switch', onclick: () => ask(b.name, !b.enable) },
       b.enable ? 'Disable' : 'Enable');
   }
   const drops = Object.entries(t.drops_by_reason || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${num(v)}`).join(', ') || 'none';
@@ -237,7 +267,8 @@ function bridgeCard(b) {
     ['Server', b.server],
     ['Client id', b.clientid],
     ['Connected for', b.connected ? duration(b.connected_for_s) : '–'],
-    ['Keepalive', `${b.keepalive}s`],
+    ['Keepalive', b.keepalive_effective !== undefined && b.keepalive_effective !== b.keepalive
+      ? `${b.keepalive_effective}s (the upstream's; ${b.keepalive}s configured)` : `${b.keepalive}s`],
     ['PINGREQ sent / PINGRESP', `${num(h.pingreqs_sent)} / ${num(h.pingresps)}`],
     ['PINGRESP RTT p50 / p99', `≤ ${ms(h.pingresp_rtt_p50_ms_at_most)} / ≤ ${ms(h.pingresp_rtt_p99_ms_at_most)} (last ${ms(h.pingresp_rtt_last_ms)})`],
     ['PINGRESP timeouts', num(h.pingresp_timeouts), h.pingresp_timeouts ? 'bad' : ''],
@@ -254,7 +285,7 @@ function bridgeCard(b) {
     rightRows.push(['Store backlog', `${num(b.store.messages)} messages, ${num(b.store.bytes)} B, oldest ${duration(b.store.oldest_age_ms / 1000)}`]);
   }
   const events = (b.events || []).slice().reverse();
-  const detail = state.details[b.name];
+  const detail = b.forwards ? b : null;
   const rules = detail ? kept(`${b.name}/rules`, false,
     `Forwards (${detail.forwards.length}) and subscriptions (${detail.subscription.length})`,
     el('table', { class: 'rules' },
@@ -276,6 +307,7 @@ function bridgeCard(b) {
 }
 
 function drawBridges() {
+  if (state.pointerDown) return;  // the next poll draws it
   const list = document.getElementById('bridge-list');
   if (state.bridges.length === 0) fill(list, el('p', { class: 'muted' }, 'No bridges configured.'));
   else fill(list, state.bridges.map(bridgeCard));
@@ -284,11 +316,11 @@ function drawBridges() {
 // --- clients -------------------------------------------------------------------------------
 
 async function loadClients() {
+  const query = ++state.clientQuery;
   const q = new URLSearchParams({ _page: state.clientPage, _limit: CLIENTS_PER_PAGE });
   if (state.clientSearch) q.set('_like_clientid', state.clientSearch);
-  const res = await fetch(`/api/v4/clients?${q}`, { cache: 'no-store' });
-  const body = await res.json();
-  if (!res.ok || body.code !== 0) throw new Error(body.message || `HTTP ${res.status}`);
+  const body = await api(`/api/v4/clients?${q}`);
+  if (query !== state.clientQuery) return;  // a newer search or page was asked for meanwhile
   const pages = Math.max(1, Math.ceil(body.meta.count / CLIENTS_PER_PAGE));
   if (state.clientPage > pages) {
     state.clientPage = pages;
@@ -318,56 +350,68 @@ async function loadClients() {
 // --- config --------------------------------------------------------------------------------
 
 async function loadConfig() {
-  const c = await api('/api/v4/config');
-  document.getElementById('config-check').textContent = `--check-config: ${c.check}`;
-  fill(document.getElementById('config-notes'), c.notes.map((n) => el('li', {}, `note: ${n}`)));
-  document.getElementById('config-source').textContent = c.source;
-  document.getElementById('config-toml').textContent = c.toml;
+  const c = (await api('/api/v4/config')).data;
+  // Set only what changed: a poll must not undo the operator's text selection.
+  const set = (id, text) => {
+    const e = document.getElementById(id);
+    if (e.textContent !== text) e.textContent = text;
+  };
+  set('config-check', `--check-config: ${c.check}`);
+  set('config-source', c.source);
+  set('config-toml', c.toml);
+  const notes = document.getElementById('config-notes');
+  if (notes.childElementCount !== c.notes.length ||
+      [...notes.children].some((li, i) => li.textContent !== `note: ${c.notes[i]}`)) {
+    fill(notes, c.notes.map((n) => el('li', {}, `note: ${n}`)));
+  }
 }
 
 // --- polling -------------------------------------------------------------------------------
 
 async function refresh() {
+  if (state.refreshing) return;  // the poll in flight answers for this one too
+  state.refreshing = true;
   try {
-    const [metrics, bridges] = await Promise.all([api('/api/v4/metrics'), api('/api/v4/bridges')]);
+    const detail = state.page === 'bridges' ? '?detail=true' : '';
+    const [metrics, bridges] = (await Promise.all([api('/api/v4/metrics'), api(`/api/v4/bridges${detail}`)]))
+      .map((b) => b.data);
     if (state.uptime !== null && metrics.uptime_s + 1 < state.uptime) {
       // A new process: its history starts again, and so do the charts.
-      notice(`The appliance restarted ${duration(metrics.uptime_s)} ago.`);
+      notice(`The appliance restarted ${duration(metrics.uptime_s)} ago.`, 60);
       state.samples = [];
-      state.lastSampleMs = 0;
+      state.lastSeq = 0;
     } else if (state.up === false) {
-      notice(`The appliance was unreachable from ${state.downSince.toLocaleTimeString()} to ${new Date().toLocaleTimeString()}.`);
+      notice(`The appliance was unreachable from ${state.downSince.toLocaleTimeString()} to ${new Date().toLocaleTimeString()}.`, 60);
     }
     state.uptime = metrics.uptime_s;
     state.metrics = metrics;
     state.bridges = bridges;
-    const h = await api(`/api/v4/history?since=${state.lastSampleMs}`);
-    if (h.samples.length > 0) {
-      state.samples.push(...h.samples);
-      state.lastSampleMs = h.samples[h.samples.length - 1].t;
-      const cut = state.lastSampleMs - 15 * 60 * 1000;
+    const h = (await api(`/api/v4/history?since=${state.lastSeq}`)).data;
+    const fresh = h.samples.filter((x) => x.seq > state.lastSeq);
+    if (fresh.length > 0) {
+      state.samples.push(...fresh);
+      state.lastSeq = fresh[fresh.length - 1].seq;
+      const cut = fresh[fresh.length - 1].t - 15 * 60 * 1000;
       while (state.samples.length && state.samples[0].t <= cut) state.samples.shift();
     }
     setLink(true);
     if (state.page === 'overview') drawOverview();
-    if (state.page === 'bridges') {
-      // The rules (forwards, subscriptions) are in each bridge's own document.
-      const details = await Promise.all(bridges.map((b) => api(`/api/v4/bridges/${encodeURIComponent(b.name)}`)));
-      state.details = Object.fromEntries(details.map((d) => [d.name, d]));
-      drawBridges();
-    }
+    if (state.page === 'bridges') drawBridges();
     if (state.page === 'clients') await loadClients();
+    if (state.page === 'config') await loadConfig();
   } catch (e) {
-    setLink(false, e.message);
+    failed(e);
+  } finally {
+    state.refreshing = false;
   }
 }
 
 function show(page) {
   if (!['overview', 'bridges', 'clients', 'config'].includes(page)) page = 'overview';
   state.page = page;
+  state.confirming = null;
   for (const s of document.querySelectorAll('.page')) s.hidden = s.id !== `page-${page}`;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.page === page);
-  if (page === 'config') loadConfig().catch((e) => setLink(false, e.message));
   refresh();
 }
 
@@ -377,10 +421,18 @@ function start() {
   search.addEventListener('input', () => {
     state.clientSearch = search.value.trim();
     state.clientPage = 1;
-    loadClients().catch((e) => setLink(false, e.message));
+    loadClients().catch(failed);
   });
-  document.getElementById('client-prev').addEventListener('click', () => { state.clientPage -= 1; loadClients(); });
-  document.getElementById('client-next').addEventListener('click', () => { state.clientPage += 1; loadClients(); });
+  document.getElementById('client-prev').addEventListener('click', () => {
+    state.clientPage = Math.max(1, state.clientPage - 1);
+    loadClients().catch(failed);
+  });
+  document.getElementById('client-next').addEventListener('click', () => {
+    state.clientPage += 1;
+    loadClients().catch(failed);
+  });
+  document.addEventListener('pointerdown', () => { state.pointerDown = true; });
+  for (const ev of ['pointerup', 'pointercancel']) document.addEventListener(ev, () => { state.pointerDown = false; });
   window.addEventListener('resize', () => {
     for (const [c, id] of [[charts.total, 'chart-total'], [charts.bridges, 'chart-bridges']]) {
       if (c) c.setSize({ width: chartWidth(id), height: 220 });

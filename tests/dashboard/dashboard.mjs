@@ -1,11 +1,13 @@
 // Drives qbridge's dashboard in headless Chromium (puppeteer-core over the Debian binary) and
 // checks what an operator relies on: a wrong password gets 401 and no data; the overview
 // shows traffic and the bridge connected; the bridge can be disabled and enabled again from
-// the page; client ids and topics are shown as text, never as markup; the page notices the
-// appliance going away and coming back. Saves a screenshot of each page.
+// the page; client ids and topics are shown as text, never as markup; the client search
+// works; secrets are masked; the page notices the appliance going away and coming back.
+// Saves a screenshot of each page.
 //
 //   node dashboard.mjs --url http://127.0.0.1:PORT/dashboard/ --user U --password P
-//     --chromium /usr/bin/chromium --shots DIR --restart SCRIPT --evil-id ID --evil-topic T
+//     --chromium /usr/bin/chromium --shots DIR --stop SCRIPT --start SCRIPT
+//     --evil-id ID --evil-topic T
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -15,7 +17,7 @@ const puppeteer = require('puppeteer-core');
 
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
-for (const k of ['url', 'user', 'password', 'chromium', 'shots', 'restart', 'evil-id', 'evil-topic']) {
+for (const k of ['url', 'user', 'password', 'chromium', 'shots', 'stop', 'start', 'evil-id', 'evil-topic']) {
   if (!args[k]) throw new Error(`missing --${k}`);
 }
 const base = new URL(args.url);
@@ -28,6 +30,13 @@ function log(s) {
 }
 function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
+}
+
+// A click in one step: the page redraws its cards every poll, and a press that straddles a
+// redraw would be lost (puppeteer's page.click moves, presses and releases separately).
+async function click(p, selector) {
+  await p.waitForSelector(selector, { timeout: 30_000 });
+  await p.$eval(selector, (b) => b.click());
 }
 
 const auth = (user, pass) => ({ Authorization: `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}` });
@@ -94,7 +103,7 @@ try {
   await page.waitForFunction((c) => document.querySelector(`${c}`)?.textContent.includes('PINGRESP RTT'), { timeout }, card);
   // The forward rules, opened, with the topic that is HTML among them.
   await page.waitForSelector(`${card} table.rules`, { timeout });
-  await page.click(`${card} details:not([open]) summary`);
+  await click(page, `${card} details:not([open]) summary`);
   const topics = await page.$$eval(`${card} td.topic`, (tds) => tds.map((td) => td.textContent));
   check(topics.includes(args['evil-topic']), `the HTML topic is shown as written: ${JSON.stringify(topics)}`);
   const bridgeMarkup = await page.evaluate(() => document.querySelectorAll('#page-bridges img, #page-bridges script').length);
@@ -102,21 +111,26 @@ try {
   await new Promise((r) => setTimeout(r, 2500));  // one more poll: the open rules stay open
   check(await page.$eval(`${card} table.rules`, (t) => t.closest('details').open), 'the rules stay open across polls');
   await page.screenshot({ path: path.join(args.shots, 'dashboard-bridges.png'), fullPage: true });
-  await page.click(`${card} button[data-action="switch"]`);
+  await click(page, `${card} button[data-action="switch"]`);
   await page.waitForSelector(`${card} button[data-action="confirm"]`, { timeout });
+  await new Promise((r) => setTimeout(r, 2500));  // a poll: the question stays
   let now = JSON.parse((await rest('/api/v4/bridges/cloud')).text).data;
   check(now.enable === true, 'asking for confirmation changes nothing yet');
-  await page.click(`${card} button[data-action="confirm"]`);
+  await click(page, `${card} button[data-action="confirm"]`);
   await page.waitForFunction((c) => document.querySelector(`${c} .state`)?.textContent === 'disabled', { timeout }, card);
   now = JSON.parse((await rest('/api/v4/bridges/cloud')).text).data;
   check(now.enable === false, 'REST agrees the bridge is disabled');
-  await page.click(`${card} button[data-action="switch"]`);
-  await page.click(`${card} button[data-action="confirm"]`);
+  await click(page, `${card} button[data-action="switch"]`);
+  await click(page, `${card} button[data-action="confirm"]`);
   await page.waitForSelector(`${card} .state[data-state="connected"]`, { timeout });
   now = JSON.parse((await rest('/api/v4/bridges/cloud')).text).data;
   check(now.enable === true && now.connected === true, 'REST agrees the bridge is back');
-  const events = await page.$eval(`${card} .events`, (e) => e.textContent);
-  check(events.includes('disabled') && events.includes('connected'), `the events name the switch: ${events}`);
+  // Newest first: the reconnect, the switch on, the close the switch off caused, the switch
+  // off, and the first connect.
+  await page.waitForFunction((c) => document.querySelectorAll(`${c} .events li`).length >= 5, { timeout }, card);
+  const events = await page.$$eval(`${card} .events li`, (lis) => lis.map((li) => li.textContent.replace(/^.* ago: /, '')));
+  check(JSON.stringify(events) === JSON.stringify(['connected', 'enabled', 'down: disabled', 'disabled', 'connected']),
+    `the events tell the story: ${JSON.stringify(events)}`);
 
   // --- clients: paging, search, escaping ------------------------------------------------------
   log('clients: a client id that is HTML is shown as text');
@@ -151,15 +165,19 @@ try {
   check(cfg.check.includes('OK ('), `the check-config verdict: ${cfg.check}`);
   check(cfg.toml.includes(args['evil-topic']), 'the HTML topic is shown as written');
   check(cfg.markup === 0 && cfg.xss === undefined, `no markup from a topic: ${JSON.stringify(cfg)}`);
-  check(!/password\s*=\s*"demo"/.test(cfg.toml) && cfg.toml.includes('******'), 'the password is masked');
+  const passwords = cfg.toml.split('\n').filter((l) => /password\s*=/.test(l));
+  check(passwords.length === 2 && passwords.every((l) => /= '\*+'$/.test(l.trim())),
+    `both passwords (REST's, the bridge's) are masked: ${JSON.stringify(passwords)}`);
+  check(!cfg.toml.includes('bridge-s3cret') && !/'demo'/.test(cfg.toml), 'no password is shown');
   await page.screenshot({ path: path.join(args.shots, 'dashboard-config.png'), fullPage: true });
 
   // --- the appliance restarts -----------------------------------------------------------------
   log('the appliance restarts: the page says it was down, then carries on');
   await page.goto(`${args.url}#overview`, { waitUntil: 'load', timeout });
   await page.waitForFunction(() => document.getElementById('link').className.includes('up'), { timeout });
-  execFileSync(args.restart, { stdio: 'inherit' });
+  execFileSync(args.stop, { stdio: 'inherit' });
   await page.waitForFunction(() => document.getElementById('link').className.includes('down'), { timeout });
+  execFileSync(args.start, { stdio: 'inherit' });
   await page.waitForFunction(() => document.getElementById('link').className.includes('up') &&
     /restarted|unreachable from/.test(document.getElementById('notice').textContent), { timeout: 60_000 });
   await page.waitForFunction(() => document.getElementById('bridges-up')?.textContent === '1 / 1', { timeout });

@@ -84,7 +84,8 @@ TEST_F(RestTest, EveryPathNeedsThePassword) {
   wrong.set_basic_auth("admin", "nope");
   httplib::Client none("127.0.0.1", rest_->port());
   for (const char* path : {"/dashboard/", "/dashboard/app.js", "/api/v4/history", "/api/v4/config",
-                           "/api/v4/clients", "/api/v4/bridges", "/metrics"}) {
+                           "/api/v4/clients", "/api/v4/bridges", "/api/v4/bridges/cloud",
+                           "/api/v4/metrics", "/metrics"}) {
     for (httplib::Client* c : {&wrong, &none}) {
       auto r = c->Get(path);
       ASSERT_TRUE(r) << path;
@@ -94,6 +95,37 @@ TEST_F(RestTest, EveryPathNeedsThePassword) {
       EXPECT_EQ(r->body.find("<html"), std::string::npos) << path;
     }
   }
+  auto r = wrong.Post("/api/v4/bridges/switch/cloud", R"({"enable": false})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_TRUE(rest_->TakeCommands().empty());
+}
+
+// A browser holding the login sends it with any site's form post: the switch takes JSON
+// from this origin only.
+TEST_F(RestTest, SwitchRefusesWhatAFormOrAnotherSiteSends) {
+  // What <form enctype="text/plain"> can make of {"enable":false}.
+  auto r = client_->Post("/api/v4/bridges/switch/cloud", R"({"enable":false,"x":"="})", "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  httplib::Headers cross{{"Sec-Fetch-Site", "cross-site"}};
+  r = client_->Post("/api/v4/bridges/switch/cloud", cross, R"({"enable": false})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  httplib::Headers same_site{{"Sec-Fetch-Site", "same-site"}};  // another port of this host
+  r = client_->Post("/api/v4/bridges/switch/cloud", same_site, R"({"enable": false})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  EXPECT_TRUE(rest_->TakeCommands().empty());
+
+  httplib::Headers page{{"Sec-Fetch-Site", "same-origin"}};
+  r = client_->Post("/api/v4/bridges/switch/cloud", page, R"({"enable": false})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  const auto commands = rest_->TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_EQ(commands[0].bridge, "cloud");
+  EXPECT_FALSE(commands[0].enable);
 }
 
 TEST_F(RestTest, ServesTheEmbeddedDashboard) {
@@ -123,9 +155,6 @@ TEST_F(RestTest, ServesTheEmbeddedDashboard) {
     EXPECT_GT(r->body.size(), 500u) << file;
   }
   EXPECT_NE(client_->Get("/dashboard/app.js")->body.find("textContent"), std::string::npos);
-  r = client_->Get("/dashboard/../rest.cc");
-  ASSERT_TRUE(r);
-  EXPECT_NE(r->status, 200);
   r = client_->Get("/dashboard/missing.js");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
@@ -142,9 +171,13 @@ TEST(History, OneSamplePerSecondAsRates) {
     o.traffic.resize(1);
     o.traffic[0].tx_msgs = tx;
     o.traffic[0].rx_msgs = tx / 10;
+    o.traffic[0].drop_queue_full = drops;
+    o.traffic[0].drop_store_full = drops;
+    // drop_route_failed counts the bridge's drops again; drop_no_route is not a lost message.
     o.worker_counters = {{"publish_in{worker=\"0\"}", in}, {"publish_inflight{worker=\"0\"}", 99999},
-                         {"publish_out{worker=\"0\"}", tx}, {"drop_ring_full{worker=\"0\"}", drops},
-                         {"drop_no_route{worker=\"1\"}", drops}};
+                         {"publish_out{worker=\"0\"}", tx}, {"drop_route_failed{worker=\"0\"}", 2 * drops},
+                         {"drop_no_route{worker=\"1\"}", 5 * drops},
+                         {"drop_client_queue_full{worker=\"1\"}", drops}};
     return o;
   };
   h.Add(report(10, 1000, 500, 0));  // the first report only sets the baseline
@@ -154,32 +187,41 @@ TEST(History, OneSamplePerSecondAsRates) {
   h.Add(report(12, 5000, 2500, 3));  // 2 s after the baseline
   auto s = h.Since(0);
   ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].seq, 1u);
   EXPECT_EQ(s[0].wall_ms, 12'000u);
   EXPECT_DOUBLE_EQ(s[0].in, 2000);  // (5000 - 1000) / 2 s; publish_inflight is another counter
   EXPECT_DOUBLE_EQ(s[0].out, 1000);
-  EXPECT_DOUBLE_EQ(s[0].drops, 3);  // every drop_* counter of every worker
+  EXPECT_DOUBLE_EQ(s[0].drops, 4.5);  // (3 + 3 bridge drops + 3 client queue) / 2 s
   EXPECT_EQ(s[0].sessions, 7u);
   ASSERT_EQ(s[0].bridges.size(), 1u);
   EXPECT_EQ(s[0].bridges[0].name, "cloud");
   EXPECT_DOUBLE_EQ(s[0].bridges[0].tx, 1000);
   EXPECT_DOUBLE_EQ(s[0].bridges[0].rx, 100);
   h.Add(report(13, 5000, 2500, 3));
-  EXPECT_EQ(h.Since(12'000).size(), 1u);
-  EXPECT_DOUBLE_EQ(h.Since(12'000)[0].in, 0);
+  ASSERT_EQ(h.Since(1).size(), 1u);
+  EXPECT_EQ(h.Since(1)[0].seq, 2u);
+  EXPECT_DOUBLE_EQ(h.Since(1)[0].in, 0);
+  EXPECT_TRUE(h.Since(2).empty());
+  EXPECT_TRUE(h.Since(99).empty());
 
   // A bridge a reload removed leaves the samples; counters that went back (never expected)
   // read as zero, not as a huge rate.
   Observed removed = report(14, 10, 2600, 3);
   removed.report.bridges[0].removed = true;
+  removed.wall_ms = 1;  // the wall clock stepped back: the numbering does not care
   h.Add(removed);
-  EXPECT_TRUE(h.Since(13'000).at(0).bridges.empty());
-  EXPECT_DOUBLE_EQ(h.Since(13'000).at(0).in, 0);
+  ASSERT_EQ(h.Since(2).size(), 1u);
+  EXPECT_TRUE(h.Since(2)[0].bridges.empty());
+  EXPECT_DOUBLE_EQ(h.Since(2)[0].in, 0);
 
   // Fifteen minutes, then the oldest go.
   for (int i = 0; i < 1000; ++i) h.Add(report(15 + i, 0, 0, 0));
   s = h.Since(0);
   EXPECT_EQ(s.size(), History::kSamples);
   EXPECT_EQ(s.back().wall_ms, 1'014'000u);
+  EXPECT_EQ(s.back().seq, 1003u);
+  EXPECT_EQ(s.front().seq, 1003u - History::kSamples + 1);
+  EXPECT_EQ(h.Since(1000).size(), 3u);
 }
 
 TEST_F(RestTest, HistoryEndpoint) {
@@ -192,10 +234,10 @@ TEST_F(RestTest, HistoryEndpoint) {
   EXPECT_DOUBLE_EQ(h["samples"][1]["in"].get<double>(), 600);
   EXPECT_DOUBLE_EQ(h["samples"][1]["out"].get<double>(), 300);
   EXPECT_DOUBLE_EQ(h["samples"][1]["bridges"]["cloud"]["tx"].get<double>(), 300);
-  const uint64_t t0 = h["samples"][0]["t"];
-  h = Get(absl::StrCat("/api/v4/history?since=", t0))["data"];
+  const uint64_t seq0 = h["samples"][0]["seq"];
+  h = Get(absl::StrCat("/api/v4/history?since=", seq0))["data"];
   ASSERT_EQ(h["samples"].size(), 1u);
-  EXPECT_GT(h["samples"][0]["t"].get<uint64_t>(), t0);
+  EXPECT_EQ(h["samples"][0]["seq"].get<uint64_t>(), seq0 + 1);
   EXPECT_EQ(Get("/api/v4/history?since=junk")["data"]["samples"].size(), 2u);  // junk: everything
 }
 
@@ -229,6 +271,8 @@ TEST_F(RestTest, ClientsArePagedSortedAndSearched) {
   EXPECT_EQ(page["meta"]["page"], 2);
   EXPECT_EQ(page["meta"]["limit"], 10);
   EXPECT_EQ(Get("/api/v4/clients?_page=4&_limit=10")["data"].size(), 0u);
+  EXPECT_EQ(Get("/api/v4/clients?_page=18446744073709551615&_limit=10000")["data"].size(), 0u);
+  EXPECT_EQ(Get("/api/v4/clients?_page=0&_limit=0")["data"].size(), 1u);  // page 1 of 1 per page
 
   json found = Get("/api/v4/clients?_like_clientid=OTHER");
   ASSERT_EQ(found["data"].size(), 1u);
@@ -265,6 +309,8 @@ TEST_F(RestTest, BridgeShowsEventsQueueAndSilence) {
   b.status.events.push_back(BridgeStatus::Event{10 * dp::kSecNs, "down: no PINGRESP in time"});
   b.status.events.push_back(BridgeStatus::Event{20 * dp::kSecNs, "connected"});
   b.status.rtt_hist = {8, 2, 0, 0, 0, 0};
+  b.keepalive_s = 20;  // the upstream's Server Keep Alive replaced the file's 30 s
+  b.forwards = cfg_->control.bridges[0].forwards;
   o->traffic[0].inflight = 32;
   o->traffic[0].queued = 1200;
   rest_->Publish(o);
@@ -276,8 +322,16 @@ TEST_F(RestTest, BridgeShowsEventsQueueAndSilence) {
   EXPECT_DOUBLE_EQ(j["keepalive_health"]["max_control_silence_ms"].get<double>(), 28'500);
   EXPECT_DOUBLE_EQ(j["keepalive_health"]["pingresp_rtt_p50_ms_at_most"].get<double>(), 1);
   EXPECT_DOUBLE_EQ(j["keepalive_health"]["pingresp_rtt_p99_ms_at_most"].get<double>(), 10);
+  EXPECT_EQ(j["keepalive"], 30);
+  EXPECT_EQ(j["keepalive_effective"], 20);
   EXPECT_EQ(j["traffic"]["inflight"], 32);
   EXPECT_EQ(j["traffic"]["queued"], 1200);
+  json list = Get("/api/v4/bridges")["data"];
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_FALSE(list[0].contains("forwards"));
+  list = Get("/api/v4/bridges?detail=true")["data"];
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["forwards"][0]["local_topic"], "a/<b>/#");
   const std::string prom = RestServer::Prometheus(*o, *cfg_);
   EXPECT_NE(prom.find("qbridge_bridge_queued{bridge=\"cloud\"} 1200\n"), std::string::npos);
   EXPECT_NE(prom.find("qbridge_bridge_max_control_silence_seconds{bridge=\"cloud\"} 28.5\n"), std::string::npos);
