@@ -285,6 +285,11 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   return cfg;
 }
 
+std::string HostPort(std::string_view host, int port) {
+  return host.find(':') != std::string_view::npos ? absl::StrCat("[", std::string(host), "]:", port)
+                                                  : absl::StrCat(std::string(host), ":", port);
+}
+
 std::string CheckSummary(const AppConfig& c) {
   return absl::StrCat("OK (", c.control.bridges.size(), c.control.bridges.size() == 1 ? " bridge" : " bridges",
                       ", QUIC listener ", c.runtime.listener ? "on" : "off", ", ", c.runtime.backend,

@@ -46,6 +46,9 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
                                       ConfigChecks checks = {});
 absl::StatusOr<AppConfig> LoadConfig(const std::string& path, ConfigChecks checks = {});
 
+// "host:port", with an IPv6 literal in brackets ("[::1]:14567"), as URLs and logs write it.
+std::string HostPort(std::string_view host, int port);
+
 // --check-config's verdict on a configuration that loaded: "OK (2 bridges, ...)".
 std::string CheckSummary(const AppConfig& c);
 

@@ -118,8 +118,8 @@ cp::AppConfig Reload(const cp::AppConfig& old, const cp::AppConfig& next, cp::Co
     cplane.AddBridge(b, *dials, now);
     keep(next, j);
     const auto& d = next.runtime.bridges[j];
-    Log("reload: bridge %s %s -> %s://%s:%d", b.name, running ? "replaced" : "added",
-        d.tcp ? "mqtt-tcp" : "mqtt-quic", d.ip, d.port);
+    Log("reload: bridge %s %s -> %s://%s", b.name, running ? "replaced" : "added",
+        d.tcp ? "mqtt-tcp" : "mqtt-quic", cp::HostPort(d.ip, d.port));
     ++(running ? replaced : added);
   }
   if (!(old.runtime.listener == next.runtime.listener) || old.runtime.workers != next.runtime.workers ||
@@ -188,20 +188,20 @@ int Run(const std::string& path) {
     rest = std::move(*r);
   }
   if (cfg.runtime.listener) {
-    Log("MQTT over QUIC on %s:%d (udp, %s backend, %d worker%s)", cfg.runtime.listener->ip,
-        (*runtime)->quic_port(), cfg.runtime.backend, cfg.runtime.workers,
+    Log("MQTT over QUIC on %s (udp, %s backend, %d worker%s)",
+        cp::HostPort(cfg.runtime.listener->ip, (*runtime)->quic_port()), cfg.runtime.backend, cfg.runtime.workers,
         cfg.runtime.workers == 1 ? "" : "s");
   }
   if (cfg.runtime.tcp_listener) {
-    Log("MQTT over TCP on %s:%d", cfg.runtime.tcp_listener->ip, (*runtime)->tcp_port());
+    Log("MQTT over TCP on %s", cp::HostPort(cfg.runtime.tcp_listener->ip, (*runtime)->tcp_port()));
   }
   for (size_t i = 0; i < cfg.control.bridges.size(); ++i) {
     const auto& d = cfg.runtime.bridges[i];
-    Log("bridge %s -> %s://%s:%d (keepalive %ds)%s", cfg.control.bridges[i].name,
-        d.tcp ? "mqtt-tcp" : "mqtt-quic", d.ip,
-        d.port, cfg.control.bridges[i].keepalive_s, cfg.control.bridges[i].enabled ? "" : ", disabled");
+    Log("bridge %s -> %s://%s (keepalive %ds)%s", cfg.control.bridges[i].name,
+        d.tcp ? "mqtt-tcp" : "mqtt-quic", cp::HostPort(d.ip, d.port),
+        cfg.control.bridges[i].keepalive_s, cfg.control.bridges[i].enabled ? "" : ", disabled");
   }
-  if (rest) Log("REST on http://%s:%d", cfg.http->ip, rest->port());
+  if (rest) Log("REST on http://%s", cp::HostPort(cfg.http->ip, rest->port()));
   std::fflush(stderr);
   // One machine-readable line for scripts and tests (ports asked as 0 are known now).
   std::printf("{\"quic_port\": %d, \"tcp_port\": %d, \"http_port\": %d}\n",

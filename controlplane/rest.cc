@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cctype>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -71,7 +70,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   json j{{"name", b.name},
          {"enable", r ? r->enabled : b.enabled},
          {"server", absl::StrCat(d.tcp ? "mqtt-tcp://" : "mqtt-quic://",
-                                 d.tls.server_name.empty() ? d.ip : d.tls.server_name, ":", d.port)},
+                                 HostPort(d.tls.server_name.empty() ? d.ip : d.tls.server_name, d.port))},
          {"proto_ver", int(b.version)},
          {"clientid", b.client_id},
          {"keepalive", b.keepalive_s},
@@ -564,7 +563,7 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
     port = s.bind_to_any_port(http.ip);
     if (port < 0) return absl::UnavailableError(absl::StrCat("http_server: cannot bind ", http.ip));
   } else if (!s.bind_to_port(http.ip, port)) {
-    return absl::UnavailableError(absl::StrCat("http_server: cannot bind ", http.ip, ":", port));
+    return absl::UnavailableError(absl::StrCat("http_server: cannot bind ", HostPort(http.ip, port)));
   }
   r->port_ = uint16_t(port);
   r->observed_ = std::make_shared<Observed>();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <atomic>
 #include <thread>
@@ -76,29 +77,37 @@ absl::StatusOr<std::pair<net::Ipv4, uint8_t>> ParseCidr(const std::string& s) {
   return std::make_pair(net::Ipv4(ntohl(a.s_addr)), uint8_t(len));
 }
 
-// A worker's kernel sockets: the listener's and the bridges' own. Sends go out of the socket
-// whose port the path names.
+// The port of a socket address, IPv4 or IPv6 (sin_port and sin6_port share their offset).
+in_port_t PortOf(const quic::Address& a) { return reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port; }
+
+// A worker's kernel sockets: the listener's and the bridges' own, one per address family.
+// Sends go out of the bridge socket whose family and port the path names, else the
+// listener's.
 class SocketPairIo {
  public:
-  SocketPairIo(UdpSocket* south, UdpSocket* north) : south_(south), north_(north) {
-    if (north_) north_port_ = reinterpret_cast<const sockaddr_in*>(&north_->local().storage)->sin_port;
-  }
+  SocketPairIo(UdpSocket* south, UdpSocket* north4, UdpSocket* north6)
+      : south_(south), north_{north4, north6} {}
   template <typename Fn>
   size_t Receive(uint64_t, Fn&& fn) {
     size_t n = 0;
     if (south_) n += south_->Receive(fn);
-    if (north_) n += north_->Receive(fn);
+    for (UdpSocket* s : north_)
+      if (s) n += s->Receive(fn);
     return n;
   }
   void Send(const quic::Path& path, std::span<const uint8_t> d, size_t seg) {
-    const bool north = north_ && reinterpret_cast<const sockaddr_in*>(&path.local.storage)->sin_port == north_port_;
-    (north || !south_ ? north_ : south_)->Send(path, d, seg);
+    for (UdpSocket* s : north_) {
+      if (s && s->local().storage.ss_family == path.local.storage.ss_family &&
+          PortOf(s->local()) == PortOf(path.local)) {
+        return s->Send(path, d, seg);
+      }
+    }
+    if (south_) south_->Send(path, d, seg);
   }
 
  private:
   UdpSocket* south_;
-  UdpSocket* north_;
-  in_port_t north_port_ = 0;
+  UdpSocket* north_[2];  // IPv4, IPv6 (either may be absent)
 };
 
 class RuntimeImpl final : public Runtime {
@@ -154,10 +163,14 @@ class RuntimeImpl final : public Runtime {
 #undef QBRIDGE_X
     }
     for (size_t i = 0; i < north_sockets_.size(); ++i) {
-      const UdpStats& s = north_sockets_[i]->stats();
-#define QBRIDGE_X(name) out.emplace_back(absl::StrCat("udp_north_", #name, "{worker=\"", i, "\"}"), s.name);
-      QBRIDGE_UDP_COUNTERS(QBRIDGE_X)
+      for (int f = 0; f < 2; ++f) {
+        if (!north_sockets_[i][f]) continue;
+        const UdpStats& s = north_sockets_[i][f]->stats();
+        const char* prefix = f == 0 ? "udp_north_" : "udp_north6_";
+#define QBRIDGE_X(name) out.emplace_back(absl::StrCat(prefix, #name, "{worker=\"", i, "\"}"), s.name);
+        QBRIDGE_UDP_COUNTERS(QBRIDGE_X)
 #undef QBRIDGE_X
+      }
     }
     for (size_t q = 0; q < dpdk_.size(); ++q) {
       const DpdkIoStats& s = dpdk_[q]->stats();
@@ -318,13 +331,25 @@ class RuntimeImpl final : public Runtime {
     }
     quic_port_ = port;
     std::vector<std::vector<BridgeDial>> per_worker(size_t(cfg.workers), dials);
-    // A north socket per worker whenever there are bridges (or may be: a reload can add
-    // QUIC bridges), so an upstream's datagrams reach the worker that dialled it.
+    // North sockets per worker whenever there are bridges (or may be: a reload can add
+    // QUIC bridges), so an upstream's datagrams reach the worker that dialled it: one on
+    // `local_ip`, or without it one IPv4 and one IPv6 wildcard socket (the latter only where
+    // the host has IPv6), each dialling from the source address the kernel picks.
     local_ip_ = cfg.local_ip;
     for (int i = 0; i < cfg.workers; ++i) {
-      auto s = UdpSocket::Bind(quic::Address::FromIpPort(cfg.local_ip, 0));
-      if (!s.ok()) return s.status();
-      north_sockets_.push_back(std::move(*s));
+      auto& pair = north_sockets_.emplace_back();
+      if (!cfg.local_ip.empty()) {
+        const quic::Address a = quic::Address::FromIpPort(cfg.local_ip, 0);
+        if (a.empty()) return absl::InvalidArgumentError(absl::StrCat("local_ip: not an address: '", cfg.local_ip, "'"));
+        auto s = UdpSocket::Bind(a);
+        if (!s.ok()) return s.status();
+        pair[a.storage.ss_family == AF_INET6 ? 1 : 0] = std::move(*s);
+      } else {
+        auto s4 = UdpSocket::Bind(quic::Address::FromIpPort("0.0.0.0", 0));
+        if (!s4.ok()) return s4.status();
+        pair[0] = std::move(*s4);
+        if (auto s6 = UdpSocket::Bind(quic::Address::FromIpPort("::", 0)); s6.ok()) pair[1] = std::move(*s6);
+      }
       for (auto& d : per_worker[size_t(i)]) {
         if (absl::Status st = PlaceDial(d, size_t(i)); !st.ok()) return st;
       }
@@ -336,9 +361,10 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < cfg.workers; ++i) {
       Worker* w = workers_[i].get();
       UdpSocket* south = cfg.listener ? sockets_[i].get() : nullptr;
-      UdpSocket* north = north_sockets_[size_t(i)].get();
-      threads_.emplace_back([this, w, south, north, nap = cfg.idle_sleep_us] {
-        SocketPairIo io(south, north);
+      UdpSocket* north4 = north_sockets_[size_t(i)][0].get();
+      UdpSocket* north6 = north_sockets_[size_t(i)][1].get();
+      threads_.emplace_back([this, w, south, north4, north6, nap = cfg.idle_sleep_us] {
+        SocketPairIo io(south, north4, north6);
         Loop(*w, io, nap);
       });
     }
@@ -428,18 +454,20 @@ class RuntimeImpl final : public Runtime {
     if (!quic) return absl::OkStatus();
     if (w >= north_sockets_.size())
       return absl::FailedPreconditionError("no QUIC bridge socket (none was configured at start): restart");
-    const UdpSocket& s = *north_sockets_[w];
     auto local_for = [&](const quic::Address& remote) {
-      quic::Address src = local_ip_ == "0.0.0.0" ? SourceFor(remote) : s.local();
-      if (!src.empty()) {
-        reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port =
-            reinterpret_cast<const sockaddr_in*>(&s.local().storage)->sin_port;
-      }
+      const UdpSocket* s = north_sockets_[w][remote.storage.ss_family == AF_INET6 ? 1 : 0].get();
+      if (s == nullptr) return quic::Address{};  // no socket of that family
+      const bool wildcard = local_ip_.empty() || local_ip_ == "0.0.0.0" || local_ip_ == "::";
+      quic::Address src = wildcard ? SourceFor(remote) : s->local();
+      if (!src.empty()) reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port = PortOf(s->local());
       return src;
     };
     if (!d.tcp) {
       d.local = local_for(d.remote);
-      if (d.local.empty()) return absl::UnavailableError("no route to a bridge's upstream");
+      if (d.local.empty()) {
+        return absl::UnavailableError(absl::StrCat("no route to a bridge's upstream ", d.remote.ToString(),
+                                                   local_ip_.empty() ? "" : " from local_ip " + local_ip_));
+      }
     }
     for (auto& a : d.alternates) {
       if (!a.tcp) a.local = local_for(a.remote);
@@ -500,7 +528,8 @@ class RuntimeImpl final : public Runtime {
   std::vector<std::unique_ptr<quic::TlsContext>> server_tls_;  // per worker
   std::vector<std::unique_ptr<quic::TlsContext>> client_tls_;
   std::vector<std::unique_ptr<UdpSocket>> sockets_;        // the listener's, per worker
-  std::vector<std::unique_ptr<UdpSocket>> north_sockets_;  // bridges', per worker
+  // Bridges' sockets per worker: IPv4, IPv6 (either may be absent).
+  std::vector<std::array<std::unique_ptr<UdpSocket>, 2>> north_sockets_;
   std::unique_ptr<DpdkPort> dpdk_port_;        // destroyed after its queues' DpdkIo
   std::vector<std::unique_ptr<DpdkIo>> dpdk_;  // per worker (queue)
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -11,7 +11,7 @@ ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
 {
   openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=qbridge-demo-ca \
     -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:198.18.0.2\nextendedKeyUsage=serverAuth\n' > server.ext
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,IP:198.18.0.2\nextendedKeyUsage=serverAuth\n' > server.ext
   openssl req "${ec[@]}" -keyout server.key -out server.csr -subj /CN=localhost
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
     -out server.pem -extfile server.ext

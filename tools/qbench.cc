@@ -87,7 +87,13 @@ class Client : public quic::ConnectionEvents {
       std::fprintf(stderr, "qbench: --server IP:PORT\n");
       return 2;
     }
-    const quic::Address remote = quic::Address::FromIpPort(o_.server.substr(0, colon), uint16_t(port));
+    std::string host = o_.server.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const quic::Address remote = quic::Address::FromIpPort(host, uint16_t(port));
+    if (remote.len == 0) {
+      std::fprintf(stderr, "qbench: --server IP:PORT ([IPv6]:PORT), not '%s'\n", o_.server.c_str());
+      return 2;
+    }
     auto sock = dp::UdpSocket::Bind(quic::Address::FromIpPort(
         remote.storage.ss_family == AF_INET6 ? "::" : "0.0.0.0", 0));
     if (!sock.ok()) return Fail(std::string(sock.status().message()));

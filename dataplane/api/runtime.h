@@ -83,9 +83,10 @@ struct BridgeDialSettings {
 struct RuntimeConfig {
   std::string backend = "socket";  // socket | dpdk
   int workers = 1;
-  // socket backend: the UDP address workers share (SO_REUSEPORT with several workers);
-  // without a QUIC listener an ephemeral port on `local_ip`.
-  std::string local_ip = "127.0.0.1";
+  // socket backend: where QUIC bridges dial from (an ephemeral port per worker). Empty: an
+  // IPv4 and an IPv6 wildcard socket per worker, each dialling from the source address the
+  // kernel picks towards the upstream; an address: that one only.
+  std::string local_ip;
   std::optional<QuicListenerSettings> listener;
   // MQTT over TCP on kernel sockets ([listeners.tcp]), accepted by every worker.
   struct TcpListener {

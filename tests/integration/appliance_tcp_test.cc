@@ -256,5 +256,64 @@ forwards = [{ local_topic = "hy/#", remote_topic = "", prefix = "via-tcp/", qos 
   EXPECT_EQ(hybrid.Wait(10000), 0);
 }
 
+// IPv6: the TCP listener and REST on [::1], an mqtt-tcp:// bridge to a mosquitto that
+// listens on ::1 only, mosquitto clients on both sides over ::1; QoS 1 both ways.
+TEST_F(ApplianceTcpTest, SouthAndNorthOverIpv6) {
+  MosquittoBroker::Options o;
+  o.address = "::1";
+  auto b6 = MosquittoBroker::Start(o);
+  ASSERT_TRUE(b6.ok()) << b6.status();
+  const std::string mosq = std::to_string((*b6)->port());
+  Subprocess v6;
+  const std::string conf = dir_ + "/v6.toml";
+  std::ofstream(conf) << R"(
+[listeners.tcp]
+bind = "[::1]:0"
+
+[http_server]
+bind = "[::1]:0"
+username = "admin"
+password = "pw"
+
+[bridges.mqtt.six]
+server = "mqtt-tcp://[::1]:)" << mosq << R"("
+proto_ver = 5
+clientid = "qbridge-v6"
+keepalive = "5s"
+forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site6/", qos = 1 }]
+subscription = [{ remote_topic = "cmd/#", local_topic = "", prefix = "down/", qos = 1 }]
+)";
+  ASSERT_TRUE(v6.Start({QBRIDGE_BIN, "--config", conf}, dir_ + "/v6.log"));
+  const auto j = nlohmann::json::parse(v6.ReadLine(15000), nullptr, false);
+  const int tcp = j.value("tcp_port", 0);
+  const int http = j.value("http_port", 0);
+  ASSERT_GT(tcp, 0);
+  auto log = [&] {
+    std::ifstream f(dir_ + "/v6.log");
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto out = Run({"curl", "-s", "-g", "-w", "\n", "-u", "admin:pw",
+                    "http://[::1]:" + std::to_string(http) + "/api/v4/bridges/six"});
+    up = !out.empty() && out[0].find("\"connected\":true") != std::string::npos;
+  }
+  ASSERT_TRUE(up) << log();
+  EXPECT_NE(log().find("MQTT over TCP on [::1]:"), std::string::npos) << log();
+  EXPECT_NE(log().find("-> mqtt-tcp://[::1]:" + mosq), std::string::npos) << log();
+  auto up_sub = Spawn({"mosquitto_sub", "-h", "::1", "-p", mosq, "-t", "site6/#", "-q", "1", "-v", "-C", "1",
+                       "-W", "15"});
+  auto down_sub = Spawn({"mosquitto_sub", "-h", "::1", "-p", std::to_string(tcp), "-t", "down/#", "-q", "1",
+                         "-v", "-C", "1", "-W", "15", "-V", "mqttv5"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  Run({"mosquitto_pub", "-h", "::1", "-p", std::to_string(tcp), "-t", "up/six", "-m", "north", "-q", "1"});
+  Run({"mosquitto_pub", "-h", "::1", "-p", mosq, "-t", "cmd/six", "-m", "south", "-q", "1"});
+  EXPECT_EQ(up_sub->ReadLine(15000), "site6/up/six north") << log();
+  EXPECT_EQ(down_sub->ReadLine(15000), "down/cmd/six south") << log();
+  v6.Signal(SIGTERM);
+  EXPECT_EQ(v6.Wait(10000), 0);
+}
+
 }  // namespace
 }  // namespace qbridge::testing

@@ -36,6 +36,7 @@ int SoakSeconds() {
 struct Appliance {
   Subprocess proc;
   int quic_port = 0, http_port = 0;
+  std::string http_host = "127.0.0.1";
   std::string log;
 
   bool Start(const std::string& config, const std::string& log_path) {
@@ -54,7 +55,7 @@ struct Appliance {
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   }
   httplib::Client Http(bool auth = true) const {
-    httplib::Client c("127.0.0.1", http_port);
+    httplib::Client c(http_host, http_port);
     c.set_read_timeout(5, 0);
     if (auth) c.set_basic_auth("admin", "s3cret");
     return c;
@@ -72,8 +73,9 @@ class ApplianceTest : public ::testing::Test {
   void SetUp() override { StartPair(/*dpdk=*/false); }
 
   // The cloud on kernel UDP; the edge on kernel UDP, or on the DPDK backend with a net_tap
-  // port whose kernel side (198.18.<n>.1) is where the cloud and the devices live.
-  void StartPair(bool dpdk, int edge_workers = 1) {
+  // port whose kernel side (198.18.<n>.1) is where the cloud and the devices live. With
+  // `v6` (kernel UDP only) everything, REST included, is on ::1.
+  void StartPair(bool dpdk, int edge_workers = 1, bool v6 = false) {
     const TestCerts& certs = GetTestCerts();
     ASSERT_FALSE(certs.dir.empty());
     dir_ = certs.dir + "/appliance-" + std::to_string(::getpid()) + "-" +
@@ -82,8 +84,10 @@ class ApplianceTest : public ::testing::Test {
     ca_ = certs.ca;
     const int subnet = 100 + int(::getpid() % 100);
     const std::string tap = "qbapp" + std::to_string(::getpid() % 100000);
-    kernel_ip_ = dpdk ? "198.18." + std::to_string(subnet) + ".1" : "127.0.0.1";
-    edge_ip_ = dpdk ? "198.18." + std::to_string(subnet) + ".2" : "127.0.0.1";
+    const std::string loopback = v6 ? "[::1]" : "127.0.0.1";
+    kernel_ip_ = dpdk ? "198.18." + std::to_string(subnet) + ".1" : loopback;
+    edge_ip_ = dpdk ? "198.18." + std::to_string(subnet) + ".2" : loopback;
+    cloud_.http_host = edge_.http_host = v6 ? "::1" : "127.0.0.1";
     // With DPDK the cloud binds the TAP's kernel address, which exists only once the edge
     // runs: its port is chosen now.
     int cloud_port = 0;
@@ -106,7 +110,7 @@ keyfile = ")" + certs.server_key + R"("
 strict_control_stream_keepalive = true
 
 [http_server]
-bind = "127.0.0.1:0"
+bind = ")" + loopback + R"(:0"
 username = "admin"
 password = "s3cret"
 )");
@@ -127,7 +131,7 @@ certfile = ")" + certs.server_cert + R"("
 keyfile = ")" + certs.server_key + R"("
 
 [http_server]
-bind = "127.0.0.1:0"
+bind = ")" + loopback + R"(:0"
 username = "admin"
 password = "s3cret"
 
@@ -171,8 +175,7 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
     EXPECT_EQ(cloud_.proc.Wait(10000), 0) << cloud_.Log();
   }
 
-  void Soak(const char* backend) {
-  const int secs = SoakSeconds();
+  void Soak(const char* backend, int secs = SoakSeconds()) {
   const std::string cloud = kernel_ip_ + ":" + std::to_string(cloud_.quic_port);
   const std::string edge = edge_ip_ + ":" + std::to_string(edge_.quic_port);
   auto sub1 = Bench({"sub", "--server", cloud, "--ca", ca_, "--topic", "edge/telemetry/#", "--qos", "1",
@@ -285,6 +288,21 @@ subscription = [{ remote_topic = "cmd/edge-t/#", local_topic = "", prefix = "dow
 // keepalive 2 s against a cloud that only counts the control stream. Zero reconnects, every
 // PINGREQ gap under 2 s, every QoS 1 message delivered exactly once, in order.
 TEST_F(ApplianceTest, BridgeKeepsKeepaliveUnderBulkLoad) { Soak("socket"); }
+
+// IPv6: edge and cloud, their listeners, the bridge and REST on ::1 (kernel UDP), a shorter
+// run of the same checks.
+class ApplianceV6Test : public ApplianceTest {
+ protected:
+  void SetUp() override { StartPair(/*dpdk=*/false, /*edge_workers=*/1, /*v6=*/true); }
+};
+
+TEST_F(ApplianceV6Test, BridgeOverIpv6Loopback) {
+  Soak("socket, IPv6", 5);
+  EXPECT_NE(edge_.Log().find("MQTT over QUIC on [::1]:"), std::string::npos) << edge_.Log();
+  EXPECT_NE(edge_.Log().find("-> mqtt-quic://[::1]:" + std::to_string(cloud_.quic_port)), std::string::npos)
+      << edge_.Log();
+  EXPECT_NE(edge_.Log().find("REST on http://[::1]:"), std::string::npos) << edge_.Log();
+}
 
 // The same with the edge on the DPDK backend (net_tap): root only.
 class ApplianceDpdkTest : public ApplianceTest {

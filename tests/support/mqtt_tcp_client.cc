@@ -60,15 +60,25 @@ absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Dial(const std::st
                                                                    uint16_t port,
                                                                    absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
-    return absl::InvalidArgumentError(absl::StrCat("not an IPv4 address: ", host));
+  sockaddr_storage a{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    len = sizeof(*v4);
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    len = sizeof(*v6);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("not an IP address: ", host));
+  }
   for (;;) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = ::socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Errno("socket");
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) == 0) {
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       return std::unique_ptr<MqttTcpClient>(new MqttTcpClient(fd));
@@ -163,7 +173,7 @@ bool MosquittoBroker::Spawn() {
   const std::string conf = dir_ + "/mosquitto.conf";
   {
     std::ofstream f(conf);
-    f << "listener " << port_ << " 127.0.0.1\n"
+    f << "listener " << port_ << " " << options_.address << "\n"
       << "allow_anonymous true\n"
       << "max_inflight_messages 0\n"
       << "log_dest stderr\n"
@@ -200,7 +210,7 @@ bool MosquittoBroker::Spawn() {
       pid_ = -1;
       return false;  // exited (port taken?)
     }
-    auto probe = MqttTcpClient::Dial("127.0.0.1", port_, absl::Milliseconds(50));
+    auto probe = MqttTcpClient::Dial(options_.address, port_, absl::Milliseconds(50));
     if (probe.ok()) return true;
   }
   Stop();

@@ -58,6 +58,7 @@ class MosquittoBroker {
     // Sessions and queued messages kept across Stop/Restart, with no cap on what a
     // persistent subscriber may have queued.
     bool persistence = false;
+    std::string address = "127.0.0.1";  // where it listens ("::1": IPv6)
   };
   static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start() { return Start(Options{}); }
