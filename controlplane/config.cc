@@ -251,7 +251,10 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
 
   if (const toml::table* m = root.get_as<toml::table>("mqtt")) {
     r.Unknown(*m, "mqtt", {"session_expiry_max", "max_inflight", "max_mqueue_len"});
-    if (auto v = r.Int(*m, "mqtt", "max_mqueue_len", 1, 1 << 20)) cfg.runtime.max_mqueue_len = size_t(*v);
+    if (auto v = r.Int(*m, "mqtt", "max_mqueue_len", 1, 1 << 20)) {
+      cfg.runtime.max_mqueue_len = size_t(*v);
+      cfg.control.south.max_mqueue_len = size_t(*v);  // offline sessions' queues too
+    }
     // EMQX's name (NanoMQ has none yet): the Receive Maximum announced to MQTT 5 clients.
     if (auto v = r.Int(*m, "mqtt", "max_inflight", 1, 65535)) cfg.control.south.receive_maximum = uint16_t(*v);
     if (auto v = r.Duration(*m, "mqtt", "session_expiry_max")) {

@@ -72,6 +72,8 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       return OnSnapshotAck(m.src_core, m.arg);
     case MsgType::kRetain:
       return OnRetain(m);
+    case MsgType::kOffline:
+      return OnOffline(m);
     case MsgType::kConnClosed: {
       if (m.aux != 0) {  // a bridge connection: only the current dial's end counts
         const size_t i = m.aux - 1;
@@ -152,7 +154,11 @@ void Controlplane::OnTimer(uint64_t cookie, MonoNs now) {
   if (cookie & kStoredCookie) {  // an offline session expired
     auto id = stored_by_id_.find(cookie & ~kStoredCookie);
     if (id == stored_by_id_.end()) return;
-    stored_.erase(id->second);
+    if (auto st = stored_.find(id->second); st != stored_.end()) {
+      south_.offline_dropped += st->second.queue.size();
+      if (!st->second.subs.empty()) routes_dirty_ = true;
+      stored_.erase(st);
+    }
     stored_by_id_.erase(id);
     ++south_.sessions_expired;
     return;

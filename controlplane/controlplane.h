@@ -59,6 +59,9 @@ struct SouthConfig {
   // QoS 1/2 PUBLISHes a client may have unacknowledged (MQTT 5 Receive Maximum, announced
   // in CONNACK when below 65535; EMQX's max_inflight). More close the stream with 0x93.
   uint16_t receive_maximum = 65535;
+  // QoS 1/2 messages kept for an offline session ([mqtt] max_mqueue_len, as for a connected
+  // client's queue); more are dropped and counted.
+  size_t max_mqueue_len = 2048;
 };
 
 // NanoMQ's `subscription` entry: remote -> local.
@@ -167,6 +170,10 @@ struct SouthStats {
   uint64_t wills_published = 0;
   uint64_t wills_delayed = 0;    // waited for their Will Delay Interval...
   uint64_t wills_cancelled = 0;  // ...and were not sent: the client came back in time
+  // Offline queues of persistent sessions (QoS 1/2 for a client that is away).
+  uint64_t offline_queued = 0;     // messages queued
+  uint64_t offline_delivered = 0;  // ... handed to the client's new connection
+  uint64_t offline_dropped = 0;    // ... dropped: queue full, or the session ended or expired
 };
 
 class Controlplane {
@@ -286,6 +293,7 @@ class Controlplane {
     uint64_t max_control_gap_ns = 0;
     bool tcp = false;
     MonoNs connected_at = 0;
+    std::optional<uint64_t> resumed_from;  // the stored session it took over (its offline id)
     std::vector<int64_t> data_streams;  // data streams that carried control packets (open ones)
   };
   // A session without a connection, waiting for its client (clean start 0).
@@ -293,6 +301,7 @@ class Controlplane {
     std::vector<Sub> subs;  // control-stream subscriptions only (data streams' die)
     TimerId timer;
     uint64_t id;
+    std::deque<std::vector<uint8_t>> queue;  // QoS 1/2 PUBLISHes for it (5.0 encoding), in order
   };
   struct Bridge {
     BridgeConfig cfg;
@@ -337,6 +346,7 @@ class Controlplane {
   void OnSouthKeepalive(SouthSession& s, MonoNs now);
   void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error);
   void OnRetain(const dp::Msg& m);
+  void OnOffline(const dp::Msg& m);  // a message for an offline session: queue it
   void SendRetained(const SouthSession& s, int64_t stream, std::string_view filter, mqtt::QoS max);
   void PublishWill(SouthSession& s);
   // North.

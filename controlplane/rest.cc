@@ -363,6 +363,9 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
       {"qbridge_south_pingreqs_total", s.pingreqs},
       {"qbridge_south_subscribes_total", s.subscribes},
       {"qbridge_south_malformed_total", s.malformed},
+      {"qbridge_south_offline_queued_total", s.offline_queued},
+      {"qbridge_south_offline_delivered_total", s.offline_delivered},
+      {"qbridge_south_offline_dropped_total", s.offline_dropped},
   };
   for (const auto& [name, v] : south) {
     family(name, "counter", "South (MQTT server side) events.");
@@ -540,7 +543,9 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const HttpServerCo
                {"keepalive_timeouts", s.keepalive_timeouts}, {"pingreqs", s.pingreqs},
                {"subscribes", s.subscribes}, {"unsubscribes", s.unsubscribes},
                {"malformed", s.malformed}, {"sessions", o->report.sessions},
-               {"offline_sessions", o->report.offline_sessions}};
+               {"offline_sessions", o->report.offline_sessions},
+               {"offline_queued", s.offline_queued}, {"offline_delivered", s.offline_delivered},
+               {"offline_dropped", s.offline_dropped}};
     res.set_content(json{{"code", 0},
                          {"data", {{"uptime_s", Seconds(o->uptime_ns)}, {"south", south},
                                    {"workers", workers}, {"backend", backend}}}}

@@ -43,6 +43,17 @@ void Controlplane::PublishRoutes() {
       snap->trie.Insert(sub.filter, key, dp::RouteValue{sub.qos, sub.no_local});
     }
   }
+  // Offline persistent sessions: QoS 1/2 messages matching their subscriptions go to the
+  // controlplane, which queues them for the client's return (OnOffline).
+  for (const auto& [client, st] : stored_) {
+    for (const Sub& sub : st.subs) {
+      if (sub.qos == mqtt::QoS::k0) continue;
+      dp::RouteKey key;
+      key.kind = dp::RouteKey::kOffline;
+      key.session = st.id;
+      snap->trie.Insert(sub.filter, key, dp::RouteValue{sub.qos, false});
+    }
+  }
   ++south_.snapshots_built;
   for (size_t w = 0; w < rings_->workers(); ++w) {
     Msg m = dp::MakeMsg(MsgType::kSnapshot, ConnRef{});

@@ -20,11 +20,38 @@ void Controlplane::StoreSession(const SouthSession& s, MonoNs now) {
   st.id = next_stored_id_++;
   st.timer = wheel_.Schedule(now + uint64_t(s.expiry_s) * dp::kSecNs, kStoredCookie | st.id);
   if (auto old = stored_.find(s.client_id); old != stored_.end()) {
+    south_.offline_dropped += old->second.queue.size();
     wheel_.Cancel(old->second.timer);
     stored_by_id_.erase(old->second.id);
   }
   stored_by_id_[st.id] = s.client_id;
+  if (!st.subs.empty()) routes_dirty_ = true;  // its subscriptions now queue (OnOffline)
   stored_[s.client_id] = std::move(st);
+}
+
+void Controlplane::OnOffline(const Msg& m) {
+  auto id = stored_by_id_.find(m.arg);
+  if (id == stored_by_id_.end()) {
+    // The client came back while the message was on its way (workers still routed by the
+    // older snapshot): it follows what was queued, to the new connection. Rare, so a scan.
+    for (const auto& [ref, s] : sessions_) {
+      if (s.resumed_from == m.arg && !s.closing) {
+        Post(ref.core, dp::MakeMsg(MsgType::kPublish, ref, 0, m.bytes()));
+        ++south_.offline_delivered;
+        return;
+      }
+    }
+    ++south_.offline_dropped;  // the session ended
+    return;
+  }
+  StoredSession& st = stored_[id->second];
+  if (st.queue.size() >= config_.south.max_mqueue_len) {
+    ++south_.offline_dropped;
+    return;
+  }
+  const auto b = m.bytes();
+  st.queue.emplace_back(b.begin(), b.end());
+  ++south_.offline_queued;
 }
 
 // --- south -------------------------------------------------------------------------------------
@@ -212,12 +239,18 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
       ++south_.wills_cancelled;
     }
   }
+  std::deque<std::vector<uint8_t>> offline;  // what waited for this client, in order
+  std::optional<uint64_t> resumed_from;
   if (auto st = stored_.find(client_id); st != stored_.end()) {
+    if (!st->second.subs.empty()) routes_dirty_ = true;  // its offline routes go
     if (!c.clean_start && !present) {
       inherited = std::move(st->second.subs);
+      offline = std::move(st->second.queue);
+      resumed_from = st->second.id;
       present = true;
       ++south_.sessions_resumed;
     }
+    south_.offline_dropped += st->second.queue.size();  // a clean start ends the old session
     wheel_.Cancel(st->second.timer);
     stored_by_id_.erase(st->second.id);
     stored_.erase(st);
@@ -232,6 +265,7 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   s.last_control_rx = now;
   s.tcp = (m.flags & dp::kMsgTcp) != 0;
   s.connected_at = now;
+  s.resumed_from = resumed_from;
   s.subs = std::move(inherited);
   if (!s.subs.empty()) routes_dirty_ = true;
   if (!c.clean_start) {
@@ -274,6 +308,13 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   // The client's own Receive Maximum bounds what we deliver to it unacknowledged.
   act.stream = v == mqtt::Version::k5 ? c.properties.receive_maximum.value_or(65535) : 65535;
   Post(m.conn.core, act);
+  // The messages that waited, in order, after the activation on the same ring: the worker
+  // delivers them within the client's Receive Maximum and queues the rest. They go before
+  // the routing snapshot that makes this connection a live route.
+  for (const std::vector<uint8_t>& p : offline) {
+    Post(m.conn.core, dp::MakeMsg(MsgType::kPublish, m.conn, 0, p));
+    ++south_.offline_delivered;
+  }
   if (s.limit_ns) s.timer = wheel_.Schedule(now + s.limit_ns, CookieOf(m.conn));
 }
 

@@ -51,6 +51,8 @@ class Counter {
   X(drop_no_route)       /* PUBLISHes no route matched */                               \
   X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
   X(drop_client_queue_full) /* deliveries beyond a client's window and max_mqueue_len */ \
+  X(routed_offline)      /* QoS 1/2 PUBLISHes sent to the controlplane for offline sessions */ \
+  X(drop_offline_busy)   /* ... not sent: the controlplane's backlog from this core was full */ \
   X(snapshots)           /* routing snapshots installed */                              \
   X(north_0rtt_dials)    /* bridge dials that sent CONNECT as 0-RTT early data */       \
   X(north_0rtt_accepted) /* ... whose early data the upstream accepted */

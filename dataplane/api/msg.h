@@ -35,6 +35,8 @@ enum class MsgType : uint8_t {
   kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
   kSnapshotAck,    // arg: the routing snapshot version the worker now uses
   kRetain,         // bytes: a PUBLISH with RETAIN (5.0 encoding) to store (empty payload: clear)
+  kOffline,        // bytes: a QoS 1/2 PUBLISH (5.0 encoding, placeholder packet id) for the
+                   // offline session arg (RouteKey::session) to queue
   // controlplane -> worker
   kWrite,          // conn, stream, bytes: write this packet (stream < 0: bridge data slot)
   kActivate,       // conn, arg: MQTT version, aux: Receive Maximum: CONNECT accepted, data

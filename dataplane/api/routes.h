@@ -17,11 +17,14 @@ namespace qbridge::dp {
 
 // Who a matching PUBLISH goes to.
 struct RouteKey {
-  enum Kind : uint8_t { kSouth, kForward };
+  // kOffline: a disconnected persistent session's subscription; QoS 1/2 matches go to the
+  // controlplane, which queues them until the client is back.
+  enum Kind : uint8_t { kSouth, kForward, kOffline };
   Kind kind = kSouth;
   ConnRef conn;        // kSouth: the subscriber's connection
   int64_t stream = 0;  // kSouth: the stream that made the subscription (EMQX model)
   uint32_t rule = 0;   // kForward: index into RouteSnapshot::forwards
+  uint64_t session = 0;  // kOffline: the stored session's id
   bool operator==(const RouteKey&) const = default;
 };
 

@@ -94,4 +94,18 @@ void Worker::ToControlplane(Msg m) {
   outbox_cp_.push_back(m);
 }
 
+void Worker::QueueOffline(uint64_t session, const mqtt::Publish& p) {
+  // Control packets to the controlplane are never dropped; messages for offline sessions
+  // are, when the controlplane falls behind, so they cannot grow this core's backlog.
+  if (outbox_cp_.size() >= kMaxOfflineBacklog) return stats_.drop_offline_busy.Inc();
+  mqtt::Publish numbered = p;
+  numbered.packet_id = 1;  // the delivering core numbers it
+  offline_buf_.clear();
+  if (!mqtt::EncodeTo(numbered, mqtt::Version::k5, offline_buf_)) return stats_.drop_route_failed.Inc();
+  Msg m = MakeMsg(MsgType::kOffline, ConnRef{}, 0, offline_buf_);
+  m.arg = session;
+  ToControlplane(m);
+  stats_.routed_offline.Inc();
+}
+
 }  // namespace qbridge::dp

@@ -74,6 +74,13 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
       }
       return;
     }
+    if (e.key.kind == RouteKey::kOffline) {
+      out.qos = std::min(p.qos, e.value.qos);
+      if (out.qos == mqtt::QoS::k0) return;  // only QoS 1/2 wait for a client that is away
+      out.retain = false;
+      any = true;
+      return QueueOffline(e.key.session, out);
+    }
     if (e.value.no_local && e.key.conn == from.ref()) return;
     out.qos = std::min(p.qos, e.value.qos);
     out.retain = false;  // retained flag only on retained-message delivery (not kept yet)

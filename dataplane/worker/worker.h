@@ -207,6 +207,9 @@ class Worker {
   // worker/control.cc: the controlplane's commands, and the way up to it.
   void OnControlMsg(Msg& m, MonoNs now);
   void ToControlplane(Msg m);
+  // A QoS 1/2 PUBLISH for an offline session: to the controlplane, which queues it.
+  static constexpr size_t kMaxOfflineBacklog = 4096;
+  void QueueOffline(uint64_t session, const mqtt::Publish& p);
 
   // worker/streams.cc: MQTT on streams, in and out.
   void OnStreamData(Conn& c, int64_t sid, std::span<const uint8_t> data, bool fin, MonoNs now);
@@ -357,6 +360,7 @@ class Worker {
   MonoNs store_gauges_at_ = 0;            // when the stores' gauges were last set
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
+  std::vector<uint8_t> offline_buf_;  // QueueOffline's encoding
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
   static constexpr size_t kBlockSize = sizeof(quic::Path) + 2048;

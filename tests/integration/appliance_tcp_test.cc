@@ -256,6 +256,51 @@ forwards = [{ local_topic = "hy/#", remote_topic = "", prefix = "via-tcp/", qos 
   EXPECT_EQ(hybrid.Wait(10000), 0);
 }
 
+// Offline queue: a persistent subscriber (clean start 0, session expiry 600 s) goes away;
+// 1,000 QoS 1 messages (and one QoS 0, which does not wait) are published for it; it comes
+// back and gets all 1,000, once each, in order, within its Receive Maximum.
+TEST_F(ApplianceTcpTest, PersistentSessionGetsWhatWasPublishedWhileAway) {
+  const std::string qb = std::to_string(tcp_port_);
+  const std::vector<std::string> sub = {"mosquitto_sub", "-h", "127.0.0.1", "-p", qb, "-V", "mqttv5",
+                                        "-i", "offline-1", "-c", "-x", "600", "-q", "1", "-t", "off/#",
+                                        "-D", "connect", "receive-maximum", "20"};
+  // Subscribe, then leave (DISCONNECT; the session stays).
+  std::vector<std::string> first = sub;
+  first.push_back("-E");
+  Run(first);
+  auto metrics = [&] {
+    auto out = Run({"curl", "-s", "-w", "\n", "-u", "admin:pw",
+                    "http://127.0.0.1:" + std::to_string(http_port_) + "/api/v4/metrics"});
+    return nlohmann::json::parse(out.empty() ? "{}" : out[0], nullptr, false)["data"]["south"];
+  };
+  // REST's figures are refreshed every 200 ms: wait for the one that is expected.
+  auto wait_for = [&](const char* key, int want) {
+    nlohmann::json m;
+    for (int i = 0; i < 50 && (m = metrics()).value(key, -1) != want; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return m;
+  };
+  ASSERT_EQ(wait_for("offline_sessions", 1).value("offline_sessions", 0), 1) << Log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the offline route in place
+
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", qb, "-t", "off/q0", "-m", "q0", "-q", "0"});
+  Run({"bash", "-c", "seq 1 1000 | mosquitto_pub -h 127.0.0.1 -p " + qb + " -q 1 -t off/x -l"}, 30000);
+  const auto m = wait_for("offline_queued", 1000);
+  EXPECT_EQ(m.value("offline_queued", 0), 1000) << m.dump() << Log();
+  EXPECT_EQ(m.value("offline_dropped", 1), 0) << m.dump();
+
+  // Back: everything that waited, in order, then nothing more.
+  std::vector<std::string> again = sub;
+  for (const char* a : {"-C", "1000", "-W", "30"}) again.push_back(a);
+  const std::vector<std::string> got = Run(again, 30000);
+  ASSERT_EQ(got.size(), 1000u) << Log();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], std::to_string(i + 1)) << "at " << i;
+  const auto after = wait_for("offline_delivered", 1000);
+  EXPECT_EQ(after.value("offline_delivered", 0), 1000) << after.dump();
+  EXPECT_EQ(after.value("offline_queued", 0), 1000) << after.dump();  // the QoS 0 one did not wait
+  EXPECT_EQ(after.value("offline_dropped", 1), 0) << after.dump();
+}
+
 // IPv6: the TCP listener and REST on [::1], an mqtt-tcp:// bridge to a mosquitto that
 // listens on ::1 only, mosquitto clients on both sides over ::1; QoS 1 both ways.
 TEST_F(ApplianceTcpTest, SouthAndNorthOverIpv6) {

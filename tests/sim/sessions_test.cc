@@ -2,6 +2,8 @@
 // takeover, and sessions that outlive their connection (clean start 0).
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "controlplane/password.h"
 #include "tests/support/quic_test_util.h"
@@ -204,6 +206,95 @@ TEST(SessionsSim, PersistentSessionKeepsControlStreamSubscriptions) {
   EXPECT_FALSE(Connack(c3)->session_present);
   EXPECT_EQ(cloud.cp->Session("keeper")->subscriptions, 0u);
   EXPECT_EQ(cloud.cp->offline_sessions(), 0u);
+}
+
+// Offline queues: QoS 1 messages for a session that is away wait, up to max_mqueue_len,
+// and arrive in order when it comes back; a clean start or the session's expiry drops them.
+TEST(SessionsSim, OfflineQueueHoldsUpToItsCapAndEndsWithTheSession) {
+  TestTls tls;
+  SimNet net;
+  cp::ControlplaneConfig cc;
+  cc.south.max_mqueue_len = 3;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cc);
+  SimMqttClient pub(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return pub.confirmed(); }, 2 * kSecond));
+  SendConnect(pub, "pub", true, std::nullopt, std::nullopt);
+  uint16_t next_id = 1;
+  auto publish = [&](const char* body, mqtt::QoS qos) {
+    mqtt::Publish p;
+    p.topic = "keep/a";
+    p.payload = mqtt::Bytes(reinterpret_cast<const uint8_t*>(body), std::strlen(body));
+    p.qos = qos;
+    if (qos != mqtt::QoS::k0) p.packet_id = next_id++;
+    pub.Send(0, p);
+  };
+  // A persistent session with one control-stream subscription, then away.
+  auto away = [&](uint16_t port, uint32_t expiry) {
+    auto c = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", port), kServer);
+    EXPECT_TRUE(net.RunUntil([&] { return c->confirmed(); }, 2 * kSecond));
+    SendConnect(*c, "keeper", false, std::nullopt, std::nullopt, expiry);
+    mqtt::Subscribe sub;
+    sub.packet_id = 1;
+    sub.subscriptions.push_back(mqtt::Subscription{"keep/#", mqtt::QoS::k1});
+    c->Send(0, sub);
+    EXPECT_TRUE(net.RunUntil([&] { return cloud.cp->Session("keeper") && cloud.cp->Session("keeper")->subscriptions == 1; },
+                             2 * kSecond));
+    c->Send(0, mqtt::Disconnect{});
+    EXPECT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 1 && cloud.cp->sessions() == 1; }, 5 * kSecond));
+    net.RunUntil([] { return false; }, 50 * quic::kMillisecond);  // the offline route reaches the worker
+  };
+  away(1000, 600);
+  for (const char* b : {"1", "2", "3", "4", "5"}) publish(b, mqtt::QoS::k1);
+  publish("zero", mqtt::QoS::k0);  // QoS 0 does not wait
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->south().offline_queued + cloud.cp->south().offline_dropped == 5; },
+                           2 * kSecond));
+  EXPECT_EQ(cloud.cp->south().offline_queued, 3u);
+  EXPECT_EQ(cloud.cp->south().offline_dropped, 2u);  // beyond max_mqueue_len
+
+  SimMqttClient back(net, *tls.client, Addr("198.18.3.1", 1001), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return back.confirmed(); }, 2 * kSecond));
+  SendConnect(back, "keeper", false, std::nullopt, std::nullopt, 600);
+  ASSERT_TRUE(net.RunUntil([&] { return back.Publishes(0).size() == 3; }, 2 * kSecond));
+  EXPECT_TRUE(Connack(back)->session_present);
+  const auto got = back.Publishes(0);
+  EXPECT_EQ(got[0], std::make_pair(std::string("keep/a"), std::string("1")));
+  EXPECT_EQ(got[1].second, "2");
+  EXPECT_EQ(got[2].second, "3");
+  EXPECT_EQ(cloud.cp->south().offline_delivered, 3u);
+  // Live again: the next one comes straight through.
+  publish("6", mqtt::QoS::k1);
+  ASSERT_TRUE(net.RunUntil([&] { return back.Publishes(0).size() == 4; }, 2 * kSecond));
+  EXPECT_EQ(back.Publishes(0)[3].second, "6");
+  EXPECT_EQ(cloud.cp->south().offline_queued, 3u);
+
+  // Away again; a clean start ends the session and what waited for it.
+  back.Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 1 && cloud.cp->sessions() == 1; }, 5 * kSecond));
+  net.RunUntil([] { return false; }, 50 * quic::kMillisecond);
+  publish("7", mqtt::QoS::k1);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->south().offline_queued == 4; }, 2 * kSecond));
+  SimMqttClient clean(net, *tls.client, Addr("198.18.3.1", 1002), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return clean.confirmed(); }, 2 * kSecond));
+  SendConnect(clean, "keeper", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return Connack(clean).has_value(); }, 2 * kSecond));
+  EXPECT_FALSE(Connack(clean)->session_present);
+  net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
+  EXPECT_TRUE(clean.Publishes(0).empty());
+  EXPECT_EQ(cloud.cp->south().offline_dropped, 3u);
+  clean.Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 1; }, 5 * kSecond));
+
+  // And the session's expiry drops what waited.
+  away(1003, 2);
+  publish("8", mqtt::QoS::k1);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->south().offline_queued == 5; }, 2 * kSecond));
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 0; }, 3 * kSecond));
+  EXPECT_EQ(cloud.cp->south().offline_dropped, 4u);
+  // Nothing routes to it any more.
+  publish("9", mqtt::QoS::k1);
+  net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
+  EXPECT_EQ(cloud.cp->south().offline_queued, 5u);
+  EXPECT_EQ(cloud.cp->south().offline_dropped, 4u);
 }
 
 TEST(SessionsSim, OfflineSessionExpires) {
