@@ -85,6 +85,7 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       auto it = sessions_.find(m.conn);
       if (it == sessions_.end()) return;
       ++south_.closes;
+      if (it->second.resumed_from) resumed_.erase(*it->second.resumed_from);
       wheel_.Cancel(it->second.timer);
       // A takeover already handed the session to the new connection.
       if (!it->second.taken_over) {
@@ -108,7 +109,7 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
           ++south_.wills_delayed;
         }
         PublishWill(s);
-        StoreSession(s, now);
+        if (!s.stored) StoreSession(s, now);
       }
       auto id = by_client_id_.find(it->second.client_id);
       if (id != by_client_id_.end() && id->second == m.conn) by_client_id_.erase(id);
@@ -192,7 +193,7 @@ void Controlplane::Shutdown(MonoNs now) {
   for (auto& [ref, s] : sessions_) {
     if (s.closing) continue;
     s.taken_over = false;
-    EndSouth(s, ReasonCode::kServerShuttingDown, kAppNoError);
+    EndSouth(s, ReasonCode::kServerShuttingDown, kAppNoError, now);
   }
   (void)now;
   Flush();

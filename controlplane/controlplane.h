@@ -294,6 +294,7 @@ class Controlplane {
     bool tcp = false;
     MonoNs connected_at = 0;
     std::optional<uint64_t> resumed_from;  // the stored session it took over (its offline id)
+    bool stored = false;  // already kept as an offline session (when it began closing)
     std::vector<int64_t> data_streams;  // data streams that carried control packets (open ones)
   };
   // A session without a connection, waiting for its client (clean start 0).
@@ -344,7 +345,10 @@ class Controlplane {
   void OnSouthPacket(const dp::Msg& m, MonoNs now);
   void OnConnect(const dp::Msg& m, const mqtt::Connect& c, MonoNs now);
   void OnSouthKeepalive(SouthSession& s, MonoNs now);
-  void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error);
+  void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error, MonoNs now);
+  // A session that begins closing stops being a live route at once: keep it as an offline
+  // session now (its messages queue), not after the connection's linger.
+  void StoreClosing(SouthSession& s, MonoNs now);
   void OnRetain(const dp::Msg& m);
   void OnOffline(const dp::Msg& m);  // a message for an offline session: queue it
   void SendRetained(const SouthSession& s, int64_t stream, std::string_view filter, mqtt::QoS max);
@@ -383,6 +387,9 @@ class Controlplane {
   absl::flat_hash_map<std::string, StoredSession> stored_;
   absl::flat_hash_map<std::string, std::vector<uint8_t>> retained_;  // topic -> PUBLISH
   absl::flat_hash_map<uint64_t, std::string> stored_by_id_;
+  // Offline ids of sessions resumed since, to their connection: a message a worker routed by
+  // an older snapshot follows to the client (until that connection ends).
+  absl::flat_hash_map<uint64_t, ConnRef> resumed_;
   uint64_t next_stored_id_ = 0;
   // Wills waiting out their Will Delay Interval, by client id; cancelled if the client
   // comes back to its session first.

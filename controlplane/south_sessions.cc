@@ -32,11 +32,13 @@ void Controlplane::StoreSession(const SouthSession& s, MonoNs now) {
 void Controlplane::OnOffline(const Msg& m) {
   auto id = stored_by_id_.find(m.arg);
   if (id == stored_by_id_.end()) {
-    // The client came back while the message was on its way (workers still routed by the
-    // older snapshot): it follows what was queued, to the new connection. Rare, so a scan.
-    for (const auto& [ref, s] : sessions_) {
-      if (s.resumed_from == m.arg && !s.closing) {
-        Post(ref.core, dp::MakeMsg(MsgType::kPublish, ref, 0, m.bytes()));
+    // The client came back while the message was on its way (a worker still routed by the
+    // older snapshot): it goes to the new connection, after what was queued (it may follow
+    // live messages routed by the newer snapshot).
+    if (auto r = resumed_.find(m.arg); r != resumed_.end()) {
+      auto s = sessions_.find(r->second);
+      if (s != sessions_.end() && !s->second.closing) {
+        Post(r->second.core, dp::MakeMsg(MsgType::kPublish, r->second, 0, m.bytes()));
         ++south_.offline_delivered;
         return;
       }
@@ -44,7 +46,12 @@ void Controlplane::OnOffline(const Msg& m) {
     ++south_.offline_dropped;  // the session ended
     return;
   }
-  StoredSession& st = stored_[id->second];
+  auto found = stored_.find(id->second);
+  if (found == stored_.end()) {
+    ++south_.offline_dropped;
+    return;
+  }
+  StoredSession& st = found->second;
   if (st.queue.size() >= config_.south.max_mqueue_len) {
     ++south_.offline_dropped;
     return;
@@ -95,7 +102,7 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
   mqtt::Packet p;
   if (!mqtt::Decode(header, body, s.version, &p).ok()) {
     ++south_.malformed;
-    return EndSouth(s, ReasonCode::kMalformedPacket, kAppCtrlStreamDown);
+    return EndSouth(s, ReasonCode::kMalformedPacket, kAppCtrlStreamDown, now);
   }
   switch (type) {
     case PacketType::kPingreq:
@@ -163,13 +170,14 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
       // A normal DISCONNECT cancels the will; 0x04 (5.0) asks for it to be published.
       if (std::get<mqtt::Disconnect>(p).reason != ReasonCode::kDisconnectWithWill) s.will.clear();
       s.closing = true;
+      StoreClosing(s, now);
       if (!s.subs.empty()) routes_dirty_ = true;
       wheel_.Cancel(s.timer);
       Post(s.conn.core, dp::MakeMsg(MsgType::kClose, s.conn));  // app error 0
       return;
     case PacketType::kAuth:
       // Enhanced authentication is not offered (CONNACK never names a method).
-      return EndSouth(s, ReasonCode::kBadAuthenticationMethod, kAppCtrlStreamDown);
+      return EndSouth(s, ReasonCode::kBadAuthenticationMethod, kAppCtrlStreamDown, now);
     default:
       return;
   }
@@ -224,7 +232,7 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
         present = true;
       }
       it->second.taken_over = true;
-      EndSouth(it->second, ReasonCode::kSessionTakenOver, kAppCtrlStreamDown);
+      EndSouth(it->second, ReasonCode::kSessionTakenOver, kAppCtrlStreamDown, now);
     }
   }
   if (auto d = delayed_wills_.find(client_id); d != delayed_wills_.end()) {
@@ -243,12 +251,16 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   std::optional<uint64_t> resumed_from;
   if (auto st = stored_.find(client_id); st != stored_.end()) {
     if (!st->second.subs.empty()) routes_dirty_ = true;  // its offline routes go
-    if (!c.clean_start && !present) {
-      inherited = std::move(st->second.subs);
+    if (!c.clean_start) {
+      // (A session taken over while closing was stored already: its subscriptions came
+      // with the takeover, what queued since comes from here.)
+      if (!present) {
+        inherited = std::move(st->second.subs);
+        ++south_.sessions_resumed;
+      }
       offline = std::move(st->second.queue);
       resumed_from = st->second.id;
       present = true;
-      ++south_.sessions_resumed;
     }
     south_.offline_dropped += st->second.queue.size();  // a clean start ends the old session
     wheel_.Cancel(st->second.timer);
@@ -266,6 +278,7 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
   s.tcp = (m.flags & dp::kMsgTcp) != 0;
   s.connected_at = now;
   s.resumed_from = resumed_from;
+  if (resumed_from) resumed_[*resumed_from] = m.conn;
   s.subs = std::move(inherited);
   if (!s.subs.empty()) routes_dirty_ = true;
   if (!c.clean_start) {
@@ -330,12 +343,19 @@ void Controlplane::OnSouthKeepalive(SouthSession& s, MonoNs now) {
     return;
   }
   ++south_.keepalive_timeouts;
-  EndSouth(s, ReasonCode::kKeepAliveTimeout, kAppCtrlStreamDown);
+  EndSouth(s, ReasonCode::kKeepAliveTimeout, kAppCtrlStreamDown, now);
 }
 
-void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error) {
+void Controlplane::StoreClosing(SouthSession& s, MonoNs now) {
+  if (s.taken_over || s.stored) return;
+  StoreSession(s, now);
+  s.stored = true;
+}
+
+void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error, MonoNs now) {
   if (s.closing) return;
   s.closing = true;
+  StoreClosing(s, now);
   if (!s.subs.empty()) routes_dirty_ = true;
   wheel_.Cancel(s.timer);
   if (s.version == mqtt::Version::k5) {

@@ -54,18 +54,6 @@ quic::TlsConfig Tls(const TlsFiles& f, const std::string& default_name) {
 }
 
 // The source address the kernel picks towards `remote` (for a wildcard-bound socket).
-quic::Address SourceFor(const quic::Address& remote) {
-  quic::Address out;
-  const int fd = ::socket(remote.storage.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return out;
-  if (::connect(fd, remote.sa(), remote.len) == 0) {
-    out.len = sizeof(out.storage);
-    ::getsockname(fd, out.sa(), &out.len);
-  }
-  ::close(fd);
-  return out;
-}
-
 absl::StatusOr<std::pair<net::Ipv4, uint8_t>> ParseCidr(const std::string& s) {
   std::vector<std::string> parts = absl::StrSplit(s, '/');
   in_addr a{};
@@ -454,23 +442,18 @@ class RuntimeImpl final : public Runtime {
     if (!quic) return absl::OkStatus();
     if (w >= north_sockets_.size())
       return absl::FailedPreconditionError("no QUIC bridge socket (none was configured at start): restart");
-    auto local_for = [&](const quic::Address& remote) {
+    // The bridge socket of the upstream's family. On a wildcard socket the worker asks the
+    // kernel for the source address at each dial (routes come and go: a WAN that is down at
+    // boot, DHCP, failover); no socket of that family leaves `local` empty, and the dial
+    // fails (and backs off) with a log line.
+    auto place = [&](const quic::Address& remote, quic::Address* local, bool* pick_source) {
       const UdpSocket* s = north_sockets_[w][remote.storage.ss_family == AF_INET6 ? 1 : 0].get();
-      if (s == nullptr) return quic::Address{};  // no socket of that family
-      const bool wildcard = local_ip_.empty() || local_ip_ == "0.0.0.0" || local_ip_ == "::";
-      quic::Address src = wildcard ? SourceFor(remote) : s->local();
-      if (!src.empty()) reinterpret_cast<sockaddr_in*>(&src.storage)->sin_port = PortOf(s->local());
-      return src;
+      *local = s ? s->local() : quic::Address{};
+      *pick_source = s && (local_ip_.empty() || local_ip_ == "0.0.0.0" || local_ip_ == "::");
     };
-    if (!d.tcp) {
-      d.local = local_for(d.remote);
-      if (d.local.empty()) {
-        return absl::UnavailableError(absl::StrCat("no route to a bridge's upstream ", d.remote.ToString(),
-                                                   local_ip_.empty() ? "" : " from local_ip " + local_ip_));
-      }
-    }
+    if (!d.tcp) place(d.remote, &d.local, &d.pick_source);
     for (auto& a : d.alternates) {
-      if (!a.tcp) a.local = local_for(a.remote);
+      if (!a.tcp) place(a.remote, &a.local, &a.pick_source);
     }
     return absl::OkStatus();
   }
@@ -480,6 +463,9 @@ class RuntimeImpl final : public Runtime {
                           std::vector<uint16_t> north_ports = {}) {
     WorkerConfig wc;
     wc.core = core;
+    // Only datagrams to the listener's port reach the server endpoint: the bridge sockets
+    // (wildcard, any interface) are no second way in.
+    wc.listen_port = cfg.listener ? quic_port_ : 0;
     wc.north_ports = std::move(north_ports);
     wc.max_conns = activity->size();
     wc.max_mqueue_len = cfg.max_mqueue_len;

@@ -185,4 +185,16 @@ void UdpSocket::Send(const quic::Path& path, std::span<const uint8_t> datagrams,
   }
 }
 
+quic::Address KernelSourceFor(const quic::Address& remote) {
+  quic::Address out;
+  const int fd = ::socket(remote.storage.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return out;
+  if (::connect(fd, remote.sa(), remote.len) == 0) {
+    out.len = sizeof(out.storage);
+    if (::getsockname(fd, out.sa(), &out.len) != 0) out = quic::Address{};
+  }
+  ::close(fd);
+  return out;
+}
+
 }  // namespace qbridge::dp

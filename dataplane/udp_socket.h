@@ -47,6 +47,10 @@ struct UdpStats {
 #undef QBRIDGE_X
 };
 
+// The source address the kernel would use towards `remote` now (a connect() on a scratch
+// socket, nothing sent); empty when it has no route.
+quic::Address KernelSourceFor(const quic::Address& remote);
+
 class UdpSocket {
  public:
   static constexpr size_t kBatch = 32;          // messages per recvmmsg

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "dataplane/udp_socket.h"
 #include "dataplane/worker/conn.h"
 
 namespace qbridge::dp {
@@ -29,8 +30,26 @@ void Worker::DialBridge(uint32_t bridge, uint64_t dial, size_t server, MonoNs no
     d.local = a.local;
     d.remote = a.remote;
     d.tcp = a.tcp;
+    d.pick_source = a.pick_source;
     d.tls = a.tls;
   }
+  if (!d.tcp && d.pick_source && !d.local.empty()) {
+    // The source address the kernel would use now, on the bridge socket's port.
+    const in_port_t port = reinterpret_cast<const sockaddr_in*>(&d.local.storage)->sin_port;
+    d.local = KernelSourceFor(d.remote);
+    if (!d.local.empty()) reinterpret_cast<sockaddr_in*>(&d.local.storage)->sin_port = port;
+  }
+  if (!d.tcp && d.local.empty()) {  // no route now, or no bridge socket of its family
+    if (no_route_logged_.insert(bridge).second) {
+      std::fprintf(stderr, "qbridge: bridge %u: no route to %s (or no bridge socket of its family); "
+                   "dialling again with backoff\n", bridge, d.remote.ToString().c_str());
+    }
+    Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX}, int64_t(dial));
+    m.aux = bridge + 1;
+    ToControlplane(m);
+    return;
+  }
+  if (!d.tcp) no_route_logged_.erase(bridge);
   Conn* c = live_conns_ < config_.max_conns ? AllocConn(/*north=*/true, bridge) : nullptr;
   if (c == nullptr) {
     Msg m = MakeMsg(MsgType::kConnClosed, ConnRef{config_.core, 0, UINT32_MAX}, int64_t(dial));

@@ -66,6 +66,11 @@ void Worker::OnDatagram(const quic::Path& path, std::span<const uint8_t> d, Mono
     if (!north->q->Read(path, d, now)) north->dead = true;
     return;
   }
+  if (config_.listen_port != 0 &&
+      ntohs(reinterpret_cast<const sockaddr_in*>(&path.local.storage)->sin_port) != config_.listen_port) {
+    stats_.drop_no_conn.Inc();  // to a bridge port, for no bridge connection
+    return;
+  }
   if (steer && rings_->workers() > 1) {
     // Short headers and Handshake packets carry a CID we issued: its owner is the core
     // that holds the connection. Initial and 0-RTT packets carry the client's own DCID

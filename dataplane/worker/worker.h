@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "dataplane/api/activity.h"
 #include "dataplane/api/counters.h"
@@ -47,6 +48,9 @@ namespace qbridge::dp {
 struct BridgeDial {
   quic::Address local;   // our address on the backend (port 0: the backend's)
   quic::Address remote;  // the upstream's QUIC address
+  // Socket backend, wildcard bridge socket: `local` names its port only; each dial takes
+  // the source address the kernel picks towards `remote` then (KernelSourceFor).
+  bool pick_source = false;
   const quic::TlsContext* tls = nullptr;
   quic::TransportConfig transport;
   // Data streams opened after the control stream (EMQX allows 10 streams at once, the
@@ -65,6 +69,7 @@ struct BridgeDial {
   struct Alternate {
     quic::Address local, remote;
     bool tcp = false;
+    bool pick_source = false;
     const quic::TlsContext* tls = nullptr;
   };
   std::vector<Alternate> alternates;
@@ -110,6 +115,9 @@ struct WorkerConfig {
   // bridges dial from, indexed by core. A datagram to another worker's port is forwarded
   // to it. Empty: every datagram this worker receives is its own or CID-steered.
   std::vector<uint16_t> north_ports;
+  // The QUIC listener's port (0: any): datagrams to another port (a bridge socket's) that
+  // no bridge connection takes are dropped, never handed to the server endpoint.
+  uint16_t listen_port = 0;
 };
 
 // A PUBLISH a connection received on a data path, for routing (the worker has acked or
@@ -361,6 +369,7 @@ class Worker {
   bool initializing_ = false;             // in Init: a store that cannot open fails start-up
   std::vector<uint8_t> scratch_;
   std::vector<uint8_t> offline_buf_;  // QueueOffline's encoding
+  absl::flat_hash_set<uint32_t> no_route_logged_;  // bridges whose failed dial was logged
   // Blocks for bytes handed to another core (steered datagrams, routed PUBLISHes),
   // allocated once; a receiver hands each back with kBlockReturn. Only with several workers.
   static constexpr size_t kBlockSize = sizeof(quic::Path) + 2048;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "tests/support/mqtt_tcp_client.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_certs.h"
 
@@ -293,7 +294,10 @@ TEST_F(ApplianceTest, BridgeKeepsKeepaliveUnderBulkLoad) { Soak("socket"); }
 // run of the same checks.
 class ApplianceV6Test : public ApplianceTest {
  protected:
-  void SetUp() override { StartPair(/*dpdk=*/false, /*edge_workers=*/1, /*v6=*/true); }
+  void SetUp() override {
+    if (!HasIpv6Loopback()) GTEST_SKIP() << "no ::1 on this host";
+    StartPair(/*dpdk=*/false, /*edge_workers=*/1, /*v6=*/true);
+  }
 };
 
 TEST_F(ApplianceV6Test, BridgeOverIpv6Loopback) {
@@ -429,6 +433,34 @@ TEST_F(ApplianceTest, RestAndMetrics) {
 
 // SIGHUP adds a QUIC bridge to a running edge: it dials from the worker's bridge socket,
 // connects, and the first bridge keeps its connection.
+// The bridge sockets are bound to the wildcard addresses (any interface): a datagram to one
+// that no bridge connection takes must not reach the server endpoint, or they would be a
+// second, unrestricted listener. A QUIC client dialling a bridge port gets no session.
+TEST_F(ApplianceTest, BridgeSocketsAreNoSecondListener) {
+  FILE* ss = ::popen(("ss -Huanp 2>/dev/null | grep 'pid=" + std::to_string(edge_.proc.pid()) + ",'").c_str(), "r");
+  ASSERT_NE(ss, nullptr);
+  std::vector<int> ports;
+  char line[512];
+  const std::regex port_re(R"(:(\d+)\s)");
+  while (std::fgets(line, sizeof(line), ss)) {
+    std::cmatch m;
+    if (std::regex_search(line, m, port_re) && std::atoi(m[1].str().c_str()) != edge_.quic_port)
+      ports.push_back(std::atoi(m[1].str().c_str()));
+  }
+  ::pclose(ss);
+  ASSERT_FALSE(ports.empty()) << "no bridge socket found";
+  for (int port : ports) {
+    auto pub = Bench({"pub", "--server", "127.0.0.1:" + std::to_string(port), "--ca", ca_, "--topic",
+                      "telemetry/x", "--qos", "1", "--rate", "10", "--seconds", "2"},
+                     "probe" + std::to_string(port));
+    const json r = Summary(*pub, 20000);
+    EXPECT_FALSE(r.value("connected", true)) << "bridge port " << port << ": " << r.dump();
+  }
+  const json em = edge_.Get("/api/v4/metrics")["data"]["workers"];
+  EXPECT_GT(em.value("drop_no_conn{worker=\"0\"}", 0), 0) << em.dump();
+  EXPECT_TRUE(edge_.Get("/api/v4/bridges/cloud")["data"].value("connected", false));
+}
+
 TEST_F(ApplianceTest, SighupAddsAQuicBridge) {
   std::ifstream in(dir_ + "/edge.toml");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

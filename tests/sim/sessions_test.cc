@@ -266,6 +266,8 @@ TEST(SessionsSim, OfflineQueueHoldsUpToItsCapAndEndsWithTheSession) {
   ASSERT_TRUE(net.RunUntil([&] { return back.Publishes(0).size() == 4; }, 2 * kSecond));
   EXPECT_EQ(back.Publishes(0)[3].second, "6");
   EXPECT_EQ(cloud.cp->south().offline_queued, 3u);
+  EXPECT_EQ(cloud.cp->south().offline_delivered, 3u);  // a live route, not through the controlplane
+  EXPECT_EQ(cloud.worker->stats().routed_offline.Get(), 5u);  // 5 went to the controlplane; it kept 3
 
   // Away again; a clean start ends the session and what waited for it.
   back.Send(0, mqtt::Disconnect{});
@@ -295,6 +297,46 @@ TEST(SessionsSim, OfflineQueueHoldsUpToItsCapAndEndsWithTheSession) {
   net.RunUntil([] { return false; }, 100 * quic::kMillisecond);
   EXPECT_EQ(cloud.cp->south().offline_queued, 5u);
   EXPECT_EQ(cloud.cp->south().offline_dropped, 4u);
+}
+
+// A session that begins closing (DISCONNECT) stops being a live route at once; what is
+// published during its connection's linger queues for it rather than being lost.
+TEST(SessionsSim, MessagesDuringTheCloseLingerQueue) {
+  TestTls tls;
+  SimNet net;
+  SimAppliance cloud(net, kServer, Listener(tls.server.get()), cp::ControlplaneConfig{});
+  SimMqttClient c(net, *tls.client, Addr("198.18.3.1", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return c.confirmed(); }, 2 * kSecond));
+  SendConnect(c, "linger", false, std::nullopt, std::nullopt, /*expiry=*/600);
+  mqtt::Subscribe sub;
+  sub.packet_id = 1;
+  sub.subscriptions.push_back(mqtt::Subscription{"l/#", mqtt::QoS::k1});
+  c.Send(0, sub);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->Session("linger") && cloud.cp->Session("linger")->subscriptions == 1; },
+                           2 * kSecond));
+  SimMqttClient pub(net, *tls.client, Addr("198.18.3.9", 1000), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return pub.confirmed(); }, 2 * kSecond));
+  SendConnect(pub, "pub", true, std::nullopt, std::nullopt);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 2; }, 2 * kSecond));
+  c.Send(0, mqtt::Disconnect{});
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->offline_sessions() == 1; }, 2 * kSecond));
+  net.RunUntil([] { return false; }, 50 * quic::kMillisecond);  // the snapshot reaches the worker
+  ASSERT_EQ(cloud.cp->sessions(), 2u) << "the connection still lingers";
+  mqtt::Publish p;
+  p.topic = "l/x";
+  static const uint8_t kBody[] = {'x'};
+  p.payload = kBody;
+  p.qos = mqtt::QoS::k1;
+  p.packet_id = 7;
+  pub.Send(0, p);
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->south().offline_queued == 1; }, 2 * kSecond));
+  ASSERT_TRUE(net.RunUntil([&] { return cloud.cp->sessions() == 1; }, 5 * kSecond));
+  EXPECT_EQ(cloud.cp->offline_sessions(), 1u);  // stored once, not again at the close
+  SimMqttClient back(net, *tls.client, Addr("198.18.3.1", 1001), kServer);
+  ASSERT_TRUE(net.RunUntil([&] { return back.confirmed(); }, 2 * kSecond));
+  SendConnect(back, "linger", false, std::nullopt, std::nullopt, 600);
+  ASSERT_TRUE(net.RunUntil([&] { return back.Publishes(0).size() == 1; }, 2 * kSecond));
+  EXPECT_EQ(back.Publishes(0)[0].second, "x");
 }
 
 TEST(SessionsSim, OfflineSessionExpires) {

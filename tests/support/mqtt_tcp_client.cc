@@ -56,6 +56,17 @@ absl::StatusOr<uint16_t> PickFreePort() {
   return ntohs(a.sin_port);
 }
 
+bool HasIpv6Loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  ::close(fd);
+  return ok;
+}
+
 absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Dial(const std::string& host,
                                                                    uint16_t port,
                                                                    absl::Duration timeout) {

@@ -84,4 +84,7 @@ class MosquittoBroker {
 // A free TCP port on 127.0.0.1 at the time of the call.
 absl::StatusOr<uint16_t> PickFreePort();
 
+// Whether this host has ::1 (containers may run with IPv6 off): IPv6 tests skip without it.
+bool HasIpv6Loopback();
+
 }  // namespace qbridge::testing
