@@ -25,6 +25,7 @@ Connection::Connection(bool server, ConnectionEvents* events) : server_(server),
 }
 
 Connection::~Connection() {
+  if (state_ == State::kHandshaking && handshaking_ != nullptr) --*handshaking_;
   if (conn_) ngtcp2_conn_del(conn_);
   if (tls_) gnutls_deinit(tls_);
 }
@@ -255,7 +256,7 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   }
   switch (rv) {
     case NGTCP2_ERR_DRAINING: {
-      state_ = State::kDraining;
+      SetState(State::kDraining);
       close_deadline_ = now + 3 * ngtcp2_conn_get_pto(conn_);  // RFC 9000 10.2
       peer_closed_ = true;
       const ngtcp2_ccerr* e = ngtcp2_conn_get_ccerr(conn_);
@@ -264,7 +265,7 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
     }
     case NGTCP2_ERR_DROP_CONN:
     case NGTCP2_ERR_RETRY:  // endpoints answer Retry before a connection exists
-      state_ = State::kClosed;
+      SetState(State::kClosed);
       return false;
     case NGTCP2_ERR_DISCARD_PKT:
       return true;  // e.g. undecryptable: dropped by ngtcp2, the connection is fine
@@ -299,19 +300,19 @@ bool Connection::HandleExpiry(Timestamp now) {
   if (state_ == State::kClosed) return false;
   if (state_ == State::kClosing || state_ == State::kDraining) {
     // ngtcp2 leaves the closing and draining periods (3 PTO) to the application.
-    if (now >= close_deadline_) state_ = State::kClosed;
+    if (now >= close_deadline_) SetState(State::kClosed);
     return state_ != State::kClosed;
   }
   if (config_.disconnect_timeout_ns && bytes_in_flight_ > 0 &&
       now - last_ack_progress_ >= config_.disconnect_timeout_ns) {
-    state_ = State::kClosed;  // the path is dead: nobody would hear a CONNECTION_CLOSE
+    SetState(State::kClosed);  // the path is dead: nobody would hear a CONNECTION_CLOSE
     timeout_reason_ = "disconnect timeout";
     return false;
   }
   const int rv = ngtcp2_conn_handle_expiry(conn_, now);
   if (rv == 0) return true;
   if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-    state_ = State::kClosed;  // silently, as RFC 9000 10.1 says
+    SetState(State::kClosed);  // silently, as RFC 9000 10.1 says
     timeout_reason_ = rv == NGTCP2_ERR_IDLE_CLOSE ? "idle timeout" : "handshake timeout";
     return false;
   }
@@ -436,7 +437,7 @@ int Connection::OnHandshakeCompleted(ngtcp2_conn* conn, void* user) {
 int Connection::OnHandshakeConfirmed(ngtcp2_conn*, void* user) {
   auto* c = static_cast<Connection*>(user);
   if (c->state_ != State::kHandshaking) return 0;
-  c->state_ = State::kEstablished;
+  c->SetState(State::kEstablished);
   if (c->events_) c->events_->OnHandshakeConfirmed();
   return 0;
 }

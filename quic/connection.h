@@ -240,6 +240,10 @@ class Connection {
 
   // --- state ---------------------------------------------------------------------------------
   State state() const { return state_; }
+  // Counts this connection in `*counter` while it handshakes: the counter is decremented
+  // when it leaves kHandshaking (or is destroyed in it). The owner increments it (an
+  // endpoint's count of handshakes in flight, kept without a scan). Null: none.
+  void CountHandshakeIn(size_t* counter) { handshaking_ = counter; }
   bool is_server() const { return server_; }
   bool handshake_confirmed() const { return state_ == State::kEstablished; }
   const Path& path() const { return path_; }
@@ -320,6 +324,11 @@ class Connection {
   ngtcp2_crypto_conn_ref conn_ref_{};
   Path path_;
   State state_ = State::kHandshaking;
+  size_t* handshaking_ = nullptr;  // CountHandshakeIn
+  void SetState(State s) {
+    if (state_ == State::kHandshaking && s != State::kHandshaking && handshaking_ != nullptr) --*handshaking_;
+    state_ = s;
+  }
   TransportConfig config_;
   ServerCidConfig cids_;
   CidRegistry* registry_ = nullptr;

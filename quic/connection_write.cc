@@ -168,9 +168,9 @@ bool Connection::WriteClose(Timestamp now, std::span<uint8_t> scratch, Emit emit
     const ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
         conn_, &ps.path, &pi, scratch.data(), std::min(scratch.size(), config_.max_udp_payload),
         &close_error_, now);
-    state_ = State::kClosing;
+    SetState(State::kClosing);
     if (n <= 0) {
-      state_ = State::kClosed;  // nothing to say (e.g. before any key): just go
+      SetState(State::kClosed);  // nothing to say (e.g. before any key): just go
       return false;
     }
     close_packet_.assign(scratch.data(), scratch.data() + n);

@@ -66,12 +66,6 @@ Connection* ServerEndpoint::Find(const uint8_t* cid, size_t len) const {
   return it == by_cid_.end() ? nullptr : it->second;
 }
 
-size_t ServerEndpoint::Handshakes() const {
-  size_t n = 0;
-  for (const auto& [c, e] : conns_) n += c->state() == Connection::State::kHandshaking;
-  return n;
-}
-
 bool ServerEndpoint::RetryRequired(Timestamp now) {
   if (now - rate_window_start_ >= kSecond) {
     rate_window_start_ = now;
@@ -223,6 +217,10 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
   Connection* c = conn->get();
   Entry& e = conns_[c];
   e.conn = std::move(*conn);
+  if (c->state() == Connection::State::kHandshaking) {
+    ++handshaking_;
+    c->CountHandshakeIn(&handshaking_);
+  }
   ++stats_.accepted;
   ++rate_window_count_;
   // Register the CIDs the connection was created with; later ones arrive by callback.

@@ -94,6 +94,9 @@ class ServerEndpoint : public CidRegistry {
   size_t connections() const { return conns_.size(); }
   size_t connections_wanting_write() const { return dirty_.size(); }
   const EndpointStats& stats() const { return stats_; }
+  // Handshakes in flight, what max_handshakes and retry_threshold compare with: a counter the
+  // connections keep (CountHandshakeIn), not a scan (an Initial flood costs O(1) each).
+  size_t handshakes() const { return handshaking_; }
   // For tests and REST: the connection a CID routes to, or null.
   Connection* Find(const uint8_t* cid, size_t len) const;
   template <typename Fn>
@@ -114,7 +117,7 @@ class ServerEndpoint : public CidRegistry {
   void SendStatelessReset(const Path& path, const uint8_t* dcid, size_t dcidlen, size_t pktlen,
                           Connection::Emit emit);
   bool RetryRequired(Timestamp now);
-  size_t Handshakes() const;
+  size_t Handshakes() const { return handshaking_; }
   void Reap(Connection* c);
   // Refreshes `c`'s deadline in the table (0 once it is closed: reap it).
   void Track(Connection* c) {
@@ -131,6 +134,9 @@ class ServerEndpoint : public CidRegistry {
   AcceptFn on_accept_;
   CloseFn on_close_;
   absl::flat_hash_map<std::string, Connection*> by_cid_;
+  // Connections in their handshake (each decrements it as it leaves that state). Declared
+  // before conns_, so it outlives the connections destroyed with the endpoint.
+  size_t handshaking_ = 0;
   absl::flat_hash_map<Connection*, Entry> conns_;
   // Per slot (Connection::endpoint_slot()): the connection and its deadline (kNever when
   // the slot is free).

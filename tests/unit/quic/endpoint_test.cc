@@ -189,6 +189,7 @@ TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
   EXPECT_EQ(st.accepted, 50u);
   EXPECT_EQ(st.retry_sent, 550u);
   EXPECT_EQ(endpoint_->connections(), 50u);
+  EXPECT_EQ(endpoint_->handshakes(), 50u);
   // Retry off: the handshake cap drops the excess instead.
   endpoint_config_.retry = RetryMode::kOff;
   auto ep = ServerEndpoint::Create(*server_tls_, endpoint_config_);
@@ -197,6 +198,7 @@ TEST_F(QuicTest, InitialFloodIsBoundedAndCounted) {
                                  sim.now());
   EXPECT_EQ((*ep)->connections(), 100u);
   EXPECT_EQ((*ep)->stats().drop_handshake_limit, 200u);
+  EXPECT_EQ((*ep)->handshakes(), 100u);
 }
 
 // The endpoint writes only connections with something to send: after a round of writes the
@@ -211,6 +213,7 @@ TEST_F(QuicTest, EndpointWritesOnlyConnectionsThatWantTo) {
   server_conn_ = first;  // on_accept pointed the fixture at the newest one
   server_events_.conn = first;
   EXPECT_EQ(endpoint_->connections(), 21u);
+  EXPECT_EQ(endpoint_->handshakes(), 20u);  // the first one finished its handshake
   EXPECT_EQ(endpoint_->connections_wanting_write(), 20u);  // the new ones owe their answers
   std::vector<uint8_t> scratch(64 * 1500);
   size_t written = 0;
@@ -230,6 +233,7 @@ TEST_F(QuicTest, EndpointWritesOnlyConnectionsThatWantTo) {
   EXPECT_EQ(client_events_.data[*sid].size(), 3000u);
   // The 20 half-open connections time out by their handshake deadline: the table fires it.
   ASSERT_TRUE(sim.RunUntil([&] { return endpoint_->connections() == 1; }, 30 * kSecond));
+  EXPECT_EQ(endpoint_->handshakes(), 0u);  // reaped mid-handshake: counted out
   EXPECT_LT(endpoint_->Expiry(), kNever);  // the live one keeps its idle deadline
 }
 
