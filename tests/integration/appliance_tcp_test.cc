@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "tests/support/mqtt_tcp_client.h"
 #include "tests/support/subprocess.h"
@@ -19,15 +20,11 @@
 namespace qbridge::testing {
 namespace {
 
-// What every appliance file here starts with: the TCP listener and REST.
-constexpr const char* kHeader = R"([listeners.tcp]
-bind = "127.0.0.1:0"
-
-[http_server]
-bind = "127.0.0.1:0"
-username = "admin"
-password = "pw"
-)";
+// What every appliance file here starts with: the TCP listener and REST on `host`.
+std::string Header(const std::string& host = "127.0.0.1") {
+  return "[listeners.tcp]\nbind = \"" + host + ":0\"\n\n[http_server]\nbind = \"" + host +
+         ":0\"\nusername = \"admin\"\npassword = \"pw\"\n";
+}
 
 class ApplianceTcpTest : public ::testing::Test {
  protected:
@@ -38,7 +35,7 @@ class ApplianceTcpTest : public ::testing::Test {
     broker_ = std::move(*b);
     char tmpl[] = "/tmp/qbridge-tcp-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.mosq]
+    std::ofstream(dir_ + "/qbridge.toml") << Header() << R"([bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
 clientid = "qbridge-tcp-bridge"
@@ -80,6 +77,35 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "#", prefix = "down/", q
     auto p = std::make_unique<Subprocess>();
     EXPECT_TRUE(p->Start(argv, dir_ + "/spawn.err"));
     return p;
+  }
+  // Another qbridge, from `toml` (its files named `name`): its TCP and REST ports (0: it
+  // did not start).
+  struct Extra {
+    Subprocess proc;
+    int tcp = 0, http = 0;
+    std::string log_path;
+    std::string Log() const {
+      std::ifstream f(log_path);
+      return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    }
+  };
+  void StartExtra(Extra& e, const std::string& name, const std::string& toml) {
+    const std::string conf = dir_ + "/" + name + ".toml";
+    std::ofstream(conf) << toml;
+    e.log_path = dir_ + "/" + name + ".log";
+    if (!e.proc.Start({QBRIDGE_BIN, "--config", conf}, e.log_path)) return;
+    const auto j = nlohmann::json::parse(e.proc.ReadLine(15000), nullptr, false);
+    e.tcp = j.value("tcp_port", 0);
+    e.http = j.value("http_port", 0);
+  }
+  // Whether the bridge REST names at `url` connects within 10 s.
+  bool BridgeComesUp(const std::string& url) {
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      auto out = Run({"curl", "-s", "-g", "-w", "\n", "-u", "admin:pw", url});
+      if (!out.empty() && out[0].find("\"connected\":true") != std::string::npos) return true;
+    }
+    return false;
   }
 
   std::unique_ptr<MosquittoBroker> broker_;
@@ -128,7 +154,7 @@ namespace {
 TEST_F(ApplianceTcpTest, SighupReloadsRulesWithoutReconnecting) {
   const std::string mosq = std::to_string(broker_->port());
   const std::string qb = std::to_string(tcp_port_);
-  std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.mosq]
+  std::ofstream(dir_ + "/qbridge.toml") << Header() << R"([bridges.mqtt.mosq]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 4
 clientid = "qbridge-tcp-bridge"
@@ -171,7 +197,7 @@ namespace {
 TEST_F(ApplianceTcpTest, SighupAddsAndRemovesBridges) {
   const std::string mosq = std::to_string(broker_->port());
   const std::string qb = std::to_string(tcp_port_);
-  std::ofstream(dir_ + "/qbridge.toml") << kHeader << R"([bridges.mqtt.fresh]
+  std::ofstream(dir_ + "/qbridge.toml") << Header() << R"([bridges.mqtt.fresh]
 server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
 proto_ver = 5
 clientid = "qbridge-fresh"
@@ -208,17 +234,9 @@ forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site3/", qos = 
 // hybrid_bridging: the QUIC upstream is not there, so the bridge falls back to the next
 // server in hybrid_servers, mosquitto over TCP, and forwards through it.
 TEST_F(ApplianceTcpTest, HybridBridgingFallsBackFromQuicToTcp) {
-  Subprocess hybrid;
-  const std::string conf = dir_ + "/hybrid.toml";
-  std::ofstream(conf) << R"(
-[listeners.tcp]
-bind = "127.0.0.1:0"
-
-[http_server]
-bind = "127.0.0.1:0"
-username = "admin"
-password = "pw"
-
+  Extra hybrid;
+  std::ostringstream toml;
+  toml << Header() << R"(
 [bridges.mqtt.either]
 server = "mqtt-quic://127.0.0.1:9"
 proto_ver = 4
@@ -233,27 +251,19 @@ hybrid_bridging = true
 hybrid_servers = ["mqtt-quic://127.0.0.1:9", "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("]
 forwards = [{ local_topic = "hy/#", remote_topic = "", prefix = "via-tcp/", qos = 1 }]
 )";
-  ASSERT_TRUE(hybrid.Start({QBRIDGE_BIN, "--config", conf}, dir_ + "/hybrid.log"));
-  const auto j = nlohmann::json::parse(hybrid.ReadLine(15000), nullptr, false);
-  const int tcp = j.value("tcp_port", 0);
-  const int http = j.value("http_port", 0);
-  ASSERT_GT(tcp, 0);
+  StartExtra(hybrid, "hybrid", toml.str());
+  const int tcp = hybrid.tcp;
+  ASSERT_GT(tcp, 0) << hybrid.Log();
   // Wait until the bridge is up (on the TCP fallback).
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    auto out = Run({"curl", "-s", "-w", "\\n", "-u", "admin:pw",
-                    "http://127.0.0.1:" + std::to_string(http) + "/api/v4/bridges/either"});
-    up = !out.empty() && out[0].find("\"connected\":true") != std::string::npos;
-  }
-  ASSERT_TRUE(up);
+  ASSERT_TRUE(BridgeComesUp("http://127.0.0.1:" + std::to_string(hybrid.http) + "/api/v4/bridges/either"))
+      << hybrid.Log();
   auto sub = Spawn({"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-t", "via-tcp/#",
                     "-q", "1", "-v", "-C", "1", "-W", "15"});
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(tcp), "-t", "hy/x", "-m", "fallback", "-q", "1"});
   EXPECT_EQ(sub->ReadLine(15000), "via-tcp/hy/x fallback");
-  hybrid.Signal(SIGTERM);
-  EXPECT_EQ(hybrid.Wait(10000), 0);
+  hybrid.proc.Signal(SIGTERM);
+  EXPECT_EQ(hybrid.proc.Wait(10000), 0);
 }
 
 // Offline queue: a persistent subscriber (clean start 0, session expiry 600 s) goes away;
@@ -314,17 +324,9 @@ TEST_F(ApplianceTcpTest, SouthAndNorthOverIpv6) {
   auto b6 = MosquittoBroker::Start(o);
   ASSERT_TRUE(b6.ok()) << b6.status();
   const std::string mosq = std::to_string((*b6)->port());
-  Subprocess v6;
-  const std::string conf = dir_ + "/v6.toml";
-  std::ofstream(conf) << R"(
-[listeners.tcp]
-bind = "[::1]:0"
-
-[http_server]
-bind = "[::1]:0"
-username = "admin"
-password = "pw"
-
+  Extra v6;
+  std::ostringstream toml;
+  toml << Header("[::1]") << R"(
 [bridges.mqtt.six]
 server = "mqtt-tcp://[::1]:)" << mosq << R"("
 proto_ver = 5
@@ -333,23 +335,11 @@ keepalive = "5s"
 forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site6/", qos = 1 }]
 subscription = [{ remote_topic = "cmd/#", local_topic = "", prefix = "down/", qos = 1 }]
 )";
-  ASSERT_TRUE(v6.Start({QBRIDGE_BIN, "--config", conf}, dir_ + "/v6.log"));
-  const auto j = nlohmann::json::parse(v6.ReadLine(15000), nullptr, false);
-  const int tcp = j.value("tcp_port", 0);
-  const int http = j.value("http_port", 0);
-  ASSERT_GT(tcp, 0);
-  auto log = [&] {
-    std::ifstream f(dir_ + "/v6.log");
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  };
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    auto out = Run({"curl", "-s", "-g", "-w", "\n", "-u", "admin:pw",
-                    "http://[::1]:" + std::to_string(http) + "/api/v4/bridges/six"});
-    up = !out.empty() && out[0].find("\"connected\":true") != std::string::npos;
-  }
-  ASSERT_TRUE(up) << log();
+  StartExtra(v6, "v6", toml.str());
+  const int tcp = v6.tcp;
+  ASSERT_GT(tcp, 0) << v6.Log();
+  auto log = [&] { return v6.Log(); };
+  ASSERT_TRUE(BridgeComesUp("http://[::1]:" + std::to_string(v6.http) + "/api/v4/bridges/six")) << log();
   EXPECT_NE(log().find("MQTT over TCP on [::1]:"), std::string::npos) << log();
   EXPECT_NE(log().find("-> mqtt-tcp://[::1]:" + mosq), std::string::npos) << log();
   auto up_sub = Spawn({"mosquitto_sub", "-h", "::1", "-p", mosq, "-t", "site6/#", "-q", "1", "-v", "-C", "1",
@@ -361,8 +351,8 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "", prefix = "down/", qo
   Run({"mosquitto_pub", "-h", "::1", "-p", mosq, "-t", "cmd/six", "-m", "south", "-q", "1"});
   EXPECT_EQ(up_sub->ReadLine(15000), "site6/up/six north") << log();
   EXPECT_EQ(down_sub->ReadLine(15000), "down/cmd/six south") << log();
-  v6.Signal(SIGTERM);
-  EXPECT_EQ(v6.Wait(10000), 0);
+  v6.proc.Signal(SIGTERM);
+  EXPECT_EQ(v6.proc.Wait(10000), 0);
 }
 
 }  // namespace
