@@ -261,8 +261,9 @@ void Controlplane::OnConnect(const Msg& m, const mqtt::Connect& c, MonoNs now) {
       offline = std::move(st->second.queue);
       resumed_from = st->second.id;
       present = true;
+    } else {
+      south_.offline_dropped += st->second.queue.size();  // a clean start ends the old session
     }
-    south_.offline_dropped += st->second.queue.size();  // a clean start ends the old session
     wheel_.Cancel(st->second.timer);
     stored_by_id_.erase(st->second.id);
     stored_.erase(st);
