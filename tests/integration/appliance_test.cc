@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
+#include <sstream>
 
 #include "tests/support/mqtt_tcp_client.h"
 #include "tests/support/subprocess.h"
@@ -441,11 +441,14 @@ TEST_F(ApplianceTest, BridgeSocketsAreNoSecondListener) {
   ASSERT_NE(ss, nullptr);
   std::vector<int> ports;
   char line[512];
-  const std::regex port_re(R"(:(\d+)\s)");
   while (std::fgets(line, sizeof(line), ss)) {
-    std::cmatch m;
-    if (std::regex_search(line, m, port_re) && std::atoi(m[1].str().c_str()) != edge_.quic_port)
-      ports.push_back(std::atoi(m[1].str().c_str()));
+    // "UNCONN 0 0 127.0.0.1:43951 0.0.0.0:* users:(...)": the 4th field is the local address.
+    std::istringstream fields(line);
+    std::string state, recvq, sendq, local;
+    fields >> state >> recvq >> sendq >> local;
+    const size_t colon = local.rfind(':');
+    const int port = colon == std::string::npos ? 0 : std::atoi(local.c_str() + colon + 1);
+    if (port > 0 && port != edge_.quic_port) ports.push_back(port);
   }
   ::pclose(ss);
   ASSERT_FALSE(ports.empty()) << "no bridge socket found";

@@ -228,9 +228,12 @@ TEST(SessionsSim, OfflineQueueHoldsUpToItsCapAndEndsWithTheSession) {
     if (qos != mqtt::QoS::k0) p.packet_id = next_id++;
     pub.Send(0, p);
   };
-  // A persistent session with one control-stream subscription, then away.
+  // A persistent session with one control-stream subscription, then away. The clients stay
+  // alive (the simulated network keeps polling them).
+  std::vector<std::unique_ptr<SimMqttClient>> gone;
   auto away = [&](uint16_t port, uint32_t expiry) {
-    auto c = std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", port), kServer);
+    auto& c = gone.emplace_back(
+        std::make_unique<SimMqttClient>(net, *tls.client, Addr("198.18.3.1", port), kServer));
     EXPECT_TRUE(net.RunUntil([&] { return c->confirmed(); }, 2 * kSecond));
     SendConnect(*c, "keeper", false, std::nullopt, std::nullopt, expiry);
     mqtt::Subscribe sub;
