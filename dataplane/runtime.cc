@@ -53,7 +53,6 @@ quic::TlsConfig Tls(const TlsFiles& f, const std::string& default_name) {
   return c;
 }
 
-// The source address the kernel picks towards `remote` (for a wildcard-bound socket).
 absl::StatusOr<std::pair<net::Ipv4, uint8_t>> ParseCidr(const std::string& s) {
   std::vector<std::string> parts = absl::StrSplit(s, '/');
   in_addr a{};
