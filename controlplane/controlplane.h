@@ -346,9 +346,9 @@ class Controlplane {
   void OnConnect(const dp::Msg& m, const mqtt::Connect& c, MonoNs now);
   void OnSouthKeepalive(SouthSession& s, MonoNs now);
   void EndSouth(SouthSession& s, mqtt::ReasonCode why, uint64_t app_error, MonoNs now);
-  // A session that begins closing stops being a live route at once: keep it as an offline
-  // session now (its messages queue), not after the connection's linger.
-  void StoreClosing(SouthSession& s, MonoNs now);
+  // A session begins closing (its DISCONNECT, or EndSouth): it stops being a live route at
+  // once and, unless taken over, is kept as an offline session now (its messages queue).
+  void BeginClosing(SouthSession& s, MonoNs now);
   void OnRetain(const dp::Msg& m);
   void OnOffline(const dp::Msg& m);  // a message for an offline session: queue it
   void SendRetained(const SouthSession& s, int64_t stream, std::string_view filter, mqtt::QoS max);

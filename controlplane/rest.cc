@@ -31,7 +31,7 @@ double RttBoundMs(const BridgeStatus& s, uint64_t percent) {
   uint64_t total = 0;
   for (uint64_t n : s.rtt_hist) total += n;
   if (total == 0) return 0;
-  const uint64_t rank = std::max<uint64_t>(1, (total * percent + 99) / 100);
+  const uint64_t rank = (total * percent + 99) / 100;  // >= 1: total > 0
   uint64_t seen = 0;
   for (size_t k = 0; k < 5; ++k) {
     seen += s.rtt_hist[k];
@@ -202,7 +202,7 @@ void History::Add(const Observed& o) {
   t.drops = MessageDrops(o);
   for (const auto& b : o.traffic) t.bridges.emplace_back(b.tx_msgs, b.rx_msgs);
   if (last_ && t.at_ns < last_->at_ns + dp::kSecNs) return;
-  if (last_ && t.at_ns > last_->at_ns) {
+  if (last_) {
     const double dt = double(t.at_ns - last_->at_ns) / 1e9;
     auto rate = [dt](uint64_t now, uint64_t then) { return now >= then ? double(now - then) / dt : 0.0; };
     Sample smp;

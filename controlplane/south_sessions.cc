@@ -169,10 +169,7 @@ void Controlplane::OnSouthPacket(const Msg& m, MonoNs now) {
       if (m.stream != 0) return;  // a data stream's DISCONNECT ends only that stream (EMQX)
       // A normal DISCONNECT cancels the will; 0x04 (5.0) asks for it to be published.
       if (std::get<mqtt::Disconnect>(p).reason != ReasonCode::kDisconnectWithWill) s.will.clear();
-      s.closing = true;
-      StoreClosing(s, now);
-      if (!s.subs.empty()) routes_dirty_ = true;
-      wheel_.Cancel(s.timer);
+      BeginClosing(s, now);
       Post(s.conn.core, dp::MakeMsg(MsgType::kClose, s.conn));  // app error 0
       return;
     case PacketType::kAuth:
@@ -347,18 +344,21 @@ void Controlplane::OnSouthKeepalive(SouthSession& s, MonoNs now) {
   EndSouth(s, ReasonCode::kKeepAliveTimeout, kAppCtrlStreamDown, now);
 }
 
-void Controlplane::StoreClosing(SouthSession& s, MonoNs now) {
-  if (s.taken_over || s.stored) return;
-  StoreSession(s, now);
-  s.stored = true;
+void Controlplane::BeginClosing(SouthSession& s, MonoNs now) {
+  s.closing = true;
+  // No longer a live route: kept as an offline session from now, not after the
+  // connection's linger (a takeover hands it to the new connection instead).
+  if (!s.taken_over && !s.stored) {
+    StoreSession(s, now);
+    s.stored = true;
+  }
+  if (!s.subs.empty()) routes_dirty_ = true;
+  wheel_.Cancel(s.timer);
 }
 
 void Controlplane::EndSouth(SouthSession& s, ReasonCode why, uint64_t app_error, MonoNs now) {
   if (s.closing) return;
-  s.closing = true;
-  StoreClosing(s, now);
-  if (!s.subs.empty()) routes_dirty_ = true;
-  wheel_.Cancel(s.timer);
+  BeginClosing(s, now);
   if (s.version == mqtt::Version::k5) {
     mqtt::Disconnect d;
     d.reason = why;

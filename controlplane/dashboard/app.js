@@ -26,6 +26,12 @@ const state = {
 
 // --- small helpers -------------------------------------------------------------------------
 
+// Children as nodes: anything that is not a node becomes a text node; null/undefined go.
+function nodes(children) {
+  return children.flat().filter((c) => c !== null && c !== undefined)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+}
+
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -33,16 +39,12 @@ function el(tag, attrs, ...children) {
     else if (k === 'onclick') e.addEventListener('click', v);
     else e.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined) continue;
-    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
+  e.append(...nodes(children));
   return e;
 }
 
 function fill(node, ...children) {
-  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)
-    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+  node.replaceChildren(...nodes(children));
 }
 
 function num(n, digits = 0) {

@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "quic/connection.h"  // quic::Address
 
 extern char** environ;
 
@@ -71,25 +72,12 @@ absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Dial(const std::st
                                                                    uint16_t port,
                                                                    absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  sockaddr_storage a{};
-  socklen_t len = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a);
-  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    len = sizeof(*v4);
-  } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    len = sizeof(*v6);
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("not an IP address: ", host));
-  }
+  const quic::Address a = quic::Address::FromIpPort(host, port);
+  if (a.empty()) return absl::InvalidArgumentError(absl::StrCat("not an IP address: ", host));
   for (;;) {
-    const int fd = ::socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = ::socket(a.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Errno("socket");
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) == 0) {
+    if (::connect(fd, a.sa(), a.len) == 0) {
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       return std::unique_ptr<MqttTcpClient>(new MqttTcpClient(fd));
