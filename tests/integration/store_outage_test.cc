@@ -47,7 +47,6 @@ int Rate() {
   return v ? std::clamp(std::atoi(v), 10, 20'000) : 200;
 }
 constexpr size_t kWindow = 64;        // PUBLISHes the publisher keeps unacknowledged at most
-constexpr double kStallMs = 1000;  // a PUBACK slower than this is a stall
 // store_memory = 64KB, and what one commit's worth of newest messages adds before it is done.
 constexpr uint64_t kMemoryBound = 128 << 10;
 
@@ -399,9 +398,12 @@ forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "site/", qos = 1
     }
     EXPECT_EQ(missing, 0u) << "acknowledged messages lost";
     EXPECT_EQ(pub.refused(), 0u);
-    // The publisher never stalled: without the store each PUBACK would wait for the upstream.
+    // The publisher never stalled: without the store each PUBACK would wait for the upstream,
+    // that is for the rest of the outage. The bound is a fraction of the outage, not a fixed
+    // latency: one fdatasync can take over a second on a shared CI disk (CI saw 1.5 s while
+    // a browser test started beside this one), and that is the disk, not a stall.
     EXPECT_GT(outage_ms.size(), size_t(Rate()) * size_t(OutageSeconds()) / 2);
-    EXPECT_LT(max, kStallMs);
+    EXPECT_LT(max, OutageSeconds() * 1000.0 / 4) << "a PUBACK waited for a large part of the outage";
     // Duplicates come only from resends (DUP) of what was in flight when a link broke, or of
     // what a restart recovered.
     json b = Bridge(http_port, "up");
