@@ -158,7 +158,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   }
 
   if (const toml::table* ls = root.get_as<toml::table>("listeners")) {
-    r.Unknown(*ls, "listeners", {"quic", "tcp"});
+    r.Unknown(*ls, "listeners", {"quic", "tcp", "ssl"});
     if (const toml::table* tt = ls->get_as<toml::table>("tcp")) {
       r.Unknown(*tt, "listeners.tcp", {"enable", "bind"});
       if (r.Bool(*tt, "listeners.tcp", "enable").value_or(true)) {
@@ -169,6 +169,38 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
           }
         }
         cfg.runtime.tcp_listener = l;
+      }
+    }
+    if (const toml::table* st = ls->get_as<toml::table>("ssl")) {
+      // NanoMQ's MQTT-over-TLS listener: its keys, its defaults (8883, no client certificates).
+      const std::string p = "listeners.ssl";
+      r.Unknown(*st, p, {"enable", "bind", "certfile", "keyfile", "cacertfile", "verify_peer",
+                         "fail_if_no_peer_cert"});
+      if (r.Bool(*st, p, "enable").value_or(true)) {
+        dp::RuntimeConfig::TlsListener l;
+        l.tls.verify_peer = false;
+        if (auto v = r.Str(*st, p, "bind")) {
+          if (!ParseHostPort(*v, &l.ip, &l.port) || !IsIpLiteral(l.ip)) {
+            r.Error(p + ".bind", "expected \"ip:port\", e.g. \"0.0.0.0:8883\"");
+          }
+        }
+        l.tls.certfile = PathKey(r, *st, p, "certfile");
+        l.tls.keyfile = PathKey(r, *st, p, "keyfile");
+        l.tls.cacertfile = PathKey(r, *st, p, "cacertfile");
+        if (auto v = r.Bool(*st, p, "verify_peer")) l.tls.verify_peer = *v;
+        if (auto v = r.Bool(*st, p, "fail_if_no_peer_cert")) l.fail_if_no_peer_cert = *v;
+        if (l.tls.certfile.empty()) r.Error(p + ".certfile", "required (the server's certificate)");
+        if (l.tls.keyfile.empty()) r.Error(p + ".keyfile", "required (the certificate's key)");
+        CheckReadable(r, p + ".certfile", l.tls.certfile);
+        CheckReadable(r, p + ".keyfile", l.tls.keyfile);
+        CheckReadable(r, p + ".cacertfile", l.tls.cacertfile);
+        if (l.tls.verify_peer && l.tls.cacertfile.empty()) {
+          r.Error(p + ".cacertfile", "required with verify_peer = true (client certificates are checked against it)");
+        }
+        if (l.fail_if_no_peer_cert && !l.tls.verify_peer) {
+          r.Error(p + ".fail_if_no_peer_cert", "needs verify_peer = true (only then are client certificates asked for)");
+        }
+        cfg.runtime.tls_listener = l;
       }
     }
     if (const toml::table* q = ls->get_as<toml::table>("quic")) {
@@ -278,7 +310,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
       }
     }
   }
-  if (!cfg.runtime.listener && !cfg.runtime.tcp_listener && cfg.control.bridges.empty()) {
+  if (!cfg.runtime.listener && !cfg.runtime.tcp_listener && !cfg.runtime.tls_listener && cfg.control.bridges.empty()) {
     r.Error("listeners.quic", "nothing to do: configure a listener, a bridge, or both");
   }
   if (!errors.empty()) {
@@ -291,6 +323,10 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
 std::string HostPort(std::string_view host, int port) {
   return host.find(':') != std::string_view::npos ? absl::StrCat("[", std::string(host), "]:", port)
                                                   : absl::StrCat(std::string(host), ":", port);
+}
+
+const char* UpstreamScheme(const dp::BridgeDialSettings& d) {
+  return !d.tcp ? "mqtt-quic" : d.tls_tcp ? "tls+mqtt-tcp" : "mqtt-tcp";
 }
 
 std::string CheckSummary(const AppConfig& c) {

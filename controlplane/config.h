@@ -48,6 +48,8 @@ absl::StatusOr<AppConfig> LoadConfig(const std::string& path, ConfigChecks check
 
 // "host:port", with an IPv6 literal in brackets ("[::1]:14567"), as URLs and logs write it.
 std::string HostPort(std::string_view host, int port);
+// A bridge's URL scheme, NanoMQ's spelling: "mqtt-quic", "mqtt-tcp" or "tls+mqtt-tcp".
+const char* UpstreamScheme(const dp::BridgeDialSettings& d);
 
 // --check-config's verdict on a configuration that loaded: "OK (2 bridges, ...)".
 std::string CheckSummary(const AppConfig& c);

@@ -64,6 +64,7 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
     d.ip = u->ip;
     d.port = u->port;
     d.tcp = u->tcp;
+    d.tls_tcp = u->tls;
     d.tls.server_name = u->host;
   }
   d.proto_ver = 4;  // NanoMQ's default
@@ -106,7 +107,8 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
       auto u = ParseUpstream(r, hp, *url);
       if (!u) continue;
       // ssl.server_name, when set, applies to `server` only.
-      d.hybrid.push_back(dp::BridgeDialSettings::Hybrid{u->ip, u->port, u->tcp, u->host});
+      d.hybrid.push_back(dp::BridgeDialSettings::Hybrid{
+          .ip = u->ip, .port = u->port, .tcp = u->tcp, .tls = u->tls, .server_name = u->host});
 
     }
     b.servers = 1 + d.hybrid.size();
@@ -135,7 +137,9 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
       r.Error(sp, "certfile and keyfile go together (a client certificate needs both)");
     }
   }
-  if (!d.tcp && d.tls.verify_peer && d.tls.cacertfile.empty()) {
+  const bool any_tls = !d.tcp || d.tls_tcp ||
+                       std::any_of(d.hybrid.begin(), d.hybrid.end(), [](const auto& h) { return !h.tcp || h.tls; });
+  if (any_tls && d.tls.verify_peer && d.tls.cacertfile.empty()) {
     r.Error(Reader::Join(path, "ssl.cacertfile"),
             "required to verify the upstream's certificate (or set ssl.verify_peer = false, "
             "which trusts any server)");

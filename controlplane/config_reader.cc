@@ -117,13 +117,13 @@ std::optional<Upstream> ParseUpstream(Reader& r, const std::string& key, const s
     rest = url.substr(11);
     u.tcp = true;
   } else if (url.starts_with("tls+mqtt-tcp://")) {
-    r.Error(key, "MQTT over TLS/TCP upstreams are not built yet; use mqtt-quic:// or mqtt-tcp://");
-    return std::nullopt;
+    rest = url.substr(15);
+    u.tcp = u.tls = true;
   }
-  u.port = u.tcp ? 1883 : 14567;
+  u.port = u.tls ? 8883 : u.tcp ? 1883 : 14567;
   if (rest.empty() || (rest.find(':') == std::string::npos ? (u.host = rest, false)
                                                             : !ParseHostPort(rest, &u.host, &u.port))) {
-    r.Error(key, "expected mqtt-quic://host:port or mqtt-tcp://host:port");
+    r.Error(key, "expected mqtt-quic://host:port, mqtt-tcp://host:port or tls+mqtt-tcp://host:port");
     return std::nullopt;
   }
   auto ip = g_checks.resolve ? Resolve(u.host) : std::optional<std::string>(u.host);

@@ -131,12 +131,14 @@ extern thread_local ConfigChecks g_checks;
 // relative to the config file's directory. Empty when absent.
 std::string PathKey(Reader& r, const toml::table& t, const std::string& path, const char* key);
 
-// An upstream's URL, as NanoMQ writes them: mqtt-quic://host[:port] (14567) or
-// mqtt-tcp://host[:port] (1883). Errors are reported at `key`; nullopt then.
+// An upstream's URL, as NanoMQ writes them: mqtt-quic://host[:port] (14567),
+// mqtt-tcp://host[:port] (1883) or tls+mqtt-tcp://host[:port] (8883). Errors are reported
+// at `key`; nullopt then.
 struct Upstream {
   std::string host, ip;
   uint16_t port = 0;
   bool tcp = false;
+  bool tls = false;  // with tcp
 };
 std::optional<Upstream> ParseUpstream(Reader& r, const std::string& key, const std::string& url);
 

@@ -78,6 +78,9 @@ void Controlplane::OnMsg(Msg& m, MonoNs now) {
       if (m.aux != 0) {  // a bridge connection: only the current dial's end counts
         const size_t i = m.aux - 1;
         if (i < bridges_.size() && uint64_t(m.stream) == bridges_[i].dial) {
+          const auto why = m.bytes();
+          if (!why.empty() && bridges_[i].close_why.empty())
+            bridges_[i].close_why.assign(reinterpret_cast<const char*>(why.data()), why.size());
           OnBridgeClosed(bridges_[i], m.arg, now);
         }
         return;

@@ -119,10 +119,11 @@ cp::AppConfig Reload(const cp::AppConfig& old, const cp::AppConfig& next, cp::Co
     keep(next, j);
     const auto& d = next.runtime.bridges[j];
     Log("reload: bridge %s %s -> %s://%s", b.name, running ? "replaced" : "added",
-        d.tcp ? "mqtt-tcp" : "mqtt-quic", cp::HostPort(d.ip, d.port));
+        cp::UpstreamScheme(d), cp::HostPort(d.ip, d.port));
     ++(running ? replaced : added);
   }
-  if (!(old.runtime.listener == next.runtime.listener) || old.runtime.workers != next.runtime.workers ||
+  if (!(old.runtime.listener == next.runtime.listener) || old.runtime.tcp_listener != next.runtime.tcp_listener ||
+      old.runtime.tls_listener != next.runtime.tls_listener || old.runtime.workers != next.runtime.workers ||
       old.runtime.backend != next.runtime.backend || !(old.http == next.http) ||
       !(old.runtime.store == next.runtime.store)) {
     Log("reload: listener, dataplane, http_server and store changes need a restart");
@@ -195,17 +196,23 @@ int Run(const std::string& path) {
   if (cfg.runtime.tcp_listener) {
     Log("MQTT over TCP on %s", cp::HostPort(cfg.runtime.tcp_listener->ip, (*runtime)->tcp_port()));
   }
+  if (cfg.runtime.tls_listener) {
+    const auto& l = *cfg.runtime.tls_listener;
+    Log("MQTT over TLS on %s (client certificates: %s)", cp::HostPort(l.ip, (*runtime)->tls_port()),
+        !l.tls.verify_peer ? "not asked for" : l.fail_if_no_peer_cert ? "required" : "verified when sent");
+  }
   for (size_t i = 0; i < cfg.control.bridges.size(); ++i) {
     const auto& d = cfg.runtime.bridges[i];
     Log("bridge %s -> %s://%s (keepalive %ds)%s", cfg.control.bridges[i].name,
-        d.tcp ? "mqtt-tcp" : "mqtt-quic", cp::HostPort(d.ip, d.port),
+        cp::UpstreamScheme(d), cp::HostPort(d.ip, d.port),
         cfg.control.bridges[i].keepalive_s, cfg.control.bridges[i].enabled ? "" : ", disabled");
   }
   if (rest) Log("REST on http://%s", cp::HostPort(cfg.http->ip, rest->port()));
   std::fflush(stderr);
   // One machine-readable line for scripts and tests (ports asked as 0 are known now).
-  std::printf("{\"quic_port\": %d, \"tcp_port\": %d, \"http_port\": %d}\n",
-              int((*runtime)->quic_port()), int((*runtime)->tcp_port()), rest ? int(rest->port()) : 0);
+  std::printf("{\"quic_port\": %d, \"tcp_port\": %d, \"tls_port\": %d, \"http_port\": %d}\n",
+              int((*runtime)->quic_port()), int((*runtime)->tcp_port()), int((*runtime)->tls_port()),
+              rest ? int(rest->port()) : 0);
   std::fflush(stdout);
 
   std::shared_ptr<const cp::AppConfig> current = std::make_shared<const cp::AppConfig>(cfg);

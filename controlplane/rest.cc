@@ -69,7 +69,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   const Controlplane::BridgeReport* r = i < o.report.bridges.size() ? &o.report.bridges[i] : nullptr;
   json j{{"name", b.name},
          {"enable", r ? r->enabled : b.enabled},
-         {"server", absl::StrCat(d.tcp ? "mqtt-tcp://" : "mqtt-quic://",
+         {"server", absl::StrCat(UpstreamScheme(d), "://",
                                  HostPort(d.tls.server_name.empty() ? d.ip : d.tls.server_name, d.port))},
          {"proto_ver", int(b.version)},
          {"clientid", b.client_id},

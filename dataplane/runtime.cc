@@ -105,6 +105,7 @@ class RuntimeImpl final : public Runtime {
     dpdk_.clear();  // the queues before their port
     dpdk_port_.reset();
     for (int fd : tcp_fds_) ::close(fd);
+    for (int fd : tls_fds_) ::close(fd);
   }
 
   void Stop() override {
@@ -116,6 +117,7 @@ class RuntimeImpl final : public Runtime {
   const WorkerStats& stats(size_t w) const override { return workers_[w]->stats(); }
   uint16_t quic_port() const override { return quic_port_; }
   uint16_t tcp_port() const override { return tcp_port_; }
+  uint16_t tls_port() const override { return tls_port_; }
   BridgeTrafficTotals BridgeTraffic(size_t bridge) const override {
     BridgeTrafficTotals t;
     if (bridge >= bridges_) return t;
@@ -209,24 +211,45 @@ class RuntimeImpl final : public Runtime {
       dials.push_back(std::move(*d));
     }
 
-    if (cfg.tcp_listener) {
+    // One listening socket per worker (SO_REUSEPORT) for each TCP listener.
+    auto listen = [&](const std::string& ip, uint16_t port, const char* what, uint16_t* bound,
+                      std::vector<int>* fds) -> absl::Status {
       for (int i = 0; i < cfg.workers; ++i) {
-        const quic::Address a = quic::Address::FromIpPort(cfg.tcp_listener->ip, tcp_port_ ? tcp_port_ : cfg.tcp_listener->port);
-        if (a.empty()) return absl::InvalidArgumentError("listeners.tcp.bind");
+        const quic::Address a = quic::Address::FromIpPort(ip, *bound ? *bound : port);
+        if (a.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ".bind"));
         const int fd = ::socket(a.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) return absl::ErrnoToStatus(errno, "tcp listener");
-        tcp_fds_.push_back(fd);
+        if (fd < 0) return absl::ErrnoToStatus(errno, what);
+        fds->push_back(fd);
         const int one = 1;
         ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (cfg.workers > 1) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (::bind(fd, a.sa(), a.len) != 0 || ::listen(fd, 1024) != 0) {
-          return absl::ErrnoToStatus(errno, absl::StrCat("tcp listener on ", a.ToString()));
+          return absl::ErrnoToStatus(errno, absl::StrCat(what, " on ", a.ToString()));
         }
         sockaddr_storage ss{};
         socklen_t len = sizeof(ss);
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-        tcp_port_ = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+        *bound = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
       }
+      return absl::OkStatus();
+    };
+    if (cfg.tcp_listener) {
+      if (absl::Status st = listen(cfg.tcp_listener->ip, cfg.tcp_listener->port, "listeners.tcp", &tcp_port_, &tcp_fds_);
+          !st.ok())
+        return st;
+    }
+    if (cfg.tls_listener) {
+      // One context for every worker: after creation it is only read (credentials,
+      // priorities, the ticket key), and a ticket from one worker resumes on another.
+      quic::TlsConfig tc = Tls(cfg.tls_listener->tls, "");
+      tc.stream = true;
+      tc.fail_if_no_peer_cert = cfg.tls_listener->fail_if_no_peer_cert;
+      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kServer, tc);
+      if (!t.ok()) return t.status();
+      tcp_tls_ = std::move(*t);
+      if (absl::Status st = listen(cfg.tls_listener->ip, cfg.tls_listener->port, "listeners.ssl", &tls_port_, &tls_fds_);
+          !st.ok())
+        return st;
     }
     if (cfg.backend == "dpdk") {
       if (absl::Status s = InitEal(cfg.eal_args); !s.ok()) return s;
@@ -384,8 +407,10 @@ class RuntimeImpl final : public Runtime {
     d.remote = quic::Address::FromIpPort(b.ip, b.port);
     if (d.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("bridge address '", b.ip, "'"));
     d.tcp = b.tcp;
-    if (!b.tcp) {
-      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(b.tls, b.ip));
+    if (!b.tcp || b.tls_tcp) {
+      quic::TlsConfig tc = Tls(b.tls, b.ip);
+      tc.stream = b.tcp;
+      auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, tc);
       if (!t.ok()) return t.status();
       d.tls = t->get();
       client_tls_.push_back(std::move(*t));
@@ -415,10 +440,12 @@ class RuntimeImpl final : public Runtime {
       a.remote = quic::Address::FromIpPort(h.ip, h.port);
       if (a.remote.empty()) return absl::InvalidArgumentError(absl::StrCat("hybrid server '", h.ip, "'"));
       a.tcp = h.tcp;
-      if (!h.tcp) {
+      if (!h.tcp || h.tls) {
         TlsFiles files = b.tls;
         files.server_name = h.server_name;
-        auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, Tls(files, h.ip));
+        quic::TlsConfig tc = Tls(files, h.ip);
+        tc.stream = h.tcp;
+        auto t = quic::TlsContext::Create(quic::TlsContext::Side::kClient, tc);
         if (!t.ok()) return t.status();
         a.tls = t->get();
         client_tls_.push_back(std::move(*t));
@@ -480,6 +507,7 @@ class RuntimeImpl final : public Runtime {
     // Every worker knows every bridge (the controlplane dials a bridge on its own worker).
     wc.bridges = dials;
     if (core < tcp_fds_.size()) wc.tcp_listen_fd = tcp_fds_[core];
+    if (core < tls_fds_.size()) wc.tls_listen_fd = tls_fds_[core], wc.tcp_tls = tcp_tls_.get();
     auto w = Worker::Create(std::move(wc), rings, activity);
     if (!w.ok()) return w.status();
     workers_.push_back(std::move(*w));
@@ -527,6 +555,9 @@ class RuntimeImpl final : public Runtime {
   uint16_t quic_port_ = 0;
   uint16_t tcp_port_ = 0;
   std::vector<int> tcp_fds_;  // one listening socket per worker (SO_REUSEPORT)
+  uint16_t tls_port_ = 0;
+  std::vector<int> tls_fds_;  // [listeners.ssl]: the same
+  std::unique_ptr<quic::TlsContext> tcp_tls_;
   std::atomic<size_t> bridges_{0};
   RuntimeConfig::Store store_;         // [store], for every bridge's dial
   std::string dpdk_ip_;                // dpdk: our address, where bridges dial from

@@ -13,6 +13,9 @@ namespace {
 constexpr const char* kPriority =
     "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:"
     "-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:%DISABLE_TLS13_COMPAT_MODE";
+// TLS over TCP: 1.3, and 1.2 for the devices that have nothing newer; GnuTLS's NORMAL
+// suites otherwise (AEADs first, no RC4/3DES/SSL3).
+constexpr const char* kStreamPriority = "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
 
 absl::Status TlsError(const std::string& what, int rc) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", gnutls_strerror(rc)));
@@ -59,9 +62,12 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(Side side, const 
       return absl::InvalidArgumentError("tls: no cacertfile and no system trust store");
   }
   const char* err = nullptr;
-  rc = gnutls_priority_init(&ctx->priority_, kPriority, &err);
+  rc = gnutls_priority_init(&ctx->priority_, config.stream ? kStreamPriority : kPriority, &err);
   if (rc < 0) return TlsError("tls: priority", rc);
-  if (side == Side::kServer) {
+  if (side == Side::kServer && config.stream) {
+    if ((rc = gnutls_session_ticket_key_generate(&ctx->ticket_key_)) < 0)
+      return TlsError("tls: ticket key", rc);
+  } else if (side == Side::kServer) {
     if ((rc = gnutls_session_ticket_key_generate(&ctx->ticket_key_)) < 0)
       return TlsError("tls: ticket key", rc);
     if ((rc = gnutls_anti_replay_init(&ctx->anti_replay_)) < 0)
@@ -144,6 +150,81 @@ absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
   }
   gnutls_session_set_ptr(s, conn_ref);
   return s;
+}
+
+absl::StatusOr<gnutls_session_t> TlsContext::NewStreamSession() const {
+  const bool server = side_ == Side::kServer;
+  gnutls_session_t s = nullptr;
+  int rc = gnutls_init(&s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK);
+  if (rc < 0) return TlsError("tls: session", rc);
+  auto fail = [&](const std::string& what, int code) {
+    gnutls_deinit(s);
+    return TlsError(what, code);
+  };
+  if ((rc = gnutls_priority_set(s, priority_)) < 0) return fail("tls: priority", rc);
+  if ((rc = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds_)) < 0)
+    return fail("tls: credentials", rc);
+  if (server) {
+    if ((rc = gnutls_alpn_set_protocols(s, alpn_.data(), unsigned(alpn_.size()), 0)) < 0)
+      return fail("tls: alpn", rc);
+    if ((rc = gnutls_session_ticket_enable_server(s, &ticket_key_)) < 0)
+      return fail("tls: tickets", rc);
+    if (config_.verify_peer) {
+      // REQUEST: a client without a certificate gets through (GnuTLS verifies one that is
+      // sent); REQUIRE: it does not.
+      gnutls_certificate_server_set_request(
+          s, config_.fail_if_no_peer_cert ? GNUTLS_CERT_REQUIRE : GNUTLS_CERT_REQUEST);
+      gnutls_session_set_verify_function(s, [](gnutls_session_t ss) -> int {
+        unsigned n = 0;
+        if (gnutls_certificate_get_peers(ss, &n) == nullptr || n == 0) return 0;  // asked, not required
+        unsigned status = 0;
+        if (gnutls_certificate_verify_peers2(ss, &status) < 0 || status != 0) {
+          // For HandshakeError: the session pointer, when set, is where the status goes.
+          if (auto* out = static_cast<unsigned*>(gnutls_session_get_ptr(ss))) *out = status | GNUTLS_CERT_INVALID;
+          return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+        }
+        return 0;
+      });
+    }
+  } else {
+    const std::string& name = config_.server_name;
+    const std::string& sni = config_.sni.empty() ? name : config_.sni;
+    if (!sni.empty() && (!config_.sni.empty() || !IsIpLiteral(sni))) {
+      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni.data(), sni.size())) < 0)
+        return fail("tls: sni", rc);
+    }
+    if (config_.verify_peer) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+  }
+  return s;
+}
+
+std::string HandshakeError(gnutls_session_t session, int rc, unsigned verify_status) {
+  if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR || rc == GNUTLS_E_CERTIFICATE_ERROR) {
+    // Auto-verification (a client) keeps its status; the stream server's verify function
+    // leaves it where the session pointer points (verify_status).
+    unsigned status = gnutls_session_get_verify_cert_status(session);
+    if (status == 0 || status == unsigned(-1)) status = verify_status;  // -1: no auto-verification
+    gnutls_datum_t out{};
+    if (status != 0 && gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
+      std::string text(reinterpret_cast<const char*>(out.data), out.size);
+      gnutls_free(out.data);
+      return absl::StrCat("certificate verification failed: ", text);
+    }
+    return absl::StrCat("certificate verification failed: ", gnutls_strerror(rc));
+  }
+  if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+    const char* name = gnutls_alert_get_name(gnutls_alert_get(session));
+    return absl::StrCat("the peer sent alert \"", name ? name : "unknown", "\"");
+  }
+  if (rc == GNUTLS_E_DECRYPTION_FAILED) {
+    // OpenSSL's TLS 1.3 client sends the alert for a certificate it refuses (unknown CA,
+    // wrong name) unencrypted, which is all GnuTLS then sees.
+    return "a record the peer sent could not be decrypted (a TLS 1.3 client that refuses our "
+           "certificate, its CA unknown to it say, sends its alert so)";
+  }
+  if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED)
+    return "no client certificate (fail_if_no_peer_cert is on)";
+  return gnutls_strerror(rc);
 }
 
 std::string NegotiatedAlpn(gnutls_session_t session) {

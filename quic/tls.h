@@ -1,5 +1,6 @@
-// TLS 1.3 for QUIC through GnuTLS and ngtcp2_crypto_gnutls: credentials and priorities are
-// loaded once per endpoint (TlsContext), and each connection gets a session from it.
+// TLS through GnuTLS: for QUIC (TLS 1.3 via ngtcp2_crypto_gnutls) and for MQTT over TLS on
+// TCP (TLS 1.2 and 1.3 records, dataplane/tls_stream.h). Credentials and priorities are
+// loaded once per listener or bridge (TlsContext), and each connection gets a session from it.
 #pragma once
 
 #include <gnutls/gnutls.h>
@@ -34,6 +35,14 @@ struct TlsConfig {
   std::string sni;
   // ALPN protocols, in preference order. EMQX and NanoMQ use exactly "mqtt".
   std::vector<std::string> alpn = {"mqtt"};
+  // TLS over TCP instead of QUIC: TLS 1.2 and 1.3; ALPN "mqtt" accepted when a client
+  // offers it but never required, and not offered by a client (mosquitto and most devices
+  // send none).
+  bool stream = false;
+  // Server over TCP (NanoMQ's fail_if_no_peer_cert): with verify_peer, a client without a
+  // certificate is refused; without this it is let in, and one that sends a certificate
+  // must still pass verification. (QUIC servers with verify_peer always require one.)
+  bool fail_if_no_peer_cert = true;
 };
 
 class TlsContext {
@@ -49,6 +58,10 @@ class TlsContext {
   // verification as configured. `conn_ref` is the ngtcp2_crypto_conn_ref the crypto
   // callbacks find the connection through. The caller owns the session.
   absl::StatusOr<gnutls_session_t> NewSession(void* conn_ref) const;
+  // A new session for TLS over a byte stream (config().stream), non-blocking; the caller
+  // sets its transport and owns it. A server that verifies client certificates writes a
+  // failed verification's status to *(unsigned*)gnutls_session_get_ptr() when that is set.
+  absl::StatusOr<gnutls_session_t> NewStreamSession() const;
 
   Side side() const { return side_; }
   const TlsConfig& config() const { return config_; }
@@ -74,5 +87,11 @@ class TlsContext {
 
 // The negotiated ALPN of a finished handshake, or "" if none.
 std::string NegotiatedAlpn(gnutls_session_t session);
+
+// Why a handshake that returned `rc` failed, for a log line: the certificate checks that
+// failed ("certificate is not trusted: issuer unknown", "expired", "name mismatch ..."),
+// the alert the peer sent, or GnuTLS's text. `verify_status`: what a stream server's verify
+// function recorded (NewStreamSession).
+std::string HandshakeError(gnutls_session_t session, int rc, unsigned verify_status = 0);
 
 }  // namespace qbridge::quic

@@ -35,6 +35,8 @@ class Counter {
   X(ring_heap_blocks)    /* bytes for another core that needed a heap block (pool out) */\
   X(drop_no_conn)        /* a forwarded datagram whose connection is gone */            \
   X(conns_opened) X(conns_closed)                                                       \
+  X(tls_handshakes)      /* TLS-over-TCP handshakes completed (listener and bridges) */ \
+  X(tls_handshake_failures) /* ... failed: bad certificate, alert, garbage (logged 5/s) */ \
   X(mqtt_packets_in) X(mqtt_packets_out)                                                \
   X(control_to_cp)       /* control packets handed to the controlplane */               \
   X(control_from_cp)     /* control packets the controlplane asked us to write */       \

@@ -30,7 +30,8 @@ enum class MsgType : uint8_t {
   // worker -> controlplane
   kControlPacket,  // conn, stream, bytes: one whole MQTT packet the controlplane decides on
   kConnClosed,     // conn, arg: the QUIC application error (ours or the peer's); aux: bridge + 1
-                   // and stream: the dial it ends (bridges)
+                   // and stream: the dial it ends (bridges); bytes: why, when the worker
+                   // knows better than the error code (a failed TLS handshake)
   kBridgeUp,       // conn, aux: bridge index, arg: its dial: control and data streams are open
   kStreamClosed,   // conn, stream: a data stream ended; its subscriptions die with it
   kSnapshotAck,    // arg: the routing snapshot version the worker now uses

@@ -59,7 +59,8 @@ struct BridgeDialSettings {
   uint16_t worker = 0;
   int proto_ver = 5;            // 3, 4 or 5: how PUBLISH and its acks are encoded
   size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
-  bool tcp = false;             // mqtt-tcp:// (no TLS, no QUIC settings)
+  bool tcp = false;             // mqtt-tcp:// (no QUIC settings)
+  bool tls_tcp = false;         // with tcp: tls+mqtt-tcp:// (TLS over TCP, `tls` applies)
   // Store-and-forward (docs/store.md): QoS 1/2 for this bridge is acknowledged to its
   // publisher once committed to the bridge's custody log under [store] dir, and kept there
   // until the upstream acknowledges it.
@@ -73,6 +74,7 @@ struct BridgeDialSettings {
     std::string ip;
     uint16_t port = 0;
     bool tcp = false;
+    bool tls = false;  // with tcp: tls+mqtt-tcp://
     std::string server_name;
     bool operator==(const Hybrid&) const = default;
   };
@@ -92,8 +94,18 @@ struct RuntimeConfig {
   struct TcpListener {
     std::string ip = "0.0.0.0";
     uint16_t port = 1883;
+    bool operator==(const TcpListener&) const = default;
   };
   std::optional<TcpListener> tcp_listener;
+  // MQTT over TLS on kernel TCP sockets ([listeners.ssl]), accepted by every worker.
+  struct TlsListener {
+    std::string ip = "0.0.0.0";
+    uint16_t port = 8883;
+    TlsFiles tls;  // verify_peer: client certificates checked against cacertfile
+    bool fail_if_no_peer_cert = false;  // with verify_peer: a client without one is refused
+    bool operator==(const TlsListener&) const = default;
+  };
+  std::optional<TlsListener> tls_listener;
   std::vector<BridgeDialSettings> bridges;
   // [store]: where store-and-forward bridges keep their custody logs (one directory per
   // bridge, named after it) and how they commit.
@@ -135,6 +147,7 @@ class Runtime {
   // The south QUIC listener's UDP port (the bound one when 0 was asked for).
   virtual uint16_t quic_port() const = 0;
   virtual uint16_t tcp_port() const = 0;
+  virtual uint16_t tls_port() const = 0;  // [listeners.ssl]'s (the bound one when 0 was asked)
   virtual BridgeTrafficTotals BridgeTraffic(size_t bridge) const = 0;
   // A bridge added while running (a reload): its TLS contexts and, per worker, where it
   // dials from. Returns one opaque handle per worker, for the controlplane's kAddBridge

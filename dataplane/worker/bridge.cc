@@ -151,7 +151,8 @@ void Worker::OnNorthClosed(Conn* c) {
   bt.srtt_ns.Set(0), bt.min_rtt_ns.Set(0), bt.cwnd_bytes.Set(0), bt.bytes_in_flight.Set(0);
   if (c->q && c->q->ticket()) tickets_[c->bridge] = *c->q->ticket();
   if (c->close_at) c->close_at = 0;
-  Msg m = MakeMsg(MsgType::kConnClosed, c->ref(), int64_t(c->dial));
+  Msg m = MakeMsg(MsgType::kConnClosed, c->ref(), int64_t(c->dial),
+                  std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(c->why.data()), c->why.size()));
   m.aux = c->bridge + 1;
   m.arg = c->q && c->q->peer_closed() ? c->q->peer_app_error() : kAppNoError;
   ToControlplane(m);
@@ -350,7 +351,7 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
 uint64_t Worker::NorthBuffered(uint32_t bridge, int slot) const {
   if (!BridgeUp(bridge)) return 0;
   const Conn& c = *north_[bridge];
-  if (c.tcp) return c.tx.size() - c.tx_off;
+  if (c.tcp) return c.tx.size() - c.tx_off + (c.tls ? c.tls->pending_out() : 0);
   const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
   return c.q->BufferedBytes(sid);
 }

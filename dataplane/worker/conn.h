@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "quic/tls_stream.h"
 #include "dataplane/worker/worker.h"
 #include "mqtt/framer.h"
 #include "mqtt/qos.h"
@@ -41,7 +42,8 @@ inline constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection 
 // QUIC application errors of the EMQX wire model (mqtt-over-quic.md 1.6).
 inline constexpr uint64_t kAppNoError = 0;
 inline constexpr uint64_t kAppCtrlStreamDown = 1;
-inline constexpr uint32_t kListenTag = UINT32_MAX;  // epoll tag of the TCP listener
+inline constexpr uint32_t kListenTag = UINT32_MAX;         // epoll tag of the TCP listener
+inline constexpr uint32_t kTlsListenTag = UINT32_MAX - 1;  // and of the TLS one
 // A south connection that has not sent CONNECT by then is closed (EMQX closes QUIC
 // connections that never open a control stream).
 inline constexpr uint64_t kConnectTimeoutNs = 10'000'000'000;
@@ -96,7 +98,10 @@ class Worker::Conn final : public quic::ConnectionEvents {
     dial = 0;
     connect_deadline = 0;
     fd = -1;
-    tcp = tcp_connecting = tcp_close = tcp_out = false;
+    tcp = tcp_connecting = tcp_close = tcp_out = tcp_dirty = tls_buffered = false;
+    tls.reset();
+    why.clear();
+    peer = quic::Address();
     tx.clear();
     tx_off = 0;
   }
@@ -184,9 +189,15 @@ class Worker::Conn final : public quic::ConnectionEvents {
   bool tcp = false;
   bool tcp_connecting = false;
   bool tcp_close = false;
-  bool tcp_out = false;  // EPOLLOUT armed
-  std::vector<uint8_t> tx;
+  bool tcp_out = false;    // EPOLLOUT armed
+  bool tcp_dirty = false;  // in tcp_dirty_: tx is written at the end of the iteration
+  std::vector<uint8_t> tx;  // plaintext MQTT bytes (TLS encrypts them on the way out)
   size_t tx_off = 0;
+  // TLS over TCP ([listeners.ssl], tls+mqtt-tcp://); null: plain TCP.
+  std::unique_ptr<quic::TlsStream> tls;
+  bool tls_buffered = false;  // in tls_buffered_
+  std::string why;  // north: why the connection failed, when the worker knows (TLS)
+  quic::Address peer;  // TCP: the other end (for log lines)
 };
 
 }  // namespace qbridge::dp

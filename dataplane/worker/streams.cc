@@ -226,7 +226,10 @@ void Worker::SendBuffer(Conn& c, int64_t sid, quic::Buffer buf) {
     // A peer that stops reading is cut off rather than buffered without bound.
     if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError);
     c.tx.insert(c.tx.end(), bytes.begin(), bytes.end());
-    TcpFlush(c);
+    if (!c.tcp_dirty) {  // written at the end of the iteration, with whatever else comes
+      c.tcp_dirty = true;
+      tcp_dirty_.push_back(c.ref());
+    }
     stats_.mqtt_packets_out.Inc();
     ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
     ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);

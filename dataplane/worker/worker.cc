@@ -97,13 +97,17 @@ absl::Status Worker::Init() {
   scratch_.resize(kMaxDatagramsPerConn * max_payload);
   injector_ = std::make_unique<Conn>(this, UINT32_MAX);
   injector_->Reset(/*north=*/false, 0);
-  if (config_.tcp_listen_fd >= 0) {
-    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (config_.tls_listen_fd >= 0 && config_.tcp_tls == nullptr) {
+    return absl::InvalidArgumentError("a TLS listener needs its server context");
+  }
+  for (const auto& [fd, tag] : {std::pair{config_.tcp_listen_fd, kListenTag}, {config_.tls_listen_fd, kTlsListenTag}}) {
+    if (fd < 0) continue;
+    if (epoll_fd_ < 0) epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.u32 = kListenTag;
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, config_.tcp_listen_fd, &ev) != 0) {
+    ev.data.u32 = tag;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       return absl::ErrnoToStatus(errno, "epoll_ctl(listen)");
     }
   }
@@ -135,6 +139,7 @@ void Worker::FreeConn(Conn* c) {
   c->owned.reset();
   if (c->fd >= 0) ::close(c->fd);  // leaves the epoll set with it
   c->fd = -1;
+  c->tls.reset();
   c->tx.clear();
   c->tx.shrink_to_fit();
   c->streams.clear();
@@ -173,7 +178,7 @@ void Worker::RunPendingCloses(MonoNs now) {
     Conn* c = Lookup(closing_[i]);
     // Close once the control stream's bytes are acknowledged, or at the linger deadline.
     const bool draining =
-        c != nullptr && (c->tcp ? c->tx_off < c->tx.size()
+        c != nullptr && (c->tcp ? c->tx_off < c->tx.size() || (c->tls && c->tls->wants_write())
                                 : c->q->BufferedBytes(0) > 0 &&
                                       c->q->state() == quic::Connection::State::kEstablished);
     if (c != nullptr && now < c->close_at && draining) {

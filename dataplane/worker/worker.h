@@ -51,6 +51,7 @@ struct BridgeDial {
   // Socket backend, wildcard bridge socket: `local` names its port only; each dial takes
   // the source address the kernel picks towards `remote` then (KernelSourceFor).
   bool pick_source = false;
+  // QUIC: the TLS 1.3 context; TCP (tcp below): TLS over TCP when set (tls+mqtt-tcp://).
   const quic::TlsContext* tls = nullptr;
   quic::TransportConfig transport;
   // Data streams opened after the control stream (EMQX allows 10 streams at once, the
@@ -111,6 +112,9 @@ struct WorkerConfig {
   std::vector<BridgeDial> bridges;  // indexed by bridge number (the controlplane's)
   // A listening MQTT-over-TCP socket this worker accepts on (-1: none; the caller owns it).
   int tcp_listen_fd = -1;
+  // A listening MQTT-over-TLS socket ([listeners.ssl]) and its server context (a stream one).
+  int tls_listen_fd = -1;
+  const quic::TlsContext* tcp_tls = nullptr;
   // When workers share one address (a DPDK port's queues): the UDP port each worker's
   // bridges dial from, indexed by core. A datagram to another worker's port is forwarded
   // to it. Empty: every datagram this worker receives is its own or CID-steered.
@@ -291,8 +295,13 @@ class Worker {
   void SetStoredPacket(NorthMsg& m, quic::Buffer packet);
 
   // worker/tcp.cc: MQTT over kernel TCP sockets.
-  void TcpAccept(MonoNs now);
+  void TcpAccept(int listen_fd, bool tls, MonoNs now);
   void TcpRead(Conn& c, MonoNs now);
+  void TlsRead(Conn& c, MonoNs now);
+  void TlsHandshake(Conn& c);
+  void TcpConnected(Conn& c);
+  void TlsFailed(Conn& c, const char* when);
+  void FlushTcpWrites();
   void TcpFlush(Conn& c);
   void TcpWatch(Conn& c, bool out);
   void DialTcpBridge(Conn& c, const BridgeDial& d);
@@ -318,6 +327,10 @@ class Worker {
   // entry gets the same timeout, so the front is always the earliest).
   std::deque<std::pair<ConnRef, MonoNs>> awaiting_connect_;
   std::vector<ConnRef> tcp_closing_;  // TCP connections to close at the end of the iteration
+  std::vector<ConnRef> tcp_dirty_;    // TCP connections with bytes to write this iteration
+  std::vector<ConnRef> tls_buffered_;  // TLS connections GnuTLS holds unread records for
+  uint64_t tls_failures_logged_ = 0;  // handshake failures logged this second (rate limit)
+  MonoNs tls_log_second_ = 0;
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
   // A QoS 1 or 2 PUBLISH for an upstream, encoded once (the packet id patched in at send
   // time).
@@ -419,6 +432,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
     stats_.tx_bytes.Inc(d.size());
     io.Send(p, d, seg);
   });
+  if (!tcp_dirty_.empty()) FlushTcpWrites();
   if (!tcp_closing_.empty()) FinishTcpCloses();
   FlushOutbox();
   // A busy iteration's length, seen from the next one's clock read (no extra read).

@@ -188,6 +188,22 @@ bool MosquittoBroker::Spawn() {
     } else {
       f << "persistence false\n";
     }
+    // mosquitto drops root for its own user: it reads copies in its own directory.
+    auto copy = [&](const std::string& from, const char* name) {
+      const std::string to = dir_ + "/" + name;
+      std::error_code ec;
+      std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
+      ::chmod(to.c_str(), 0644);
+      return to;
+    };
+    if (!options_.certfile.empty()) {
+      f << "certfile " << copy(options_.certfile, "tls-cert.pem") << "\n"
+        << "keyfile " << copy(options_.keyfile, "tls-key.pem") << "\n";
+      if (!options_.cafile.empty()) {
+        f << "cafile " << copy(options_.cafile, "tls-ca.pem") << "\n"
+          << "require_certificate true\n";
+      }
+    }
   }
   const std::string log = dir_ + "/mosquitto.log";
   posix_spawn_file_actions_t fa;

@@ -59,6 +59,9 @@ class MosquittoBroker {
     // persistent subscriber may have queued.
     bool persistence = false;
     std::string address = "127.0.0.1";  // where it listens ("::1": IPv6)
+    // MQTT over TLS on the port instead when set: its certificate and key, and with
+    // `cafile` client certificates required and checked against it.
+    std::string certfile = {}, keyfile = {}, cafile = {};
   };
   static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<MosquittoBroker>> Start() { return Start(Options{}); }

@@ -115,6 +115,44 @@ quic_max_ack_delay_ms = 99999
   EXPECT_FALSE(c->runtime.bridges[0].tls.verify_peer);
 }
 
+// NanoMQ's TLS listener and tls+mqtt-tcp:// upstreams: its keys, its defaults (8883; no
+// client certificates unless asked for), the upstream's name kept for verification.
+TEST(Config, TlsListenerAndTlsTcpBridge) {
+  auto c = ParseConfig(R"(
+[listeners.ssl]
+bind = "0.0.0.0:8883"
+certfile = "/etc/qbridge/server.pem"
+keyfile = "/etc/qbridge/server.key"
+cacertfile = "/etc/qbridge/ca.pem"
+verify_peer = true
+
+[bridges.mqtt.cloud]
+server = "tls+mqtt-tcp://broker.example"
+ssl = { cacertfile = "/etc/qbridge/ca.pem" }
+hybrid_bridging = true
+hybrid_servers = ["mqtt-quic://broker.example:14567", "tls+mqtt-tcp://backup.example:8884"]
+)", "t.toml", ConfigChecks{false, false});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->runtime.tls_listener.has_value());
+  EXPECT_EQ(c->runtime.tls_listener->port, 8883);
+  EXPECT_TRUE(c->runtime.tls_listener->tls.verify_peer);
+  EXPECT_FALSE(c->runtime.tls_listener->fail_if_no_peer_cert);
+  const auto& d = c->runtime.bridges[0];
+  EXPECT_TRUE(d.tcp && d.tls_tcp);
+  EXPECT_EQ(d.port, 8883);  // the scheme's default
+  EXPECT_EQ(d.tls.server_name, "broker.example");
+  EXPECT_STREQ(UpstreamScheme(d), "tls+mqtt-tcp");
+  ASSERT_EQ(d.hybrid.size(), 2u);
+  EXPECT_FALSE(d.hybrid[0].tcp);
+  EXPECT_TRUE(d.hybrid[1].tcp && d.hybrid[1].tls);
+  EXPECT_EQ(d.hybrid[1].port, 8884);
+  // A verifying TLS upstream needs its CA (as a QUIC one does).
+  auto no_ca = ParseConfig("[bridges.mqtt.b]\nserver = \"tls+mqtt-tcp://127.0.0.1\"\n", "t.toml");
+  ASSERT_FALSE(no_ca.ok());
+  EXPECT_NE(no_ca.status().message().find("bridges.mqtt.b.ssl.cacertfile: required"), std::string::npos)
+      << no_ca.status();
+}
+
 TEST(Config, EveryProblemIsReportedByKeyPath) {
   auto c = ParseConfig(R"(
 [dataplane]
@@ -126,11 +164,15 @@ mbufs = 10
 [listeners.quic]
 bind = "nowhere"
 
+[listeners.ssl]
+bind = "0.0.0.0"
+fail_if_no_peer_cert = true
+
 [http_server]
 bind = "127.0.0.1:8081"
 
 [bridges.mqtt.up]
-server = "tls+mqtt-tcp://10.0.0.1:8883"
+server = "mqtt-quic://10.0.0.1:14567"
 keepalive = "60s"
 quic_keepalive = "120s"
 quic_idle_timeout = "120s"
@@ -154,7 +196,9 @@ pingresp_timeout = "2m"
            "listeners.quic.bind: expected \"ip:port\"",
            "listeners.quic.certfile: required",
            "http_server.password: required",
-           "bridges.mqtt.up.server: MQTT over TLS/TCP upstreams are not built yet",
+           "listeners.ssl.bind: expected \"ip:port\"",
+           "listeners.ssl.certfile: required",
+           "listeners.ssl.fail_if_no_peer_cert: needs verify_peer = true",
            "bridges.mqtt.up.ssl.cacertfile: required to verify",
            "bridges.mqtt.up: bridges.mqtt.up.quic_keepalive (120000 ms) must be below "
            "bridges.mqtt.up.quic_idle_timeout",
