@@ -30,7 +30,7 @@ ctest --preset release -j "$jobs"
 echo "== fuzz smoke (${fuzz_seconds}s per target)"
 cmake --preset fuzz
 cmake --build --preset fuzz -j "$jobs"
-for target in mqtt_framer topic quic_endpoint net_parse config store_recovery; do
+for target in mqtt_framer topic quic_endpoint tls_record net_parse config store_recovery; do
   work=$(mktemp -d)
   log=build/fuzz/${target}_fuzz.log
   if ! build/fuzz/tests/fuzz/${target}_fuzz -max_total_time="$fuzz_seconds" -timeout=10 \
