@@ -414,13 +414,20 @@ class TcpClient final : public Client {
     while (!g_stop && !failed_) {
       const uint64_t now = Now();
       if (now >= end && (o_.mode != "pub" || inflight_ == 0 || now >= end + 10 * quic::kSecond)) break;
-      if (!ReadSome()) return Fail("the connection closed");
+      // A connection that ends still gets its summary (what arrived until then).
+      if (!ReadSome()) {
+        Fail("the connection closed");
+        break;
+      }
       if (connected_ && o_.mode == "pub" && now < end) Publish(now);
       if (connected_ && now >= next_ping_) {
         Send(0, mqtt::Pingreq{});
         next_ping_ = now + 10 * quic::kSecond;
       }
-      if (!Flush()) return Fail("write failed");
+      if (!Flush()) {
+        Fail("write failed");
+        break;
+      }
       if (now >= next_report) {
         Report(now - start);
         next_report += quic::kSecond;
