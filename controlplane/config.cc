@@ -282,7 +282,16 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
   }
 
   if (const toml::table* m = root.get_as<toml::table>("mqtt")) {
-    r.Unknown(*m, "mqtt", {"session_expiry_max", "max_inflight", "max_mqueue_len"});
+    r.Unknown(*m, "mqtt", {"session_expiry_max", "max_inflight", "max_mqueue_len", "shared_subscription_strategy"});
+    if (auto v = r.Str(*m, "mqtt", "shared_subscription_strategy")) {
+      if (*v == "round_robin") {
+        cfg.control.south.share_strategy = dp::ShareStrategy::kRoundRobin;
+      } else if (*v == "sticky") {
+        cfg.control.south.share_strategy = dp::ShareStrategy::kSticky;
+      } else {
+        r.Error("mqtt.shared_subscription_strategy", "expected \"round_robin\" or \"sticky\"");
+      }
+    }
     if (auto v = r.Int(*m, "mqtt", "max_mqueue_len", 1, 1 << 20)) {
       cfg.runtime.max_mqueue_len = size_t(*v);
       cfg.control.south.max_mqueue_len = size_t(*v);  // offline sessions' queues too

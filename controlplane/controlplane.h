@@ -62,6 +62,9 @@ struct SouthConfig {
   // QoS 1/2 messages kept for an offline session ([mqtt] max_mqueue_len, as for a connected
   // client's queue); more are dropped and counted.
   size_t max_mqueue_len = 2048;
+  // $share groups: each message to one member, in turn or the same one while it stays
+  // ([mqtt] shared_subscription_strategy = "round_robin" | "sticky").
+  dp::ShareStrategy share_strategy = dp::ShareStrategy::kRoundRobin;
 };
 
 // NanoMQ's `subscription` entry: remote -> local.
@@ -411,6 +414,9 @@ class Controlplane {
   std::vector<uint8_t> buf_;
   bool routes_dirty_ = true;
   uint64_t routes_version_ = 0;
+  // $share groups' ids ("name\0filter"), stable while the controlplane runs so a worker can
+  // find a group again in a newer snapshot (redelivery).
+  absl::flat_hash_map<std::string, uint32_t> share_ids_;
   std::vector<std::unique_ptr<dp::RouteSnapshot>> snapshots_;  // oldest first; back = current
   std::vector<uint64_t> acked_version_;                        // per worker
 };

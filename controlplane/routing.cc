@@ -9,6 +9,7 @@
 
 #include "controlplane/cp_internal.h"
 #include "mqtt/rewrite.h"
+#include "mqtt/topic.h"
 
 namespace qbridge::cp {
 void Controlplane::PublishRoutes() {
@@ -33,9 +34,33 @@ void Controlplane::PublishRoutes() {
       snap->inbound.push_back(dp::InboundRoute{uint32_t(i), s.topic, std::move(*rw)});
     }
   }
+  snap->share_strategy = config_.south.share_strategy;
+  absl::flat_hash_map<std::string, uint32_t> group_index;  // "name\0filter" -> index in shared
   for (const auto& [ref, sess] : sessions_) {
     if (sess.closing) continue;
     for (const Sub& sub : sess.subs) {
+      mqtt::ParsedFilter pf;
+      if (mqtt::ParseFilter(sub.filter, &pf) == mqtt::ReasonCode::kSuccess && pf.shared()) {
+        // One trie entry per group; its members are the connections subscribed to it.
+        std::string name(pf.share_group);
+        name.push_back('\0');
+        name.append(pf.filter);
+        auto [it, added] = group_index.try_emplace(name, uint32_t(snap->shared.size()));
+        if (added) {
+          auto [id, fresh] = share_ids_.try_emplace(name, uint32_t(share_ids_.size() + 1));
+          dp::SharedGroup g;
+          g.id = id->second;
+          g.name = std::string(pf.share_group);
+          g.filter = std::string(pf.filter);
+          snap->shared.push_back(std::move(g));
+          dp::RouteKey key;
+          key.kind = dp::RouteKey::kShared;
+          key.group = it->second;
+          snap->trie.Insert(pf.filter, key, dp::RouteValue{mqtt::QoS::k2, false});
+        }
+        snap->shared[it->second].members.push_back(dp::SharedMember{ref, sub.stream, sub.qos});
+        continue;
+      }
       dp::RouteKey key;
       key.kind = dp::RouteKey::kSouth;
       key.conn = ref;
@@ -45,9 +70,11 @@ void Controlplane::PublishRoutes() {
   }
   // Offline persistent sessions: QoS 1/2 messages matching their subscriptions go to the
   // controlplane, which queues them for the client's return (OnOffline).
+  // ($share subscriptions of an offline session are not: its group's connected members
+  // take the messages.)
   for (const auto& [client, st] : stored_) {
     for (const Sub& sub : st.subs) {
-      if (sub.qos == mqtt::QoS::k0) continue;
+      if (sub.qos == mqtt::QoS::k0 || sub.filter.starts_with("$share/")) continue;
       dp::RouteKey key;
       key.kind = dp::RouteKey::kOffline;
       key.session = st.id;

@@ -54,6 +54,9 @@ class Counter {
   X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
   X(drop_client_queue_full) /* deliveries beyond a client's window and max_mqueue_len */ \
   X(routed_offline)      /* QoS 1/2 PUBLISHes sent to the controlplane for offline sessions */ \
+  X(routed_shared)       /* PUBLISHes given to one member of a $share group */           \
+  X(shared_redelivered)  /* ... unacknowledged by a member that left: to another member */ \
+  X(drop_shared_no_member) /* ... with no member left that could take it */             \
   X(drop_offline_busy)   /* ... not sent: the controlplane's backlog from this core was full */ \
   X(snapshots)           /* routing snapshots installed */                              \
   X(north_0rtt_dials)    /* bridge dials that sent CONNECT as 0-RTT early data */       \

@@ -59,7 +59,9 @@ enum class MsgType : uint8_t {
   kPublish,        // bytes: a PUBLISH (5.0 encoding) for this core's connection `conn` on
                    // `stream`, or (aux = bridge + 1) for a bridge's data slot `stream`; then
                    // with flags & kMsgHasOrigin, `conn` and `arg` name the south PUBLISH
-                   // (its connection; stream << 16 | packet id) waiting for the upstream's ack
+                   // (its connection; stream << 16 | packet id) waiting for the upstream's ack;
+                   // a south delivery (aux 0) from a $share group carries the group's id
+                   // in arg (0: none)
   kAck,            // conn, arg = stream << 16 | packet id, flags & kMsgFailed: the upstream
                    // acknowledged (or could not take) a forwarded QoS 1 PUBLISH
 };

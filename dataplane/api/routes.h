@@ -18,13 +18,15 @@ namespace qbridge::dp {
 // Who a matching PUBLISH goes to.
 struct RouteKey {
   // kOffline: a disconnected persistent session's subscription; QoS 1/2 matches go to the
-  // controlplane, which queues them until the client is back.
-  enum Kind : uint8_t { kSouth, kForward, kOffline };
+  // controlplane, which queues them until the client is back. kShared: a $share group;
+  // each match goes to one of its members.
+  enum Kind : uint8_t { kSouth, kForward, kOffline, kShared };
   Kind kind = kSouth;
   ConnRef conn;        // kSouth: the subscriber's connection
   int64_t stream = 0;  // kSouth: the stream that made the subscription (EMQX model)
   uint32_t rule = 0;   // kForward: index into RouteSnapshot::forwards
   uint64_t session = 0;  // kOffline: the stored session's id
+  uint32_t group = 0;    // kShared: index into RouteSnapshot::shared
   bool operator==(const RouteKey&) const = default;
 };
 
@@ -50,11 +52,30 @@ struct InboundRoute {
   mqtt::TopicRewrite rewrite;
 };
 
+// A shared subscription group ($share/NAME/FILTER, MQTT 5 4.8.2, and 3.1.1 as EMQX accepts
+// it): its connected members.
+struct SharedMember {
+  ConnRef conn;
+  int64_t stream = 0;
+  mqtt::QoS qos = mqtt::QoS::k0;
+};
+struct SharedGroup {
+  uint32_t id = 0;  // the same in every snapshot while the group exists (never 0)
+  std::string name, filter;
+  std::vector<SharedMember> members;
+};
+// How a worker picks the member ([mqtt] shared_subscription_strategy, EMQX's names): in
+// turn, or the same one until it is gone. Each worker keeps its own turn (no shared state
+// between cores), so with several workers "in turn" holds per worker.
+enum class ShareStrategy : uint8_t { kRoundRobin, kSticky };
+
 struct RouteSnapshot {
   uint64_t version = 0;
   mqtt::TopicTrie<RouteKey, RouteValue> trie;
   std::vector<ForwardRoute> forwards;
   std::vector<InboundRoute> inbound;
+  std::vector<SharedGroup> shared;
+  ShareStrategy share_strategy = ShareStrategy::kRoundRobin;
 };
 
 }  // namespace qbridge::dp

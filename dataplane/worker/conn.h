@@ -90,6 +90,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
     ids = mqtt::PacketIdAllocator();
     out_window = 65535;
     out_queue.clear();
+    shared_inflight.clear();
     e2e.clear();
     control_sent = 0;
     dead = false;
@@ -169,8 +170,18 @@ class Worker::Conn final : public quic::ConnectionEvents {
     int64_t sid;
     quic::Buffer packet;  // encoded, packet id patched when sent
     size_t id_offset;
+    uint32_t shared = 0;  // the $share group it came from (0: none)
   };
   std::deque<QueuedDelivery> out_queue;
+  // South: QoS 1/2 deliveries from $share groups the client has not acknowledged (PUBACK,
+  // PUBREC): another member gets them if this connection ends first. At most the client's
+  // Receive Maximum.
+  struct SharedInflight {
+    uint16_t id;
+    uint32_t group;
+    quic::Buffer packet;
+  };
+  std::vector<SharedInflight> shared_inflight;
   // South QoS 1 PUBLISHes forwarded upstream, by stream << 16 | id: acks still awaited, and
   // whether an upstream refused the message.
   struct AwaitingAck {

@@ -31,6 +31,7 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
   if (m.type == MsgType::kSnapshot) {
     routes_ = reinterpret_cast<const RouteSnapshot*>(m.arg);
     stats_.snapshots.Inc();
+    share_next_.assign(routes_ ? routes_->shared.size() : 0, 0);
     Msg ack = MakeMsg(MsgType::kSnapshotAck, ConnRef{});
     ack.arg = routes_ ? routes_->version : 0;
     return ToControlplane(ack);

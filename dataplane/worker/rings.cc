@@ -183,7 +183,7 @@ void Worker::OnRoutedPublish(const Msg& m) {
         if (has_origin) AckOrigin(origin, /*failed=*/true);
       }
     } else {
-      DeliverSouth(m.conn, m.stream, p);
+      DeliverSouth(m.conn, m.stream, p, has_origin ? 0 : uint32_t(m.arg));
     }
     return false;
   });
@@ -191,7 +191,7 @@ void Worker::OnRoutedPublish(const Msg& m) {
 }
 
 bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
-                         const mqtt::Publish& p, const Origin* origin) {
+                         const mqtt::Publish& p, const Origin* origin, uint32_t shared) {
   // The receiving core numbers the message for its own connection; QoS 1 and 2 cannot be
   // encoded without a packet identifier, so the copy on the ring carries a placeholder.
   const mqtt::Publish* carried = &p;
@@ -216,6 +216,7 @@ bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux
     return false;
   }
   m.aux = aux;
+  if (aux == 0) m.arg = shared;
   if (origin) {
     m.flags |= kMsgHasOrigin;
     m.conn = origin->conn;

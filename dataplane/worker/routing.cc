@@ -74,6 +74,10 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
       }
       return;
     }
+    if (e.key.kind == RouteKey::kShared) {
+      any = true;
+      return (void)DeliverShared(e.key.group, p, ConnRef{});
+    }
     if (e.key.kind == RouteKey::kOffline) {
       out.qos = std::min(p.qos, e.value.qos);
       if (out.qos == mqtt::QoS::k0) return;  // only QoS 1/2 wait for a client that is away
@@ -94,6 +98,57 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
   });
   if (!any) stats_.drop_no_route.Inc();
   return out_r;
+}
+
+bool Worker::DeliverShared(uint32_t gi, const mqtt::Publish& p, ConnRef exclude) {
+  const SharedGroup& g = routes_->shared[gi];
+  const size_t n = g.members.size();
+  uint32_t& turn = share_next_[gi];
+  for (size_t tried = 0; tried < n; ++tried) {
+    const size_t at = (turn + tried) % n;
+    const SharedMember& m = g.members[at];
+    if (m.conn == exclude) continue;
+    mqtt::Publish out = p;
+    out.qos = std::min(p.qos, m.qos);
+    out.retain = false;
+    const bool ok = m.conn.core == config_.core ? DeliverSouth(m.conn, m.stream, out, g.id)
+                                                : PostPublish(m.conn.core, m.conn, m.stream, 0, out, nullptr, g.id);
+    if (!ok) continue;  // gone, or its queue is full: the next member
+    // Round robin: the next one after this member; sticky: this member again.
+    turn = uint32_t(routes_->share_strategy == ShareStrategy::kSticky ? at : (at + 1) % n);
+    stats_.routed_shared.Inc();
+    return true;
+  }
+  stats_.drop_shared_no_member.Inc();
+  return false;
+}
+
+void Worker::RedeliverShared(Conn& c) {
+  auto again = [&](uint32_t group, const quic::Buffer& packet) {
+    uint32_t gi = UINT32_MAX;
+    for (uint32_t i = 0; routes_ && i < routes_->shared.size(); ++i)
+      if (routes_->shared[i].id == group) gi = i;
+    bool done = false;
+    mqtt::Framer f(mqtt::kMaxPacketSize);
+    (void)f.Feed(packet.span(), [&](const mqtt::Frame& fr) {
+      mqtt::Publish p;
+      if (gi != UINT32_MAX && mqtt::DecodePublish(fr.header, fr.body, c.version, &p).ok()) {
+        p.dup = false;  // a first delivery to the member that gets it
+        p.packet_id = 0;
+        done = DeliverShared(gi, p, c.ref());
+      }
+      return false;
+    });
+    if (done) {
+      stats_.shared_redelivered.Inc();
+    } else if (gi == UINT32_MAX) {
+      stats_.drop_shared_no_member.Inc();  // the group is gone (its last member left)
+    }
+  };
+  for (const Conn::SharedInflight& d : c.shared_inflight) again(d.group, d.packet);
+  for (const Conn::QueuedDelivery& d : c.out_queue)
+    if (d.shared) again(d.shared, d.packet);
+  c.shared_inflight.clear();
 }
 
 }  // namespace qbridge::dp

@@ -53,7 +53,7 @@ void Worker::AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed) {
   }
 }
 
-bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
+bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared) {
   Conn* c = Lookup(to);
   if (c == nullptr || c->north || !c->activated || c->close_at) {
     stats_.drop_route_failed.Inc();
@@ -75,7 +75,7 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
         return false;
       }
       const size_t offset = PacketIdOffset(buf, out.topic.size());
-      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset});
+      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset, shared});
       stats_.publish_out.Inc();
       stats_.publish_bytes_out.Inc(p.payload.size());
       return true;
@@ -87,14 +87,27 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p) {
     }
     out.packet_id = *id;
   }
-  if (!SendPacket(*c, stream, out)) {
+  quic::Buffer buf = Encode(out, c->version);
+  if (!buf) {
     if (out.qos != mqtt::QoS::k0) c->ids.Release(out.packet_id);
     stats_.drop_route_failed.Inc();
     return false;
   }
+  if (shared != 0 && out.qos != mqtt::QoS::k0) c->shared_inflight.push_back({out.packet_id, shared, buf});
+  SendBuffer(*c, stream, std::move(buf));
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
   return true;
+}
+
+void Worker::SharedAcked(Conn& c, uint16_t id) {
+  auto& v = c.shared_inflight;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i].id != id) continue;
+    v[i] = std::move(v.back());
+    v.pop_back();
+    return;
+  }
 }
 
 // A south client acknowledged a delivery: what waited for its window goes out, in order.
@@ -109,6 +122,7 @@ void Worker::DrainSouthQueue(Conn& c) {
     auto id = c.ids.Allocate();
     if (!id) return;
     SetPacketId(d.packet, d.id_offset, *id);
+    if (d.shared) c.shared_inflight.push_back({*id, d.shared, d.packet});
     SendBuffer(c, d.sid, std::move(d.packet));
     c.out_queue.pop_front();
   }

@@ -101,9 +101,11 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
         // A failure reason ends the exchange there (no PUBREL, spec 4.3.3).
         if (uint8_t(ack.reason) >= 0x80) {
           if (c.north) return OnNorthAck(c, ack.packet_id, ack.reason);
+          SharedAcked(c, ack.packet_id);
           if (c.ids.Release(ack.packet_id)) DrainSouthQueue(c);
           return;
         }
+        if (!c.north) SharedAcked(c, ack.packet_id);  // received: no other member gets it
         if (c.north) {
           BridgeState& b = bstate_[c.bridge];
           if (auto it = b.inflight.find(ack.packet_id); it != b.inflight.end()) it->second.released = true;
@@ -114,8 +116,9 @@ void Worker::OnFrame(Conn& c, int64_t sid, const mqtt::Frame& f, MonoNs now) {
         SendPacket(c, sid, rel);
       } else if (c.north) {
         OnNorthAck(c, ack.packet_id, ack.reason);
-      } else if (c.ids.Release(ack.packet_id)) {
-        DrainSouthQueue(c);
+      } else {
+        if (type == T::kPuback) SharedAcked(c, ack.packet_id);
+        if (c.ids.Release(ack.packet_id)) DrainSouthQueue(c);
       }
       return;
     }

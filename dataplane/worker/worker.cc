@@ -135,6 +135,9 @@ Worker::Conn* Worker::AllocConn(bool north, uint32_t bridge) {
 
 void Worker::FreeConn(Conn* c) {
   stats_.conns_closed.Inc();
+  // Before the slot is reused: what a $share group gave this client and it did not
+  // acknowledge goes to another member.
+  if (!c->north && (!c->shared_inflight.empty() || !c->out_queue.empty())) RedeliverShared(*c);
   c->q = nullptr;
   c->owned.reset();
   if (c->fd >= 0) ::close(c->fd);  // leaves the epoll set with it

@@ -213,7 +213,7 @@ class Worker {
   bool DrainRings(MonoNs now, Emit emit);
   void OnRoutedPublish(const Msg& m);
   bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
-                   const Origin* origin = nullptr);
+                   const Origin* origin = nullptr, uint32_t shared = 0);
   void FlushOutbox();
 
   // worker/control.cc: the controlplane's commands, and the way up to it.
@@ -249,14 +249,23 @@ class Worker {
     bool failed = false;
   };
   Routed Route(const Conn& from, const mqtt::Publish& p, const Origin* origin);
+  // A match of $share group `gi` (of the current snapshot): to one member, by the
+  // snapshot's strategy, never `exclude`; trying the next member when one cannot take it.
+  bool DeliverShared(uint32_t gi, const mqtt::Publish& p, ConnRef exclude);
+  // A south connection ends: the QoS 1/2 deliveries from $share groups it had not
+  // acknowledged (or not yet been sent) go to another member of their group.
+  void RedeliverShared(Conn& c);
 
   // worker/south.cc: end-to-end acks to south publishers, deliveries to south subscribers.
   void AckOrigin(const Origin& o, bool failed);
   void AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed);
   void SendSouthAck(Conn& c, int64_t stream, uint16_t id, bool failed);
-  // Writes a PUBLISH to one of this core's south connections on `stream`.
-  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p);
+  // Writes a PUBLISH to one of this core's south connections on `stream`; `shared`: the
+  // $share group it came from (its QoS 1/2 copy is kept until acknowledged).
+  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared = 0);
   void DrainSouthQueue(Conn& c);
+  // The client acknowledged delivery `id` (PUBACK, PUBREC): no longer another member's.
+  void SharedAcked(Conn& c, uint16_t id);
 
   // worker/bridge.cc: the bridge client and its message custody.
   struct NorthMsg;
@@ -400,6 +409,7 @@ class Worker {
   MonoNs last_now_ = 0;
   std::vector<uint8_t> route_buf_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
+  std::vector<uint32_t> share_next_;  // per $share group of routes_: the member whose turn it is
   std::unique_ptr<Conn> injector_;  // the "publisher" of messages the controlplane injects
 };
 
