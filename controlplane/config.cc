@@ -84,6 +84,23 @@ std::string MaskedToml(const toml::table& root) {
   return out.str();
 }
 
+// A server listener's certificate keys (QUIC and TLS listeners alike): certfile and keyfile
+// required and readable; cacertfile required when verify_peer asks for client certificates.
+void ReadServerTls(Reader& r, const toml::table& t, const std::string& p, dp::TlsFiles* tls) {
+  tls->certfile = PathKey(r, t, p, "certfile");
+  tls->keyfile = PathKey(r, t, p, "keyfile");
+  tls->cacertfile = PathKey(r, t, p, "cacertfile");
+  if (auto v = r.Bool(t, p, "verify_peer")) tls->verify_peer = *v;
+  if (tls->certfile.empty()) r.Error(p + ".certfile", "required (the server's certificate)");
+  if (tls->keyfile.empty()) r.Error(p + ".keyfile", "required (the certificate's key)");
+  CheckReadable(r, p + ".certfile", tls->certfile);
+  CheckReadable(r, p + ".keyfile", tls->keyfile);
+  CheckReadable(r, p + ".cacertfile", tls->cacertfile);
+  if (tls->verify_peer && tls->cacertfile.empty()) {
+    r.Error(p + ".cacertfile", "required with verify_peer = true (client certificates are checked against it)");
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_view source,
@@ -184,19 +201,8 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
             r.Error(p + ".bind", "expected \"ip:port\", e.g. \"0.0.0.0:8883\"");
           }
         }
-        l.tls.certfile = PathKey(r, *st, p, "certfile");
-        l.tls.keyfile = PathKey(r, *st, p, "keyfile");
-        l.tls.cacertfile = PathKey(r, *st, p, "cacertfile");
-        if (auto v = r.Bool(*st, p, "verify_peer")) l.tls.verify_peer = *v;
+        ReadServerTls(r, *st, p, &l.tls);
         if (auto v = r.Bool(*st, p, "fail_if_no_peer_cert")) l.fail_if_no_peer_cert = *v;
-        if (l.tls.certfile.empty()) r.Error(p + ".certfile", "required (the server's certificate)");
-        if (l.tls.keyfile.empty()) r.Error(p + ".keyfile", "required (the certificate's key)");
-        CheckReadable(r, p + ".certfile", l.tls.certfile);
-        CheckReadable(r, p + ".keyfile", l.tls.keyfile);
-        CheckReadable(r, p + ".cacertfile", l.tls.cacertfile);
-        if (l.tls.verify_peer && l.tls.cacertfile.empty()) {
-          r.Error(p + ".cacertfile", "required with verify_peer = true (client certificates are checked against it)");
-        }
         if (l.fail_if_no_peer_cert && !l.tls.verify_peer) {
           r.Error(p + ".fail_if_no_peer_cert", "needs verify_peer = true (only then are client certificates asked for)");
         }
@@ -223,18 +229,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
             r.Error(p + ".bind", "expected \"ip:port\", e.g. \"0.0.0.0:14567\"");
           }
         }
-        l.tls.certfile = PathKey(r, *q, p, "certfile");
-        l.tls.keyfile = PathKey(r, *q, p, "keyfile");
-        l.tls.cacertfile = PathKey(r, *q, p, "cacertfile");
-        if (auto v = r.Bool(*q, p, "verify_peer")) l.tls.verify_peer = *v;
-        if (l.tls.certfile.empty()) r.Error(p + ".certfile", "required (the server's certificate)");
-        if (l.tls.keyfile.empty()) r.Error(p + ".keyfile", "required (the certificate's key)");
-        CheckReadable(r, p + ".certfile", l.tls.certfile);
-        CheckReadable(r, p + ".keyfile", l.tls.keyfile);
-        CheckReadable(r, p + ".cacertfile", l.tls.cacertfile);
-        if (l.tls.verify_peer && l.tls.cacertfile.empty()) {
-          r.Error(p + ".cacertfile", "required with verify_peer = true (client certificates are checked against it)");
-        }
+        ReadServerTls(r, *q, p, &l.tls);
         if (auto v = r.Int(*q, p, "max_streams", 1, 1000)) l.quic.max_peer_bidi_streams = uint64_t(*v);
         if (auto v = r.Str(*q, p, "retry")) {
           if (*v != "off" && *v != "always" && *v != "under_load") {

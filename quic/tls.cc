@@ -106,6 +106,17 @@ TlsContext::~TlsContext() {
   if (creds_) gnutls_certificate_free_credentials(creds_);
 }
 
+int TlsContext::SetUpClient(gnutls_session_t s) const {
+  const std::string& name = config_.server_name;
+  const std::string& sni = config_.sni.empty() ? name : config_.sni;
+  if (!sni.empty() && (!config_.sni.empty() || !IsIpLiteral(sni))) {
+    if (const int rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni.data(), sni.size()); rc < 0) return rc;
+  }
+  // Verifies chain and name (DNS SAN, or IP SAN for a literal) during the handshake.
+  if (config_.verify_peer) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+  return 0;
+}
+
 absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
   const bool server = side_ == Side::kServer;
   gnutls_session_t s = nullptr;
@@ -138,15 +149,8 @@ absl::StatusOr<gnutls_session_t> TlsContext::NewSession(void* conn_ref) const {
       gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
       gnutls_session_set_verify_cert(s, nullptr, 0);  // chain only: clients have no name
     }
-  } else {
-    const std::string& name = config_.server_name;
-    const std::string& sni = config_.sni.empty() ? name : config_.sni;
-    if (!sni.empty() && (!config_.sni.empty() || !IsIpLiteral(sni))) {
-      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni.data(), sni.size())) < 0)
-        return fail("tls: sni", rc);
-    }
-    // Verifies chain and name (DNS SAN, or IP SAN for a literal) during the handshake.
-    if (config_.verify_peer) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+  } else if ((rc = SetUpClient(s)) < 0) {
+    return fail("tls: sni", rc);
   }
   gnutls_session_set_ptr(s, conn_ref);
   return s;
@@ -186,14 +190,8 @@ absl::StatusOr<gnutls_session_t> TlsContext::NewStreamSession() const {
         return 0;
       });
     }
-  } else {
-    const std::string& name = config_.server_name;
-    const std::string& sni = config_.sni.empty() ? name : config_.sni;
-    if (!sni.empty() && (!config_.sni.empty() || !IsIpLiteral(sni))) {
-      if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni.data(), sni.size())) < 0)
-        return fail("tls: sni", rc);
-    }
-    if (config_.verify_peer) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+  } else if ((rc = SetUpClient(s)) < 0) {
+    return fail("tls: sni", rc);
   }
   return s;
 }

@@ -69,6 +69,9 @@ class TlsContext {
  private:
   TlsContext(Side side, TlsConfig config) : side_(side), config_(std::move(config)) {}
 
+  // A client session's SNI and verification (server name); a GnuTLS error code or 0.
+  int SetUpClient(gnutls_session_t s) const;
+
   Side side_;
   TlsConfig config_;
   gnutls_certificate_credentials_t creds_ = nullptr;
