@@ -417,6 +417,7 @@ class Controlplane {
   // $share groups' ids ("name\0filter"), stable while the controlplane runs so a worker can
   // find a group again in a newer snapshot (redelivery).
   absl::flat_hash_map<std::string, uint32_t> share_ids_;
+  uint32_t last_share_id_ = 0;  // ids are never reused
   std::vector<std::unique_ptr<dp::RouteSnapshot>> snapshots_;  // oldest first; back = current
   std::vector<uint64_t> acked_version_;                        // per worker
 };

@@ -47,7 +47,8 @@ void Controlplane::PublishRoutes() {
         name.append(pf.filter);
         auto [it, added] = group_index.try_emplace(name, uint32_t(snap->shared.size()));
         if (added) {
-          auto [id, fresh] = share_ids_.try_emplace(name, uint32_t(share_ids_.size() + 1));
+          auto [id, fresh] = share_ids_.try_emplace(name, 0);
+          if (fresh) id->second = ++last_share_id_;
           dp::SharedGroup g;
           g.id = id->second;
           g.name = std::string(pf.share_group);
@@ -68,6 +69,15 @@ void Controlplane::PublishRoutes() {
       snap->trie.Insert(sub.filter, key, dp::RouteValue{sub.qos, sub.no_local});
     }
   }
+  // Members in a fixed order (the sessions map's order may change as it grows), and the ids
+  // of groups that are gone forgotten.
+  for (dp::SharedGroup& g : snap->shared) {
+    std::sort(g.members.begin(), g.members.end(), [](const dp::SharedMember& x, const dp::SharedMember& y) {
+      return std::tie(x.conn.core, x.conn.slot, x.conn.gen, x.stream) <
+             std::tie(y.conn.core, y.conn.slot, y.conn.gen, y.stream);
+    });
+  }
+  absl::erase_if(share_ids_, [&](const auto& e) { return !group_index.contains(e.first); });
   // Offline persistent sessions: QoS 1/2 messages matching their subscriptions go to the
   // controlplane, which queues them for the client's return (OnOffline).
   // ($share subscriptions of an offline session are not: its group's connected members

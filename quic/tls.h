@@ -1,5 +1,5 @@
 // TLS through GnuTLS: for QUIC (TLS 1.3 via ngtcp2_crypto_gnutls) and for MQTT over TLS on
-// TCP (TLS 1.2 and 1.3 records, dataplane/tls_stream.h). Credentials and priorities are
+// TCP (TLS 1.2 and 1.3 records, quic/tls_stream.h). Credentials and priorities are
 // loaded once per listener or bridge (TlsContext), and each connection gets a session from it.
 #pragma once
 

@@ -95,6 +95,11 @@ TlsStream::Result TlsStream::Fail(int rc) {
 
 TlsStream::Result TlsStream::Handshake() {
   if (handshake_done_) return Result::kOk;
+  // Our last flight first: GnuTLS thinks it went out, and the peer waits for it.
+  if (wants_write()) {
+    const Result r = Flush();
+    if (r != Result::kOk) return r;
+  }
   for (int i = 0; i < kMaxSteps; ++i) {
     const int rc = gnutls_handshake(s_);
     if (send_errno_ != 0) {

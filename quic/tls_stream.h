@@ -5,8 +5,10 @@
 // Copies: GnuTLS reads ciphertext from the socket into its own record buffer and decrypts
 // into the caller's buffer; on the way out it encrypts the caller's plaintext into its
 // record buffer and the push function hands that straight to sendmsg(). Only ciphertext the
-// socket would not take right now is copied, into `out_`, and nothing more is encrypted
-// until that is written: at most one record's ciphertext waits there.
+// socket would not take right now is copied, into `out_`: Write encrypts nothing more until
+// that is written, and Handshake sends it before it goes on. What waits there is one write's
+// last record, or a handshake flight, plus whatever GnuTLS answers on its own meanwhile (an
+// alert, a KeyUpdate).
 #pragma once
 
 #include <gnutls/gnutls.h>
@@ -41,7 +43,8 @@ class TlsStream {
   TlsStream(const TlsStream&) = delete;
   TlsStream& operator=(const TlsStream&) = delete;
 
-  // Advances the handshake; kOk once it is complete.
+  // Advances the handshake (first writing what the socket did not take before); kOk once it
+  // is complete.
   Result Handshake();
   bool handshake_done() const { return handshake_done_; }
 

@@ -171,6 +171,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
     quic::Buffer packet;  // encoded, packet id patched when sent
     size_t id_offset;
     uint32_t shared = 0;  // the $share group it came from (0: none)
+    mqtt::QoS shared_qos = mqtt::QoS::k0;  // ... and its QoS as published
   };
   std::deque<QueuedDelivery> out_queue;
   // South: QoS 1/2 deliveries from $share groups the client has not acknowledged (PUBACK,
@@ -179,6 +180,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
   struct SharedInflight {
     uint16_t id;
     uint32_t group;
+    mqtt::QoS qos;  // as published (another member may have been granted more)
     quic::Buffer packet;
   };
   std::vector<SharedInflight> shared_inflight;

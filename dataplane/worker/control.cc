@@ -31,7 +31,14 @@ void Worker::OnControlMsg(Msg& m, MonoNs now) {
   if (m.type == MsgType::kSnapshot) {
     routes_ = reinterpret_cast<const RouteSnapshot*>(m.arg);
     stats_.snapshots.Inc();
-    share_next_.assign(routes_ ? routes_->shared.size() : 0, 0);
+    // Turns of groups that no longer exist are forgotten (the map stays as small as the
+    // groups); the others carry on.
+    if (routes_ && !share_turn_.empty()) {
+      absl::erase_if(share_turn_, [&](const auto& e) {
+        return std::none_of(routes_->shared.begin(), routes_->shared.end(),
+                            [&](const SharedGroup& g) { return g.id == e.first; });
+      });
+    }
     Msg ack = MakeMsg(MsgType::kSnapshotAck, ConnRef{});
     ack.arg = routes_ ? routes_->version : 0;
     return ToControlplane(ack);

@@ -183,7 +183,8 @@ void Worker::OnRoutedPublish(const Msg& m) {
         if (has_origin) AckOrigin(origin, /*failed=*/true);
       }
     } else {
-      DeliverSouth(m.conn, m.stream, p, has_origin ? 0 : uint32_t(m.arg));
+      const uint64_t tag = has_origin ? 0 : m.arg;  // SharedTag, or 0
+      DeliverSouth(m.conn, m.stream, p, uint32_t(tag), mqtt::QoS((tag >> 32) & 3));
     }
     return false;
   });
@@ -191,7 +192,7 @@ void Worker::OnRoutedPublish(const Msg& m) {
 }
 
 bool Worker::PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux,
-                         const mqtt::Publish& p, const Origin* origin, uint32_t shared) {
+                         const mqtt::Publish& p, const Origin* origin, uint64_t shared) {
   // The receiving core numbers the message for its own connection; QoS 1 and 2 cannot be
   // encoded without a packet identifier, so the copy on the ring carries a placeholder.
   const mqtt::Publish* carried = &p;

@@ -103,19 +103,29 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
 bool Worker::DeliverShared(uint32_t gi, const mqtt::Publish& p, ConnRef exclude) {
   const SharedGroup& g = routes_->shared[gi];
   const size_t n = g.members.size();
-  uint32_t& turn = share_next_[gi];
+  ShareTurn& turn = share_turn_[g.id];
+  size_t start = n ? turn.next % n : 0;
+  if (routes_->share_strategy == ShareStrategy::kSticky && turn.sticky.valid()) {
+    for (size_t i = 0; i < n; ++i) {
+      if (g.members[i].conn == turn.sticky && g.members[i].stream == turn.sticky_stream) start = i;
+    }
+  }
   for (size_t tried = 0; tried < n; ++tried) {
-    const size_t at = (turn + tried) % n;
+    const size_t at = (start + tried) % n;
     const SharedMember& m = g.members[at];
     if (m.conn == exclude) continue;
     mqtt::Publish out = p;
     out.qos = std::min(p.qos, m.qos);
     out.retain = false;
-    const bool ok = m.conn.core == config_.core ? DeliverSouth(m.conn, m.stream, out, g.id)
-                                                : PostPublish(m.conn.core, m.conn, m.stream, 0, out, nullptr, g.id);
-    if (!ok) continue;  // gone, or its queue is full: the next member
-    // Round robin: the next one after this member; sticky: this member again.
-    turn = uint32_t(routes_->share_strategy == ShareStrategy::kSticky ? at : (at + 1) % n);
+    // A member that cannot take it now (gone, closing, its queue full) is passed over,
+    // not counted as a drop. One on another core is trusted to (it may be gone by then).
+    const bool ok = m.conn.core == config_.core
+                        ? SouthCanTake(m.conn, out.qos) && DeliverSouth(m.conn, m.stream, out, g.id, p.qos)
+                        : PostPublish(m.conn.core, m.conn, m.stream, 0, out, nullptr, SharedTag(g.id, p.qos));
+    if (!ok) continue;
+    turn.next = uint32_t((at + 1) % n);  // round robin: the one after it next time
+    turn.sticky = m.conn;                // sticky: this one again while it stays
+    turn.sticky_stream = m.stream;
     stats_.routed_shared.Inc();
     return true;
   }
@@ -123,31 +133,31 @@ bool Worker::DeliverShared(uint32_t gi, const mqtt::Publish& p, ConnRef exclude)
   return false;
 }
 
-void Worker::RedeliverShared(Conn& c) {
-  auto again = [&](uint32_t group, const quic::Buffer& packet) {
-    uint32_t gi = UINT32_MAX;
-    for (uint32_t i = 0; routes_ && i < routes_->shared.size(); ++i)
-      if (routes_->shared[i].id == group) gi = i;
-    bool done = false;
-    mqtt::Framer f(mqtt::kMaxPacketSize);
-    (void)f.Feed(packet.span(), [&](const mqtt::Frame& fr) {
-      mqtt::Publish p;
-      if (gi != UINT32_MAX && mqtt::DecodePublish(fr.header, fr.body, c.version, &p).ok()) {
-        p.dup = false;  // a first delivery to the member that gets it
-        p.packet_id = 0;
-        done = DeliverShared(gi, p, c.ref());
-      }
-      return false;
-    });
-    if (done) {
-      stats_.shared_redelivered.Inc();
-    } else if (gi == UINT32_MAX) {
-      stats_.drop_shared_no_member.Inc();  // the group is gone (its last member left)
+void Worker::RedeliverOne(Conn& c, uint32_t group, mqtt::QoS qos, const quic::Buffer& packet) {
+  uint32_t gi = UINT32_MAX;
+  for (uint32_t i = 0; routes_ && i < routes_->shared.size(); ++i)
+    if (routes_->shared[i].id == group) gi = i;
+  if (gi == UINT32_MAX) {  // the group is gone (its last member left)
+    stats_.drop_shared_no_member.Inc();
+    return;
+  }
+  mqtt::Framer f(mqtt::kMaxPacketSize);
+  (void)f.Feed(packet.span(), [&](const mqtt::Frame& fr) {
+    mqtt::Publish p;
+    if (mqtt::DecodePublish(fr.header, fr.body, c.version, &p).ok()) {
+      p.dup = false;  // a first delivery to the member that gets it
+      p.packet_id = 0;
+      p.qos = qos;    // as published: the next member may have been granted more
+      if (DeliverShared(gi, p, c.ref())) stats_.shared_redelivered.Inc();
     }
-  };
-  for (const Conn::SharedInflight& d : c.shared_inflight) again(d.group, d.packet);
+    return false;
+  });
+}
+
+void Worker::RedeliverShared(Conn& c) {
+  for (const Conn::SharedInflight& d : c.shared_inflight) RedeliverOne(c, d.group, d.qos, d.packet);
   for (const Conn::QueuedDelivery& d : c.out_queue)
-    if (d.shared) again(d.shared, d.packet);
+    if (d.shared) RedeliverOne(c, d.shared, d.shared_qos, d.packet);
   c.shared_inflight.clear();
 }
 

@@ -53,9 +53,17 @@ void Worker::AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed) {
   }
 }
 
-bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared) {
+bool Worker::SouthCanTake(ConnRef to, mqtt::QoS qos) {
+  const Conn* c = Lookup(to);
+  if (c == nullptr || c->north || !c->activated || c->close_at || c->tcp_close) return false;
+  const bool must_queue = c->ids.in_use() >= c->out_window || !c->out_queue.empty();
+  return qos == mqtt::QoS::k0 || !must_queue || c->out_queue.size() < config_.max_mqueue_len;
+}
+
+bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared,
+                          mqtt::QoS shared_qos) {
   Conn* c = Lookup(to);
-  if (c == nullptr || c->north || !c->activated || c->close_at) {
+  if (c == nullptr || c->north || !c->activated || c->close_at || c->tcp_close) {
     stats_.drop_route_failed.Inc();
     return false;
   }
@@ -75,7 +83,7 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, ui
         return false;
       }
       const size_t offset = PacketIdOffset(buf, out.topic.size());
-      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset, shared});
+      c->out_queue.push_back(Conn::QueuedDelivery{stream, std::move(buf), offset, shared, shared_qos});
       stats_.publish_out.Inc();
       stats_.publish_bytes_out.Inc(p.payload.size());
       return true;
@@ -93,7 +101,7 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, ui
     stats_.drop_route_failed.Inc();
     return false;
   }
-  if (shared != 0 && out.qos != mqtt::QoS::k0) c->shared_inflight.push_back({out.packet_id, shared, buf});
+  if (shared != 0 && out.qos != mqtt::QoS::k0) c->shared_inflight.push_back({out.packet_id, shared, shared_qos, buf});
   SendBuffer(*c, stream, std::move(buf));
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());
@@ -115,14 +123,18 @@ void Worker::DrainSouthQueue(Conn& c) {
   while (!c.out_queue.empty() && c.ids.in_use() < c.out_window) {
     Conn::QueuedDelivery& d = c.out_queue.front();
     if (c.streams.find(d.sid) == c.streams.end()) {  // its stream is gone: so is the delivery
-      stats_.drop_route_failed.Inc();
+      if (d.shared) {
+        RedeliverOne(c, d.shared, d.shared_qos, d.packet);  // unless another member takes it
+      } else {
+        stats_.drop_route_failed.Inc();
+      }
       c.out_queue.pop_front();
       continue;
     }
     auto id = c.ids.Allocate();
     if (!id) return;
     SetPacketId(d.packet, d.id_offset, *id);
-    if (d.shared) c.shared_inflight.push_back({*id, d.shared, d.packet});
+    if (d.shared) c.shared_inflight.push_back({*id, d.shared, d.shared_qos, d.packet});
     SendBuffer(c, d.sid, std::move(d.packet));
     c.out_queue.pop_front();
   }

@@ -4,7 +4,7 @@
 // Conn with one stream, stream 0, so framing, control decisions and routing are the same as
 // for QUIC (streams.cc). What a connection is sent during an iteration collects in its tx
 // and is written once at the end of it (one send, or one train of TLS records, for many
-// packets). TLS (dataplane/tls_stream.h) sits between the socket and the stream.
+// packets). TLS (quic/tls_stream.h) sits between the socket and the stream.
 
 #include "dataplane/worker/worker.h"
 
@@ -99,7 +99,11 @@ void Worker::TcpConnected(Conn& c) {
 }
 
 void Worker::TlsHandshake(Conn& c) {
-  switch (c.tls->Handshake()) {
+  const uint64_t in0 = c.tls->bytes_in(), out0 = c.tls->bytes_out();
+  const quic::TlsStream::Result r = c.tls->Handshake();
+  stats_.rx_bytes.Inc(c.tls->bytes_in() - in0);
+  stats_.tx_bytes.Inc(c.tls->bytes_out() - out0);
+  switch (r) {
     case quic::TlsStream::Result::kOk:
       stats_.tls_handshakes.Inc();
       if (c.north) {
@@ -162,6 +166,7 @@ void Worker::TcpAccept(int listen_fd, bool tls, MonoNs now) {
     if (tls) {
       auto t = quic::TlsStream::Create(*config_.tcp_tls, fd);
       if (!t.ok()) {  // out of memory, in effect
+        stats_.conns_opened.Inc();  // FreeConn counts it closed
         FreeConn(c);
         continue;
       }

@@ -212,8 +212,11 @@ class Worker {
   uint8_t* AttachBytes(Msg& m, size_t len);
   bool DrainRings(MonoNs now, Emit emit);
   void OnRoutedPublish(const Msg& m);
+  // `shared`: for a south delivery from a $share group, SharedTag(group id, its QoS as
+  // published) (0: none).
   bool PostPublish(uint16_t core, ConnRef to, int64_t stream, uint32_t aux, const mqtt::Publish& p,
-                   const Origin* origin = nullptr, uint32_t shared = 0);
+                   const Origin* origin = nullptr, uint64_t shared = 0);
+  static uint64_t SharedTag(uint32_t group, mqtt::QoS qos) { return uint64_t(group) | uint64_t(qos) << 32; }
   void FlushOutbox();
 
   // worker/control.cc: the controlplane's commands, and the way up to it.
@@ -255,14 +258,21 @@ class Worker {
   // A south connection ends: the QoS 1/2 deliveries from $share groups it had not
   // acknowledged (or not yet been sent) go to another member of their group.
   void RedeliverShared(Conn& c);
+  // One of them (`qos`: as it was published), to a member other than `c`.
+  void RedeliverOne(Conn& c, uint32_t group, mqtt::QoS qos, const quic::Buffer& packet);
 
   // worker/south.cc: end-to-end acks to south publishers, deliveries to south subscribers.
   void AckOrigin(const Origin& o, bool failed);
   void AckSouth(ConnRef ref, int64_t stream, uint16_t id, bool failed);
   void SendSouthAck(Conn& c, int64_t stream, uint16_t id, bool failed);
   // Writes a PUBLISH to one of this core's south connections on `stream`; `shared`: the
-  // $share group it came from (its QoS 1/2 copy is kept until acknowledged).
-  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared = 0);
+  // $share group it came from and `shared_qos` its QoS as published (its QoS 1/2 copy is
+  // kept until acknowledged, for another member if this one leaves first).
+  bool DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, uint32_t shared = 0,
+                    mqtt::QoS shared_qos = mqtt::QoS::k0);
+  // Whether DeliverSouth would take a QoS `qos` message for `to` now (connected, not
+  // closing, room in its window or queue): a $share group asks before it picks a member.
+  bool SouthCanTake(ConnRef to, mqtt::QoS qos);
   void DrainSouthQueue(Conn& c);
   // The client acknowledged delivery `id` (PUBACK, PUBREC): no longer another member's.
   void SharedAcked(Conn& c, uint16_t id);
@@ -409,7 +419,14 @@ class Worker {
   MonoNs last_now_ = 0;
   std::vector<uint8_t> route_buf_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
-  std::vector<uint32_t> share_next_;  // per $share group of routes_: the member whose turn it is
+  // Per $share group id: whose turn it is (round robin: the member index to try first;
+  // sticky: the member that had the last message), kept across snapshots.
+  struct ShareTurn {
+    uint32_t next = 0;
+    ConnRef sticky;
+    int64_t sticky_stream = 0;
+  };
+  absl::flat_hash_map<uint32_t, ShareTurn> share_turn_;
   std::unique_ptr<Conn> injector_;  // the "publisher" of messages the controlplane injects
 };
 
@@ -443,7 +460,11 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
     io.Send(p, d, seg);
   });
   if (!tcp_dirty_.empty()) FlushTcpWrites();
-  if (!tcp_closing_.empty()) FinishTcpCloses();
+  if (!tcp_closing_.empty()) {
+    FinishTcpCloses();
+    // What the closes handed to other connections ($share redelivery) goes out now too.
+    if (!tcp_dirty_.empty()) FlushTcpWrites();
+  }
   FlushOutbox();
   // A busy iteration's length, seen from the next one's clock read (no extra read).
   if (last_busy_ && now > last_now_) stats_.max_loop_ns.Max(now - last_now_);

@@ -203,16 +203,30 @@ TEST_F(SharedSubTest, UnacknowledgedDeliveriesOfAMemberThatLeavesGoToAnother) {
   EXPECT_EQ(Counter("shared_redelivered", uint64_t(held)), uint64_t(held)) << Metrics().dump();
 }
 
-// sticky: the member that got the first message gets every one while it stays.
+// sticky: the member that got the first message gets every one while it stays, a member
+// joining meanwhile (a new routing snapshot) included; once it leaves, another one does.
 TEST_F(SharedSubTest, StickyKeepsOneMember) {
   ASSERT_NO_FATAL_FAILURE(Start("\n[mqtt]\nshared_subscription_strategy = \"sticky\"\n"));
   auto a = Member("$share/s/st/#");
   auto b = Member("$share/s/st/#");
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-  ASSERT_EQ(Publish("st/x", 0, 100).size(), 100u);
-  const size_t na = Lines(*a).size(), nb = Lines(*b).size();
-  EXPECT_EQ(na + nb, 100u);
-  EXPECT_TRUE(na == 0 || nb == 0) << na << " and " << nb;
+  ASSERT_EQ(Publish("st/x", 0, 50).size(), 50u);
+  auto c = Member("$share/s/st/#");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  ASSERT_EQ(Publish("st/x", 50, 50).size(), 50u);
+  const std::vector<std::string> la = Lines(*a), lb = Lines(*b), lc = Lines(*c);
+  EXPECT_EQ(la.size() + lb.size() + lc.size(), 100u);
+  EXPECT_TRUE(lc.empty()) << "the member that joined took " << lc.size();
+  EXPECT_TRUE(la.empty() || lb.empty()) << la.size() << " and " << lb.size();
+  // The sticky member leaves: the rest go to one of the others, and stay there.
+  Subprocess& sticky = la.empty() ? *b : *a;
+  sticky.Signal(SIGTERM);
+  sticky.Wait(5000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(Publish("st/x", 100, 20).size(), 20u);
+  const size_t after_a = Lines(*a).size(), after_b = Lines(*b).size(), after_c = Lines(*c).size();
+  EXPECT_EQ(after_a + after_b + after_c, 20u);
+  EXPECT_EQ(std::max({after_a, after_b, after_c}), 20u) << after_a << " " << after_b << " " << after_c;
 }
 
 }  // namespace
