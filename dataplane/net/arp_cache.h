@@ -1,4 +1,5 @@
-// Neighbour resolution for IPv4 (RFC 826) on one core: resolved entries with ageing,
+// Neighbour resolution on one core, for IPv4 (ARP, RFC 826) and, keyed by Ipv6, for IPv6
+// (NDP's neighbour cache, RFC 4861 7.3, without its probe states): resolved entries with ageing,
 // unresolved ones with a bounded queue of packets waiting for the answer and a bounded
 // number of retries. Nothing here sends: the caller writes the ARP requests it is told
 // to, and owns the packets (`P`, an mbuf pointer in the dataplane) it gets back.
@@ -25,7 +26,7 @@ struct ArpConfig {
   size_t max_queued_total = 256;
 };
 
-template <typename P, size_t kMaxPending = 4>
+template <typename P, size_t kMaxPending = 4, typename Key = Ipv4>
 class ArpCache {
  public:
   enum class Result : uint8_t { kResolved, kQueued, kDropped };
@@ -36,7 +37,7 @@ class ArpCache {
   // caller's. kQueued: the cache holds `pkt` until the answer (or gives it back to the
   // drop function of Expire). kDropped: the queue or the table is full; `pkt` stays the
   // caller's to free. *send_request says whether to send an ARP request now.
-  Result Resolve(Ipv4 ip, uint64_t now, P& pkt, Mac* mac, bool* send_request) {
+  Result Resolve(const Key& ip, uint64_t now, P& pkt, Mac* mac, bool* send_request) {
     *send_request = false;
     auto it = table_.find(ip);
     if (it == table_.end()) {
@@ -69,7 +70,7 @@ class ArpCache {
   // Whether `ip` has a usable MAC, without a packet to queue: an unknown address gets an
   // incomplete entry (*send_request: ask now), so the answer is waited for, retried and
   // given up on as for a queued packet.
-  bool Ready(Ipv4 ip, uint64_t now, bool* send_request) {
+  bool Ready(const Key& ip, uint64_t now, bool* send_request) {
     *send_request = false;
     auto it = table_.find(ip);
     if (it == table_.end()) {
@@ -88,7 +89,7 @@ class ArpCache {
   // is made only when `create` (the packet was for us, RFC 826's merge rule). Packets
   // waiting for `ip` are handed to release(P&&, const Mac&), in order.
   template <typename Fn>
-  void Learn(Ipv4 ip, const Mac& mac, uint64_t now, bool create, Fn&& release) {
+  void Learn(const Key& ip, const Mac& mac, uint64_t now, bool create, Fn&& release) {
     auto it = table_.find(ip);
     if (it == table_.end()) {
       if (!create || table_.size() >= config_.max_entries) return;
@@ -104,7 +105,7 @@ class ArpCache {
     e.pending_count = 0;
   }
 
-  // Runs timers: re-requests (request(Ipv4)), gives up on unresolved addresses after
+  // Runs timers: re-requests (request(const Key&)), gives up on unresolved addresses after
   // max_requests (drop(P&&) for each packet that waited), forgets stale unused entries.
   template <typename Req, typename DropFn>
   void Expire(uint64_t now, Req&& request, DropFn&& drop) {
@@ -145,7 +146,7 @@ class ArpCache {
 
   size_t size() const { return table_.size(); }
   size_t queued() const { return queued_; }
-  bool Has(Ipv4 ip) const { return table_.contains(ip); }
+  bool Has(const Key& ip) const { return table_.contains(ip); }
 
  private:
   enum class State : uint8_t { kIncomplete, kReachable, kStale };
@@ -159,9 +160,13 @@ class ArpCache {
   };
 
   ArpConfig config_;
-  absl::flat_hash_map<Ipv4, Entry> table_;
+  absl::flat_hash_map<Key, Entry> table_;
   size_t queued_ = 0;
 };
+
+// IPv6 neighbours: the same cache keyed by address (an NS is sent where ARP would ask).
+template <typename P, size_t kMaxPending = 4>
+using NeighbourCache = ArpCache<P, kMaxPending, Ipv6>;
 
 // Static IPv4 routes with a default gateway: longest prefix wins.
 class RouteTable {

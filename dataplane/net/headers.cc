@@ -45,6 +45,8 @@ const char* DropName(Drop d) {
     case Drop::kBadIcmp: return "bad_icmp";
     case Drop::kMartianSource: return "martian_source";
     case Drop::kClosedPort: return "closed_port";
+    case Drop::kBadNdp: return "bad_ndp";
+    case Drop::kIpv6Extension: return "ipv6_extension";
     case Drop::kCount: break;
   }
   return "unknown";
@@ -222,6 +224,150 @@ size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, u
     Put16(p + 6, UdpChecksum(src, dst, out.first(len)));
   }
   return kUdpHeaderLen;
+}
+
+Ipv6 SolicitedNode(const Ipv6& a) {
+  Ipv6 s{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, a[13], a[14], a[15]};
+  return s;
+}
+
+Mac MulticastMac(const Ipv6& a) { return Mac{0x33, 0x33, a[12], a[13], a[14], a[15]}; }
+
+Ipv6 LinkLocal(const Mac& mac) {
+  return Ipv6{0xfe, 0x80, 0, 0, 0, 0, 0, 0, uint8_t(mac[0] ^ 0x02), mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]};
+}
+
+uint16_t Ipv6Checksum(const Ipv6& src, const Ipv6& dst, uint8_t next_header, std::span<const uint8_t> l4) {
+  uint8_t pseudo[40];
+  std::memcpy(pseudo, src.data(), 16);
+  std::memcpy(pseudo + 16, dst.data(), 16);
+  Put32(pseudo + 32, uint32_t(l4.size()));
+  pseudo[36] = pseudo[37] = pseudo[38] = 0;
+  pseudo[39] = next_header;
+  const uint16_t c = ChecksumFold(ChecksumPartial(l4, ChecksumPartial(pseudo)));
+  return next_header == kIpProtoUdp && c == 0 ? 0xffff : c;
+}
+
+bool ParseIpv6(std::span<const uint8_t> packet, Ipv6Header* out, std::span<const uint8_t>* payload,
+               Drop* drop) {
+  if (packet.size() < kIpv6HeaderLen) return Fail(drop, Drop::kRunt);
+  const uint8_t* p = packet.data();
+  if ((p[0] >> 4) != 6) return Fail(drop, Drop::kBadIpHeader);
+  out->traffic_class = uint8_t((p[0] & 0x0f) << 4 | p[1] >> 4);
+  out->flow_label = Get32(p) & 0xfffff;
+  out->payload_len = Get16(p + 4);
+  out->next_header = p[6];
+  out->hop_limit = p[7];
+  std::memcpy(out->src.data(), p + 8, 16);
+  std::memcpy(out->dst.data(), p + 24, 16);
+  if (kIpv6HeaderLen + out->payload_len > packet.size()) return Fail(drop, Drop::kBadIpHeader);
+  if (out->hop_limit == 0) return Fail(drop, Drop::kTtlExpired);
+  // Hop-by-hop, routing, fragment, destination options, AH, ESP, mobility, HIP, shim6.
+  switch (out->next_header) {
+    case 0: case 43: case 44: case 60: case 51: case 50: case 135: case 139: case 140:
+      return Fail(drop, Drop::kIpv6Extension);
+    default:
+      break;
+  }
+  *payload = packet.subspan(kIpv6HeaderLen, out->payload_len);
+  return true;
+}
+
+bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
+               std::span<const uint8_t>* payload, Drop* drop) {
+  if (segment.size() < kUdpHeaderLen) return Fail(drop, Drop::kRunt);
+  const uint8_t* p = segment.data();
+  out->src_port = Get16(p);
+  out->dst_port = Get16(p + 2);
+  out->length = Get16(p + 4);
+  out->checksum = Get16(p + 6);
+  if (out->length < kUdpHeaderLen || out->length > segment.size())
+    return Fail(drop, Drop::kBadUdpLength);
+  const auto udp = segment.first(out->length);
+  if (out->checksum == 0) return Fail(drop, Drop::kBadUdpChecksum);  // mandatory over IPv6
+  uint8_t pseudo[40];
+  std::memcpy(pseudo, ip.src.data(), 16);
+  std::memcpy(pseudo + 16, ip.dst.data(), 16);
+  Put32(pseudo + 32, out->length);
+  pseudo[36] = pseudo[37] = pseudo[38] = 0;
+  pseudo[39] = kIpProtoUdp;
+  if (ChecksumFold(ChecksumPartial(udp, ChecksumPartial(pseudo))) != 0) return Fail(drop, Drop::kBadUdpChecksum);
+  *payload = udp.subspan(kUdpHeaderLen);
+  return true;
+}
+
+bool ParseIcmpv6(const Ipv6Header& ip, std::span<const uint8_t> msg, uint8_t* type, uint8_t* code,
+                 Drop* drop) {
+  if (msg.size() < 4) return Fail(drop, Drop::kBadIcmp);
+  if (Ipv6Checksum(ip.src, ip.dst, kIpProtoIcmpv6, msg) != 0) return Fail(drop, Drop::kBadIcmp);
+  *type = msg[0];
+  *code = msg[1];
+  return true;
+}
+
+bool ParseNdp(const Ipv6Header& ip, std::span<const uint8_t> msg, NdpMessage* out, Drop* drop) {
+  // RFC 4861 7.1.1/7.1.2: hop limit 255 (never forwarded), code 0, 24 bytes at least, the
+  // target not multicast, every option with a non-zero length inside the message.
+  if (ip.hop_limit != 255 || msg.size() < 24 || msg[1] != 0) return Fail(drop, Drop::kBadNdp);
+  out->type = msg[0];
+  if (out->type != kNdpSolicit && out->type != kNdpAdvert) return Fail(drop, Drop::kBadNdp);
+  out->router = msg[4] & 0x80;
+  out->solicited = msg[4] & 0x40;
+  out->override_flag = msg[4] & 0x20;
+  std::memcpy(out->target.data(), msg.data() + 8, 16);
+  if (out->target[0] == 0xff) return Fail(drop, Drop::kBadNdp);
+  out->has_lladdr = false;
+  // Source link-layer address (1) in a solicitation, target link-layer address (2) in an
+  // advertisement; others are skipped.
+  const uint8_t want = out->type == kNdpSolicit ? 1 : 2;
+  for (size_t off = 24; off < msg.size();) {
+    if (msg.size() - off < 2) return Fail(drop, Drop::kBadNdp);
+    const size_t len = size_t(msg[off + 1]) * 8;
+    if (len == 0 || len > msg.size() - off) return Fail(drop, Drop::kBadNdp);
+    if (msg[off] == want && len >= 8) {
+      out->has_lladdr = true;
+      out->lladdr = GetMac(msg.data() + off + 2);
+    }
+    off += len;
+  }
+  return true;
+}
+
+size_t WriteIpv6(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, uint8_t next_header,
+                 uint16_t payload_len, uint8_t hop_limit) {
+  uint8_t* p = out.data();
+  Put32(p, 0x60000000);  // version 6, traffic class 0, flow label 0
+  Put16(p + 4, payload_len);
+  p[6] = next_header;
+  p[7] = hop_limit;
+  std::memcpy(p + 8, src.data(), 16);
+  std::memcpy(p + 24, dst.data(), 16);
+  return kIpv6HeaderLen;
+}
+
+size_t WriteUdp6(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, uint16_t src_port,
+                 uint16_t dst_port, uint16_t payload_len) {
+  uint8_t* p = out.data();
+  const uint16_t len = uint16_t(kUdpHeaderLen + payload_len);
+  Put16(p, src_port);
+  Put16(p + 2, dst_port);
+  Put16(p + 4, len);
+  Put16(p + 6, 0);
+  Put16(p + 6, Ipv6Checksum(src, dst, kIpProtoUdp, out.first(len)));
+  return kUdpHeaderLen;
+}
+
+size_t WriteNdp(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, const NdpMessage& m) {
+  uint8_t* p = out.data();
+  std::memset(p, 0, kNdpLen);
+  p[0] = m.type;
+  if (m.type == kNdpAdvert) p[4] = uint8_t((m.router ? 0x80 : 0) | (m.solicited ? 0x40 : 0) | (m.override_flag ? 0x20 : 0));
+  std::memcpy(p + 8, m.target.data(), 16);
+  p[24] = m.type == kNdpSolicit ? 1 : 2;  // source / target link-layer address
+  p[25] = 1;                               // 8 bytes
+  std::memcpy(p + 26, m.lladdr.data(), 6);
+  Put16(p + 2, Ipv6Checksum(src, dst, kIpProtoIcmpv6, out.first(kNdpLen)));
+  return kNdpLen;
 }
 
 size_t WriteArp(std::span<uint8_t> out, const ArpPacket& arp) {

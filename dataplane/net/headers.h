@@ -1,6 +1,7 @@
-// Ethernet, ARP, IPv4, UDP and ICMP, parsed field by field from wire bytes (never by
-// casting packed structs onto them) and written the same way. No DPDK here: the poll
-// loop hands in a frame's bytes, and tests and fuzzers do the same.
+// Ethernet, ARP, IPv4, IPv6, UDP, ICMP and ICMPv6 with NDP's neighbour messages, parsed
+// field by field from wire bytes (never by casting packed structs onto them) and written the
+// same way. No DPDK here: the poll loop hands in a frame's bytes, and tests and fuzzers do
+// the same.
 #pragma once
 
 #include <array>
@@ -21,6 +22,8 @@ constexpr Ipv4 MakeIpv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
 inline constexpr uint16_t kEtherTypeIpv4 = 0x0800;
 inline constexpr uint16_t kEtherTypeArp = 0x0806;
 inline constexpr uint16_t kEtherTypeVlan = 0x8100;
+inline constexpr uint16_t kEtherTypeIpv6 = 0x86DD;
+inline constexpr uint8_t kIpProtoIcmpv6 = 58;
 inline constexpr uint8_t kIpProtoIcmp = 1;
 inline constexpr uint8_t kIpProtoUdp = 17;
 
@@ -29,6 +32,17 @@ inline constexpr size_t kIpv4MinHeaderLen = 20;
 inline constexpr size_t kUdpHeaderLen = 8;
 inline constexpr size_t kArpLen = 28;
 inline constexpr size_t kIcmpHeaderLen = 8;
+inline constexpr size_t kIpv6HeaderLen = 40;
+inline constexpr size_t kNdpLen = 32;  // NS/NA with one link-layer address option
+
+// IPv6 addresses in network byte order.
+using Ipv6 = std::array<uint8_t, 16>;
+// ff02::1:ffXX:XXXX, where a neighbour solicitation for `a` is sent (RFC 4291 2.7.1).
+Ipv6 SolicitedNode(const Ipv6& a);
+// 33:33:XX:XX:XX:XX, the Ethernet address of IPv6 multicast `a` (RFC 2464 7).
+Mac MulticastMac(const Ipv6& a);
+// fe80::/64 with the interface id made from `mac` (modified EUI-64, RFC 4291 2.5.1).
+Ipv6 LinkLocal(const Mac& mac);
 
 // Why a frame was not for us, or not acceptable. Each has a per-core counter.
 enum class Drop : uint8_t {
@@ -46,6 +60,8 @@ enum class Drop : uint8_t {
   kBadIcmp,
   kMartianSource,    // a source no peer can have: 0/8, 127/8, multicast, broadcast, ours, port 0
   kClosedPort,       // UDP to a port nothing listens on
+  kBadNdp,           // a neighbour message RFC 4861 says to ignore (hop limit, code, options)
+  kIpv6Extension,    // an extension header before the transport (QUIC never sends one)
   kCount,
 };
 const char* DropName(Drop d);
@@ -66,6 +82,28 @@ struct Ipv4Header {
   uint8_t protocol;
   Ipv4 src, dst;
 };
+
+struct Ipv6Header {
+  uint8_t traffic_class;
+  uint32_t flow_label;
+  uint16_t payload_len;
+  uint8_t next_header;
+  uint8_t hop_limit;
+  Ipv6 src, dst;
+};
+
+// NDP's neighbour solicitation (135) and advertisement (136), RFC 4861 4.3 and 4.4.
+struct NdpMessage {
+  uint8_t type = 0;
+  bool router = false, solicited = false, override_flag = false;  // NA flags
+  Ipv6 target{};
+  bool has_lladdr = false;  // the source (NS) or target (NA) link-layer address option
+  Mac lladdr{};
+};
+inline constexpr uint8_t kNdpSolicit = 135;
+inline constexpr uint8_t kNdpAdvert = 136;
+inline constexpr uint8_t kIcmpv6EchoRequest = 128;
+inline constexpr uint8_t kIcmpv6EchoReply = 129;
 
 struct UdpHeader {
   uint16_t src_port, dst_port;
@@ -98,6 +136,22 @@ bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const
 bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
               std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum = true);
 bool ParseArp(std::span<const uint8_t> body, ArpPacket* out, Drop* drop);
+// IPv6's fixed header; `*payload` bounded by its payload length. An extension header is a
+// drop (kIpv6Extension), as is a hop limit of 0.
+bool ParseIpv6(std::span<const uint8_t> packet, Ipv6Header* out, std::span<const uint8_t>* payload,
+               Drop* drop);
+// The checksum over IPv6's pseudo-header (RFC 8200 8.1) and `l4`, as UDP and ICMPv6 carry
+// it (for UDP a computed 0 is sent as 0xffff).
+uint16_t Ipv6Checksum(const Ipv6& src, const Ipv6& dst, uint8_t next_header, std::span<const uint8_t> l4);
+// UDP over IPv6: the checksum is mandatory (0 is a drop, RFC 8200 8.1).
+bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
+               std::span<const uint8_t>* payload, Drop* drop);
+// An ICMPv6 message after its IPv6 header: checksum verified; *type and *code set.
+bool ParseIcmpv6(const Ipv6Header& ip, std::span<const uint8_t> msg, uint8_t* type, uint8_t* code,
+                 Drop* drop);
+// A neighbour solicitation or advertisement (ParseIcmpv6 already passed): hop limit 255,
+// code 0, a target that is not multicast, options well-formed.
+bool ParseNdp(const Ipv6Header& ip, std::span<const uint8_t> msg, NdpMessage* out, Drop* drop);
 
 // Writers: each writes its header at the front of `out` (which must have room) and
 // returns the bytes written.
@@ -113,5 +167,14 @@ size_t WriteIpv4(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint8_t protocol, u
 size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, uint16_t dst_port,
                 uint16_t payload_len, TxChecksum csum = TxChecksum::kSoftware);
 size_t WriteArp(std::span<uint8_t> out, const ArpPacket& arp);
+size_t WriteIpv6(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, uint8_t next_header,
+                 uint16_t payload_len, uint8_t hop_limit = 64);
+// The UDP header before `payload_len` bytes already after it, checksum filled.
+size_t WriteUdp6(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, uint16_t src_port,
+                 uint16_t dst_port, uint16_t payload_len);
+// A neighbour solicitation or advertisement (ICMPv6 message, kNdpLen bytes) with our
+// link-layer address option, checksum filled for `src` -> `dst`. The IPv6 header around
+// it must say hop limit 255.
+size_t WriteNdp(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, const NdpMessage& m);
 
 }  // namespace qbridge::dp::net

@@ -1,7 +1,7 @@
-// libFuzzer target for the dataplane's frame parsers: Ethernet (with 802.1Q), IPv4, UDP and
-// ARP on arbitrary bytes. Beyond "no crash": every view a parser hands out lies inside the
-// input, and a datagram that parses is rebuilt by the writers into a frame that parses to
-// the same addresses, ports and payload.
+// libFuzzer target for the dataplane's frame parsers: Ethernet (with 802.1Q), IPv4, IPv6,
+// UDP (over both), ARP and NDP on arbitrary bytes. Beyond "no crash": every view a parser
+// hands out lies inside the input, and a datagram that parses is rebuilt by the writers into
+// a frame that parses to the same addresses, ports and payload (or NDP target and address).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -36,6 +36,44 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(ParseArp(out, &again, &drop) && again.sender_ip == arp.sender_ip &&
             again.target_ip == arp.target_ip && again.op == arp.op);
     }
+    return 0;
+  }
+  if (eth.ether_type == kEtherTypeIpv6) {
+    Ipv6Header ip6;
+    if (!ParseIpv6(l3, &ip6, &l4, &drop)) return 0;
+    Check(Inside(l4, data, size));
+    if (ip6.next_header == kIpProtoIcmpv6) {
+      uint8_t type, code;
+      NdpMessage n;
+      if (!ParseIcmpv6(ip6, l4, &type, &code, &drop) || !ParseNdp(ip6, l4, &n, &drop)) return 0;
+      // Ours, written for the same message, parses to the same target and address.
+      n.has_lladdr = true;
+      std::vector<uint8_t> pkt(kIpv6HeaderLen + kNdpLen);
+      WriteNdp(std::span(pkt).subspan(kIpv6HeaderLen), ip6.src, ip6.dst, n);
+      WriteIpv6(pkt, ip6.src, ip6.dst, kIpProtoIcmpv6, kNdpLen, 255);
+      Ipv6Header again;
+      NdpMessage n2;
+      std::span<const uint8_t> m2;
+      Check(ParseIpv6(pkt, &again, &m2, &drop) && ParseIcmpv6(again, m2, &type, &code, &drop) &&
+            ParseNdp(again, m2, &n2, &drop) && n2.target == n.target && n2.lladdr == n.lladdr);
+      return 0;
+    }
+    if (ip6.next_header != kIpProtoUdp) return 0;
+    UdpHeader udp;
+    if (!ParseUdp6(ip6, l4, &udp, &payload, &drop)) return 0;
+    Check(Inside(payload, data, size));
+    std::vector<uint8_t> pkt(kIpv6HeaderLen + kUdpHeaderLen + payload.size());
+    if (!payload.empty()) std::memcpy(pkt.data() + kIpv6HeaderLen + kUdpHeaderLen, payload.data(), payload.size());
+    WriteUdp6(std::span(pkt).subspan(kIpv6HeaderLen), ip6.src, ip6.dst, udp.src_port, udp.dst_port,
+              uint16_t(payload.size()));
+    WriteIpv6(pkt, ip6.src, ip6.dst, kIpProtoUdp, uint16_t(kUdpHeaderLen + payload.size()), ip6.hop_limit);
+    Ipv6Header again;
+    UdpHeader udp2;
+    std::span<const uint8_t> l4b, payload2;
+    Check(ParseIpv6(pkt, &again, &l4b, &drop) && ParseUdp6(again, l4b, &udp2, &payload2, &drop) &&
+          again.src == ip6.src && again.dst == ip6.dst && udp2.src_port == udp.src_port &&
+          payload2.size() == payload.size() &&
+          (payload.empty() || std::memcmp(payload2.data(), payload.data(), payload.size()) == 0));
     return 0;
   }
   Ipv4Header ip;

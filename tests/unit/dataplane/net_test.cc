@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -398,6 +399,173 @@ TEST(Routes, LongestPrefixWins) {
   RouteTable none;
   none.Add(MakeIpv4(198, 18, 0, 0), 24, 0);
   EXPECT_FALSE(none.NextHop(MakeIpv4(198, 19, 0, 1), &hop));
+}
+
+
+// --- IPv6 (addresses from the benchmarking prefix 2001:2::/48, RFC 5180) ---
+
+constexpr Ipv6 kOur6 = {0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02};
+constexpr Ipv6 kPeer6 = {0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01};
+
+// The pseudo-header sum the slow way, for the reference checksum.
+uint32_t Pseudo6(const Ipv6& src, const Ipv6& dst, uint8_t next, size_t len) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i < 16; i += 2) sum += uint32_t(src[i] << 8 | src[i + 1]) + uint32_t(dst[i] << 8 | dst[i + 1]);
+  return sum + uint32_t(len >> 16) + uint32_t(len & 0xffff) + next;
+}
+
+TEST(Ipv6, MulticastAndLinkLocalAddresses) {
+  EXPECT_EQ(SolicitedNode(kOur6), (Ipv6{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0x02}));
+  EXPECT_EQ(MulticastMac(SolicitedNode(kOur6)), (Mac{0x33, 0x33, 0xff, 0, 0, 0x02}));
+  // 02:00:00:00:00:01 -> fe80::ff:fe00:1 (the universal/local bit flipped).
+  EXPECT_EQ(LinkLocal(kOurMac), (Ipv6{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 0x01}));
+}
+
+TEST(Ipv6, UdpRoundTripWithAMandatoryChecksum) {
+  const std::string payload = "quic datagram over ipv6";
+  std::vector<uint8_t> f(kEthHeaderLen + kIpv6HeaderLen + kUdpHeaderLen + payload.size());
+  std::memcpy(f.data() + kEthHeaderLen + kIpv6HeaderLen + kUdpHeaderLen, payload.data(), payload.size());
+  const auto l3w = std::span(f).subspan(kEthHeaderLen);
+  WriteUdp6(l3w.subspan(kIpv6HeaderLen), kPeer6, kOur6, 50000, 14567, uint16_t(payload.size()));
+  WriteIpv6(l3w, kPeer6, kOur6, kIpProtoUdp, uint16_t(kUdpHeaderLen + payload.size()));
+  WriteEthernet(f, kOurMac, kPeerMac, kEtherTypeIpv6);
+  // The checksum agrees with the slow reference over pseudo-header and segment.
+  const auto seg = std::span<const uint8_t>(f).subspan(kEthHeaderLen + kIpv6HeaderLen);
+  EXPECT_EQ(ReferenceChecksum(seg, Pseudo6(kPeer6, kOur6, kIpProtoUdp, seg.size())), 0);
+
+  EthHeader eth;
+  Ipv6Header ip;
+  UdpHeader udp;
+  std::span<const uint8_t> l3, l4, data;
+  Drop drop;
+  ASSERT_TRUE(ParseEthernet(f, &eth, &l3, &drop));
+  EXPECT_EQ(eth.ether_type, kEtherTypeIpv6);
+  ASSERT_TRUE(ParseIpv6(l3, &ip, &l4, &drop));
+  EXPECT_EQ(ip.src, kPeer6);
+  EXPECT_EQ(ip.dst, kOur6);
+  EXPECT_EQ(ip.next_header, kIpProtoUdp);
+  EXPECT_EQ(ip.hop_limit, 64);
+  ASSERT_TRUE(ParseUdp6(ip, l4, &udp, &data, &drop));
+  EXPECT_EQ(udp.src_port, 50000);
+  EXPECT_EQ(udp.dst_port, 14567);
+  EXPECT_EQ(std::string(data.begin(), data.end()), payload);
+
+  std::vector<uint8_t> bad = f;
+  bad.back() ^= 1;
+  ASSERT_TRUE(ParseEthernet(bad, &eth, &l3, &drop) && ParseIpv6(l3, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseUdp6(ip, l4, &udp, &data, &drop));
+  EXPECT_EQ(drop, Drop::kBadUdpChecksum);
+  bad = f;
+  bad[kEthHeaderLen + kIpv6HeaderLen + 6] = bad[kEthHeaderLen + kIpv6HeaderLen + 7] = 0;  // "no checksum"
+  ASSERT_TRUE(ParseEthernet(bad, &eth, &l3, &drop) && ParseIpv6(l3, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseUdp6(ip, l4, &udp, &data, &drop));
+  EXPECT_EQ(drop, Drop::kBadUdpChecksum);
+}
+
+TEST(Ipv6, HeaderDropsHaveTheirReasons) {
+  std::vector<uint8_t> p(kIpv6HeaderLen + 8, 0);
+  WriteIpv6(p, kPeer6, kOur6, kIpProtoUdp, 8);
+  Ipv6Header ip;
+  std::span<const uint8_t> l4;
+  Drop drop;
+  ASSERT_TRUE(ParseIpv6(p, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseIpv6(std::span<const uint8_t>(p).first(39), &ip, &l4, &drop));
+  EXPECT_EQ(drop, Drop::kRunt);
+  std::vector<uint8_t> q = p;
+  q[0] = 0x45;  // IPv4 in an IPv6 frame
+  EXPECT_FALSE(ParseIpv6(q, &ip, &l4, &drop));
+  EXPECT_EQ(drop, Drop::kBadIpHeader);
+  q = p;
+  q[5] = 9;  // payload longer than the packet
+  EXPECT_FALSE(ParseIpv6(q, &ip, &l4, &drop));
+  EXPECT_EQ(drop, Drop::kBadIpHeader);
+  q = p;
+  q[6] = 44;  // a fragment header
+  EXPECT_FALSE(ParseIpv6(q, &ip, &l4, &drop));
+  EXPECT_EQ(drop, Drop::kIpv6Extension);
+  q = p;
+  q[7] = 0;
+  EXPECT_FALSE(ParseIpv6(q, &ip, &l4, &drop));
+  EXPECT_EQ(drop, Drop::kTtlExpired);
+}
+
+// A solicitation for our address from the peer, and our advertisement back: written,
+// checksummed (against the slow reference) and parsed as RFC 4861 wants them.
+TEST(Ndp, SolicitationAndAdvertisementRoundTrip) {
+  const Ipv6 to = SolicitedNode(kOur6);
+  std::vector<uint8_t> pkt(kIpv6HeaderLen + kNdpLen);
+  NdpMessage ns;
+  ns.type = kNdpSolicit;
+  ns.target = kOur6;
+  ns.lladdr = kPeerMac;
+  WriteNdp(std::span(pkt).subspan(kIpv6HeaderLen), kPeer6, to, ns);
+  WriteIpv6(pkt, kPeer6, to, kIpProtoIcmpv6, kNdpLen, 255);
+  const auto msg = std::span<const uint8_t>(pkt).subspan(kIpv6HeaderLen);
+  EXPECT_EQ(ReferenceChecksum(msg, Pseudo6(kPeer6, to, kIpProtoIcmpv6, msg.size())), 0);
+
+  Ipv6Header ip;
+  std::span<const uint8_t> l4;
+  Drop drop;
+  uint8_t type, code;
+  NdpMessage got;
+  ASSERT_TRUE(ParseIpv6(pkt, &ip, &l4, &drop));
+  ASSERT_TRUE(ParseIcmpv6(ip, l4, &type, &code, &drop));
+  EXPECT_EQ(type, kNdpSolicit);
+  ASSERT_TRUE(ParseNdp(ip, l4, &got, &drop));
+  EXPECT_EQ(got.target, kOur6);
+  EXPECT_TRUE(got.has_lladdr);
+  EXPECT_EQ(got.lladdr, kPeerMac);
+
+  NdpMessage na;
+  na.type = kNdpAdvert;
+  na.solicited = na.override_flag = true;
+  na.target = kOur6;
+  na.lladdr = kOurMac;
+  std::vector<uint8_t> reply(kIpv6HeaderLen + kNdpLen);
+  WriteNdp(std::span(reply).subspan(kIpv6HeaderLen), kOur6, kPeer6, na);
+  WriteIpv6(reply, kOur6, kPeer6, kIpProtoIcmpv6, kNdpLen, 255);
+  ASSERT_TRUE(ParseIpv6(reply, &ip, &l4, &drop));
+  ASSERT_TRUE(ParseIcmpv6(ip, l4, &type, &code, &drop));
+  ASSERT_TRUE(ParseNdp(ip, l4, &got, &drop));
+  EXPECT_EQ(got.type, kNdpAdvert);
+  EXPECT_TRUE(got.solicited && got.override_flag && !got.router);
+  EXPECT_EQ(got.lladdr, kOurMac);
+
+  // What RFC 4861 says to ignore: forwarded (hop limit below 255), a bad checksum, an
+  // option of length 0, a multicast target.
+  std::vector<uint8_t> bad = pkt;
+  bad[7] = 254;
+  ASSERT_TRUE(ParseIpv6(bad, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseNdp(ip, l4, &got, &drop));
+  EXPECT_EQ(drop, Drop::kBadNdp);
+  bad = pkt;
+  bad.back() ^= 0x10;
+  ASSERT_TRUE(ParseIpv6(bad, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseIcmpv6(ip, l4, &type, &code, &drop));
+  EXPECT_EQ(drop, Drop::kBadIcmp);
+  for (const auto& [at, value] : std::vector<std::pair<size_t, uint8_t>>{{25, 0}, {8, 0xff}}) {
+    bad = pkt;
+    bad[kIpv6HeaderLen + at] = value;
+    ASSERT_TRUE(ParseIpv6(bad, &ip, &l4, &drop));
+    EXPECT_FALSE(ParseNdp(ip, l4, &got, &drop)) << "byte " << at;
+    EXPECT_EQ(drop, Drop::kBadNdp);
+  }
+}
+
+TEST(NeighbourCache, KeyedByIpv6LikeArp) {
+  NeighbourCache<int> cache;
+  Mac mac;
+  bool ask;
+  int a = 7;
+  EXPECT_EQ(cache.Resolve(kPeer6, 0, a, &mac, &ask), NeighbourCache<int>::Result::kQueued);
+  EXPECT_TRUE(ask);
+  std::vector<int> released;
+  cache.Learn(kPeer6, kPeerMac, 1, /*create=*/false, [&](int&& p, const Mac&) { released.push_back(p); });
+  EXPECT_EQ(released, std::vector<int>{7});
+  int b = 8;
+  EXPECT_EQ(cache.Resolve(kPeer6, 2, b, &mac, &ask), NeighbourCache<int>::Result::kResolved);
+  EXPECT_EQ(mac, kPeerMac);
+  EXPECT_FALSE(cache.Has(kOur6));
 }
 
 }  // namespace
