@@ -124,7 +124,7 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
 
   if (const toml::table* dp_t = root.get_as<toml::table>("dataplane")) {
     r.Unknown(*dp_t, "dataplane", {"backend", "workers", "local_ip", "idle_sleep_us", "eal_args",
-                                   "port_id", "address", "gateway", "rx_desc", "tx_desc", "mbufs",
+                                   "port_id", "address", "gateway", "address6", "gateway6", "rx_desc", "tx_desc", "mbufs",
                                    "checksum_offload", "worker_cpus"});
     if (auto v = r.Str(*dp_t, "dataplane", "backend")) {
       if (*v != "socket" && *v != "dpdk") r.Error("dataplane.backend", "expected \"socket\" or \"dpdk\"");
@@ -136,6 +136,8 @@ absl::StatusOr<AppConfig> ParseConfig(std::string_view toml_text, std::string_vi
     if (auto v = r.Int(*dp_t, "dataplane", "port_id", 0, 1023)) cfg.runtime.port_id = uint16_t(*v);
     if (auto v = r.Str(*dp_t, "dataplane", "address")) cfg.runtime.address = *v;
     if (auto v = r.Str(*dp_t, "dataplane", "gateway")) cfg.runtime.gateway = *v;
+    if (auto v = r.Str(*dp_t, "dataplane", "address6")) cfg.runtime.address6 = *v;
+    if (auto v = r.Str(*dp_t, "dataplane", "gateway6")) cfg.runtime.gateway6 = *v;
     if (auto v = r.Int(*dp_t, "dataplane", "rx_desc", 64, 32768)) cfg.runtime.rx_desc = uint16_t(*v);
     if (auto v = r.Int(*dp_t, "dataplane", "tx_desc", 64, 32768)) cfg.runtime.tx_desc = uint16_t(*v);
     if (auto v = r.Int(*dp_t, "dataplane", "mbufs", 1023, 1 << 22)) cfg.runtime.mbufs = unsigned(*v);

@@ -64,6 +64,18 @@ absl::StatusOr<std::pair<net::Ipv4, uint8_t>> ParseCidr(const std::string& s) {
   return std::make_pair(net::Ipv4(ntohl(a.s_addr)), uint8_t(len));
 }
 
+// "2001:db8::2/64" (or an address alone: /128).
+absl::StatusOr<std::pair<net::Ipv6, uint8_t>> ParseCidr6(const std::string& s) {
+  std::vector<std::string> parts = absl::StrSplit(s, '/');
+  net::Ipv6 a{};
+  int len = 128;
+  if (parts.empty() || parts.size() > 2 || ::inet_pton(AF_INET6, parts[0].c_str(), a.data()) != 1 ||
+      (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &len) || len < 1 || len > 128))) {
+    return absl::InvalidArgumentError(absl::StrCat("not an IPv6 address/prefix: '", s, "'"));
+  }
+  return std::make_pair(a, uint8_t(len));
+}
+
 // The port of a socket address, IPv4 or IPv6 (sin_port and sin6_port share their offset).
 in_port_t PortOf(const quic::Address& a) { return reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port; }
 
@@ -273,6 +285,18 @@ class RuntimeImpl final : public Runtime {
         if (!gw.ok()) return gw.status();
         dc.gateway = gw->first;
       }
+      if (!cfg.address6.empty()) {
+        auto c6 = ParseCidr6(cfg.address6);
+        if (!c6.ok()) return c6.status();
+        dc.ip6 = c6->first;
+        dc.prefix6_len = c6->second;
+        dpdk_ip6_ = cfg.address6.substr(0, cfg.address6.find('/'));
+        if (!cfg.gateway6.empty()) {
+          auto g6 = ParseCidr6(cfg.gateway6);
+          if (!g6.ok()) return g6.status();
+          dc.gateway6 = g6->first;
+        }
+      }
       const uint16_t port_no = cfg.listener ? cfg.listener->port : 14567;
       quic_port_ = port_no;
       // Bridges dial from a UDP port per worker, so whichever queue the upstream's datagrams
@@ -459,8 +483,14 @@ class RuntimeImpl final : public Runtime {
   // north socket's port with the source address the kernel picks.
   absl::Status PlaceDial(BridgeDial& d, size_t w) {
     if (!dpdk_.empty()) {
-      d.local = quic::Address::FromIpPort(dpdk_ip_, north_ports_[w]);
-      for (auto& a : d.alternates) a.local = d.local;
+      // From our address of the upstream's family (an IPv6 upstream without address6 is
+      // unreachable: its sends count as no route).
+      auto local_for = [&](const quic::Address& remote) {
+        const bool v6 = remote.storage.ss_family == AF_INET6 && !dpdk_ip6_.empty();
+        return quic::Address::FromIpPort(v6 ? dpdk_ip6_ : dpdk_ip_, north_ports_[w]);
+      };
+      d.local = local_for(d.remote);
+      for (auto& a : d.alternates) a.local = local_for(a.remote);
       return absl::OkStatus();
     }
     bool quic = !d.tcp;
@@ -561,6 +591,7 @@ class RuntimeImpl final : public Runtime {
   std::atomic<size_t> bridges_{0};
   RuntimeConfig::Store store_;         // [store], for every bridge's dial
   std::string dpdk_ip_;                // dpdk: our address, where bridges dial from
+  std::string dpdk_ip6_;               // dpdk: our IPv6 address ("" none)
   std::vector<uint16_t> north_ports_;  // dpdk: each worker's bridge port
   std::string local_ip_;               // socket: what north sockets bind
 };

@@ -125,6 +125,8 @@ struct RuntimeConfig {
   uint16_t port_id = 0;
   std::string address;   // our IPv4 on the port, "a.b.c.d/len"
   std::string gateway;   // default route ("" none)
+  std::string address6;  // our IPv6 on the port, "2001:db8::2/64" ("" no IPv6 on the port)
+  std::string gateway6;  // IPv6 default router ("" none)
   uint16_t rx_desc = 1024;  // descriptors per queue
   uint16_t tx_desc = 1024;
   unsigned mbufs = 8191;    // per queue (each worker's queue has its own pool)

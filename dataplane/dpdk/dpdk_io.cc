@@ -177,6 +177,7 @@ std::unique_ptr<DpdkIo> DpdkIo::Attach(DpdkPort* port, uint16_t queue, const Dpd
   const net::Ipv4 mask = config.prefix_len ? ~net::Ipv4(0) << (32 - config.prefix_len) : 0;
   io->routes_.Add(config.ip & mask, config.prefix_len, 0);
   if (config.gateway) io->routes_.Add(0, 0, config.gateway);
+  io->link_local_ = net::LinkLocal(port->mac());
   if (queue == 0) {
     // Gratuitous ARP: neighbours learn (or refresh) where we are.
     io->SendArp(1, net::kBroadcastMac, config.ip, net::Mac{});
@@ -188,13 +189,16 @@ std::unique_ptr<DpdkIo> DpdkIo::Attach(DpdkPort* port, uint16_t queue, const Dpd
 DpdkIo::~DpdkIo() {
   FlushTx();
   arp_.Clear([](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
+  nd_.Clear([](rte_mbuf*&& m) { rte_pktmbuf_free(m); });
 }
 
 void DpdkIo::Learn(const Neighbour& n, uint64_t now) {
-  arp_.Learn(n.ip, n.mac, now, n.for_us, [&](rte_mbuf*&& q, const net::Mac& mac) {
+  auto release = [&](rte_mbuf*&& q, const net::Mac& mac) {
     std::memcpy(rte_pktmbuf_mtod(q, uint8_t*), mac.data(), 6);  // the destination MAC
     Transmit(&q, 1);
-  });
+  };
+  if (n.v6) return nd_.Learn(n.ip6, n.mac, now, n.for_us, release);
+  arp_.Learn(n.ip, n.mac, now, n.for_us, release);
 }
 
 void DpdkIo::ShareNeighbour(const Neighbour& n) {
@@ -272,8 +276,10 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   net::EthHeader eth;
   std::span<const uint8_t> l3;
   if (!net::ParseEthernet(frame, &eth, &l3, &drop)) return count(drop);
-  if (eth.dst != port_->mac() && eth.dst != net::kBroadcastMac) return count(net::Drop::kNotForUs);
+  const bool multicast6 = eth.dst[0] == 0x33 && eth.dst[1] == 0x33;  // checked by address below
+  if (eth.dst != port_->mac() && eth.dst != net::kBroadcastMac && !multicast6) return count(net::Drop::kNotForUs);
   if (eth.vlan != 0) return count(net::Drop::kNotForUs);  // no VLAN is configured
+  if (eth.ether_type == net::kEtherTypeIpv6 && config_.ip6) return HandleIpv6(eth, l3, now, path, payload);
   if (eth.ether_type == net::kEtherTypeArp) {
     net::ArpPacket arp;
     if (!net::ParseArp(l3, &arp, &drop)) return count(drop);
@@ -361,6 +367,20 @@ void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
 }
 
 bool DpdkIo::NextHopReady(const quic::Path& path, uint64_t now) {
+  if (path.remote.storage.ss_family == AF_INET6) {
+    net::Ipv6 hop;
+    const auto* r = reinterpret_cast<const sockaddr_in6*>(&path.remote.storage);
+    net::Ipv6 dst;
+    std::memcpy(dst.data(), &r->sin6_addr, 16);
+    if (!config_.ip6 || !NextHop6(dst, &hop)) return true;  // Send counts it
+    bool ask = false;
+    const bool ready = nd_.Ready(hop, now, &ask);
+    if (ask) {
+      SendSolicit(hop);
+      FlushTx();
+    }
+    return ready;
+  }
   net::Ipv4 dst, next_hop;
   uint16_t port;
   if (!FromAddress(path.remote, &dst, &port) || !routes_.NextHop(dst, &next_hop)) return true;  // Send counts it
@@ -374,6 +394,7 @@ bool DpdkIo::NextHopReady(const quic::Path& path, uint64_t now) {
 }
 
 void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
+  if (path.remote.storage.ss_family == AF_INET6) return Send6(path, datagrams, segment);
   net::Ipv4 src, dst, next_hop;
   uint16_t sport, dport;
   if (segment == 0) segment = datagrams.size();

@@ -1,5 +1,6 @@
 // The DPDK packet-I/O backend: one ethdev port (any PMD) with one RX/TX queue pair per
-// worker (DpdkPort), and per queue our own Ethernet/ARP/IPv4/UDP handling with the same
+// worker (DpdkPort), and per queue our own Ethernet/ARP/IPv4/UDP handling (and with an
+// IPv6 address, IPv6/NDP/ICMPv6/UDP) with the same
 // interface as the kernel UDP socket (DpdkIo: Receive -> (path, datagram);
 // Send(path, datagrams, segment)), so QUIC endpoints and connections run unchanged on
 // either backend.
@@ -41,6 +42,8 @@ struct Neighbour {
   net::Ipv4 ip = 0;
   net::Mac mac{};
   bool for_us = false;  // the ARP packet named our address: an entry may be created
+  bool v6 = false;      // an IPv6 neighbour (NDP) at ip6 instead
+  net::Ipv6 ip6{};
 };
 
 // One started port: its queues, their pools, what the PMD offers. Outlives every DpdkIo
@@ -102,6 +105,11 @@ struct DpdkIoConfig {
   // UDP destination ports accepted (the QUIC listener's); empty: any. Others are dropped and
   // counted as closed_port.
   std::vector<uint16_t> udp_ports;
+  // IPv6 on the port too: our address, its on-link prefix, a default router. Without one the
+  // port answers no IPv6 (not even NDP) and counts it as an unknown EtherType.
+  std::optional<net::Ipv6> ip6;
+  uint8_t prefix6_len = 64;
+  std::optional<net::Ipv6> gateway6;
 };
 
 #define QBRIDGE_DPDK_COUNTERS(X) \
@@ -110,6 +118,9 @@ struct DpdkIoConfig {
   X(rx_udp)                      \
   X(rx_arp)                      \
   X(rx_icmp_echo)                \
+  X(rx_icmp6_echo)               \
+  X(rx_ndp)                      \
+  X(tx_ndp)                      \
   X(tx_packets)                  \
   X(tx_bytes)                    \
   X(tx_arp)                      \
@@ -173,6 +184,19 @@ class DpdkIo {
   DpdkIo(DpdkPort* port, uint16_t queue, const DpdkIoConfig& c)
       : config_(c), port_(port), queue_(queue), pool_(port->pool(queue)) {}
   bool HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path, std::span<const uint8_t>* payload);
+  // IPv6 (dataplane/dpdk/dpdk_io6.cc): NDP answered and learned from, echo answered, UDP
+  // to our address handed up.
+  bool HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, uint64_t now, quic::Path* path,
+                  std::span<const uint8_t>* payload);
+  bool Ours6(const net::Ipv6& a) const { return a == *config_.ip6 || a == link_local_; }
+  // The next hop towards `dst` (itself when on link, else the default router).
+  bool NextHop6(const net::Ipv6& dst, net::Ipv6* hop) const;
+  // A neighbour solicitation for `target` (to its solicited-node group, or `to_mac` when
+  // confirming a known neighbour), or our advertisement for `target` to `dst` at `dst_mac`.
+  void SendSolicit(const net::Ipv6& target);
+  void SendAdvert(const net::Ipv6& target, const net::Ipv6& dst, const net::Mac& dst_mac, bool solicited);
+  void ReplyEcho6(const net::EthHeader& eth, const net::Ipv6Header& ip, std::span<const uint8_t> icmp);
+  void Send6(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment);
   void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
   void ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip, std::span<const uint8_t> icmp);
   void Transmit(rte_mbuf** pkts, uint16_t n);
@@ -188,6 +212,8 @@ class DpdkIo {
   rte_mempool* pool_;
   net::RouteTable routes_;
   net::ArpCache<rte_mbuf*> arp_;
+  net::NeighbourCache<rte_mbuf*> nd_;  // IPv6 neighbours
+  net::Ipv6 link_local_{};             // fe80:: from our MAC (NDP's own address)
   DpdkIoStats stats_;
   uint16_t ip_id_ = 0;
   uint64_t now_ = 0;  // the last Receive's time: ARP timers for packets sent in between
@@ -217,6 +243,14 @@ size_t DpdkIo::Receive(uint64_t now, Fn&& fn) {
           stats_.tx_dropped_arp.Inc();
           rte_pktmbuf_free(m);
         });
+    if (config_.ip6) {
+      nd_.Expire(
+          now, [&](const net::Ipv6& ip) { SendSolicit(ip); },
+          [&](rte_mbuf*&& m) {
+            stats_.tx_dropped_arp.Inc();
+            rte_pktmbuf_free(m);
+          });
+    }
   }
   FlushTx();  // ARP replies and packets released by ARP answers
   return n;

@@ -1,8 +1,9 @@
 // The DPDK backend facing the kernel through a TAP device (net_tap): the kernel's ping is
 // answered by our ICMP code, and QUIC clients on kernel UDP sockets (ours, and quiche via
 // node) complete a verified handshake, a Retry and a 10 MiB echo with a server endpoint
-// hosted on the DPDK port. Needs root
-// and /dev/net/tun; skipped with a message otherwise. Addresses: 198.18.5.0/24 on an
+// hosted on the DPDK port; the same over IPv6 (the kernel's ping -6 and neighbour
+// discovery against ours). Needs root and /dev/net/tun; skipped with a message otherwise.
+// Addresses: 198.18.N.0/24 and 2001:2:0:N::/64 (IPv6's benchmarking prefix, RFC 5180) on an
 // interface this test creates (it goes away with the process). Name and subnet are
 // per process: the kernel tears a tap down after its process exits, and a next test
 // reusing the name or the prefix could route into the dying one.
@@ -34,6 +35,9 @@ const std::string kIface = "qbtap" + std::to_string(getpid() % 100000);
 const net::Ipv4 kDpdkIp = net::MakeIpv4(198, 18, uint8_t(kSubnet), 2);
 const std::string kKernelIp = "198.18." + std::to_string(kSubnet) + ".1";
 const std::string kDpdkIpText = "198.18." + std::to_string(kSubnet) + ".2";
+const std::string kPrefix6 = "2001:2:0:" + std::to_string(kSubnet) + "::";
+const std::string kKernelIp6 = kPrefix6 + "1";
+const std::string kDpdkIp6Text = kPrefix6 + "2";
 bool g_eal_ok = false;
 std::string g_skip;
 
@@ -47,6 +51,9 @@ class TapTest : public ::testing::Test {
     DpdkIoConfig c;
     c.port_id = port;
     c.ip = kDpdkIp;
+    net::Ipv6 ip6{};
+    ASSERT_EQ(::inet_pton(AF_INET6, kDpdkIp6Text.c_str(), ip6.data()), 1);
+    c.ip6 = ip6;
     c.pool_name = "qb_tap_pool_" + std::to_string(counter_++);
     auto io = DpdkIo::Start(c);
     ASSERT_TRUE(io.ok()) << io.status();
@@ -57,6 +64,12 @@ class TapTest : public ::testing::Test {
               0);
   }
   void TearDown() override { io_.reset(); }
+  // IPv6 on the kernel's side of the tap (no duplicate address detection: usable at once);
+  // false where the kernel has IPv6 off.
+  static bool KernelIpv6() {
+    return std::system(("ip -6 addr replace " + kKernelIp6 + "/64 dev " + kIface + " nodad > /dev/null 2>&1")
+                           .c_str()) == 0;
+  }
 
   static inline int counter_ = 0;
   std::unique_ptr<DpdkIo> io_;
@@ -75,6 +88,40 @@ TEST_F(TapTest, KernelPingIsAnswered) {
   EXPECT_EQ(rc, 0) << "the kernel's ping got no answer from the DPDK port";
   EXPECT_GE(io_->stats().rx_icmp_echo.Get(), 3u);
   EXPECT_GE(io_->stats().rx_arp.Get(), 1u);  // the kernel asked where our address is
+}
+
+// IPv6: the kernel finds our MAC by neighbour discovery (we answer its solicitation) and
+// its ping -6 is answered by our ICMPv6 echo.
+TEST_F(TapTest, KernelPing6IsAnsweredAfterNeighbourDiscovery) {
+  if (!KernelIpv6()) GTEST_SKIP() << "the kernel has IPv6 off";
+  std::atomic<bool> stop{false};
+  std::thread poll([&] {
+    const uint64_t end = MonotonicNs() + 20 * quic::kSecond;
+    while (!stop.load() && MonotonicNs() < end)
+      io_->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
+  });
+  const int rc = std::system(("ping -6 -c 3 -i 0.2 -W 2 -q " + kDpdkIp6Text + " > /dev/null 2>&1").c_str());
+  stop = true;
+  poll.join();
+  EXPECT_EQ(rc, 0) << "the kernel's ping -6 got no answer from the DPDK port";
+  EXPECT_GE(io_->stats().rx_icmp6_echo.Get(), 3u);
+  EXPECT_GE(io_->stats().rx_ndp.Get(), 1u);  // the kernel's neighbour solicitation
+  EXPECT_GE(io_->stats().tx_ndp.Get(), 1u);  // our advertisement
+}
+
+// A QUIC client on a kernel UDP/IPv6 socket to the server on the DPDK port: our side
+// resolves the kernel's address by its own solicitation when it first answers.
+TEST_F(TapTest, KernelQuicClientOverIpv6ToDpdkHostedServer) {
+  if (!KernelIpv6()) GTEST_SKIP() << "the kernel has IPv6 off";
+  qbridge::testing::DpdkEchoServer server(io_.get());
+  ASSERT_TRUE(server.ok());
+  auto sock = UdpSocket::Bind(quic::Address::FromIpPort(kKernelIp6, 0));
+  ASSERT_TRUE(sock.ok()) << sock.status();
+  EXPECT_TRUE(qbridge::testing::OurClientEchoes(server, **sock, quic::Address::FromIpPort(kDpdkIp6Text, 14567),
+                                                1 << 20))
+      << "dpdk rx " << io_->stats().rx_packets.Get() << " (udp " << io_->stats().rx_udp.Get() << ", ndp "
+      << io_->stats().rx_ndp.Get() << "), tx " << io_->stats().tx_packets.Get() << " (ndp "
+      << io_->stats().tx_ndp.Get() << ")";
 }
 
 TEST_F(TapTest, KernelQuicClientToDpdkHostedServer) {
