@@ -355,5 +355,46 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "", prefix = "down/", qo
   EXPECT_EQ(v6.proc.Wait(10000), 0);
 }
 
+// A bridge to a host name that resolves only to an IPv6 address (AAAA): qbridge runs in a
+// mount namespace of its own whose /etc/hosts says "::1 v6only.test" (the machine's file is
+// untouched), and the bridge to mqtt-tcp://v6only.test reaches a mosquitto on ::1 only.
+TEST_F(ApplianceTcpTest, BridgeToAHostNameWithOnlyAnIpv6Address) {
+  if (!HasIpv6Loopback()) GTEST_SKIP() << "no ::1 on this host";
+  if (geteuid() != 0) GTEST_SKIP() << "not root: a private /etc/hosts needs a mount namespace";
+  MosquittoBroker::Options o;
+  o.address = "::1";
+  auto b6 = MosquittoBroker::Start(o);
+  ASSERT_TRUE(b6.ok()) << b6.status();
+  const std::string mosq = std::to_string((*b6)->port());
+  std::ofstream(dir_ + "/hosts") << "127.0.0.1 localhost\n::1 v6only.test\n";
+  std::ofstream(dir_ + "/aaaa.toml") << Header() << R"(
+[bridges.mqtt.named]
+server = "mqtt-tcp://v6only.test:)" << mosq << R"("
+proto_ver = 4
+clientid = "qbridge-aaaa"
+keepalive = "5s"
+forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "aaaa/", qos = 1 }]
+)";
+  Extra e;
+  e.log_path = dir_ + "/aaaa.log";
+  ASSERT_TRUE(e.proc.Start({"unshare", "-m", "--", "sh", "-c",
+                            "mount --bind " + dir_ + "/hosts /etc/hosts && exec " + QBRIDGE_BIN + " --config " +
+                                dir_ + "/aaaa.toml"},
+                           e.log_path));
+  const auto j = nlohmann::json::parse(e.proc.ReadLine(15000), nullptr, false);
+  if (!j.is_object() && e.Log().find("mount") != std::string::npos) GTEST_SKIP() << "no mount namespace: " << e.Log();
+  ASSERT_TRUE(j.is_object()) << e.Log();
+  e.tcp = j.value("tcp_port", 0);
+  e.http = j.value("http_port", 0);
+  ASSERT_TRUE(BridgeComesUp("http://127.0.0.1:" + std::to_string(e.http) + "/api/v4/bridges/named")) << e.Log();
+  EXPECT_NE(e.Log().find("-> mqtt-tcp://[::1]:" + mosq), std::string::npos) << e.Log();
+  auto sub = Spawn({"mosquitto_sub", "-h", "::1", "-p", mosq, "-t", "aaaa/#", "-q", "1", "-v", "-C", "1", "-W", "15"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(e.tcp), "-t", "up/named", "-m", "by-name", "-q", "1"});
+  EXPECT_EQ(sub->ReadLine(15000), "aaaa/up/named by-name") << e.Log();
+  e.proc.Signal(SIGTERM);
+  EXPECT_EQ(e.proc.Wait(10000), 0);
+}
+
 }  // namespace
 }  // namespace qbridge::testing
