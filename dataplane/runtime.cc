@@ -285,9 +285,19 @@ class RuntimeImpl final : public Runtime {
         if (!gw.ok()) return gw.status();
         dc.gateway = gw->first;
       }
+      if (cfg.address6.empty() && !cfg.gateway6.empty()) {
+        return absl::InvalidArgumentError("dataplane.gateway6 needs dataplane.address6");
+      }
       if (!cfg.address6.empty()) {
         auto c6 = ParseCidr6(cfg.address6);
         if (!c6.ok()) return c6.status();
+        const net::Ipv6& a6 = c6->first;
+        if (a6[0] == 0xff || (a6[0] == 0xfe && (a6[1] & 0xc0) == 0x80) ||
+            std::all_of(a6.begin(), a6.end(), [](uint8_t b) { return b == 0; })) {
+          return absl::InvalidArgumentError(absl::StrCat("dataplane.address6 '", cfg.address6,
+                                                         "': a global or unique-local unicast address, please "
+                                                         "(the link-local one is made from the MAC)"));
+        }
         dc.ip6 = c6->first;
         dc.prefix6_len = c6->second;
         dpdk_ip6_ = cfg.address6.substr(0, cfg.address6.find('/'));

@@ -181,6 +181,7 @@ std::unique_ptr<DpdkIo> DpdkIo::Attach(DpdkPort* port, uint16_t queue, const Dpd
   if (queue == 0) {
     // Gratuitous ARP: neighbours learn (or refresh) where we are.
     io->SendArp(1, net::kBroadcastMac, config.ip, net::Mac{});
+    if (config.ip6) io->StartIpv6();
     io->FlushTx();
   }
   return io;
@@ -276,10 +277,18 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
   net::EthHeader eth;
   std::span<const uint8_t> l3;
   if (!net::ParseEthernet(frame, &eth, &l3, &drop)) return count(drop);
-  const bool multicast6 = eth.dst[0] == 0x33 && eth.dst[1] == 0x33;  // checked by address below
+  // IPv6 multicast MACs (33:33:...) only for IPv6, whose groups are checked by address.
+  const bool ipv6 = eth.ether_type == net::kEtherTypeIpv6 && config_.ip6;
+  const bool multicast6 = ipv6 && eth.dst[0] == 0x33 && eth.dst[1] == 0x33;
   if (eth.dst != port_->mac() && eth.dst != net::kBroadcastMac && !multicast6) return count(net::Drop::kNotForUs);
   if (eth.vlan != 0) return count(net::Drop::kNotForUs);  // no VLAN is configured
-  if (eth.ether_type == net::kEtherTypeIpv6 && config_.ip6) return HandleIpv6(eth, l3, now, path, payload);
+  if (ipv6) {
+    const uint64_t l4_flags = m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
+    if (port_->rx_checksum_offload() && l4_flags == RTE_MBUF_F_RX_L4_CKSUM_BAD) return count(net::Drop::kBadUdpChecksum);
+    const bool l4_checked = port_->rx_checksum_offload() && (l4_flags == RTE_MBUF_F_RX_L4_CKSUM_GOOD ||
+                                                             l4_flags == RTE_MBUF_F_RX_L4_CKSUM_NONE);
+    return HandleIpv6(eth, l3, now, l4_checked, path, payload);
+  }
   if (eth.ether_type == net::kEtherTypeArp) {
     net::ArpPacket arp;
     if (!net::ParseArp(l3, &arp, &drop)) return count(drop);

@@ -150,7 +150,8 @@ class DpdkIo {
   // Starts a one-queue port of its own (after InitEal) and attaches to its queue.
   static absl::StatusOr<std::unique_ptr<DpdkIo>> Start(const DpdkIoConfig& config);
   // Attaches to one queue of a started port (which must outlive it). Queue 0 sends a
-  // gratuitous ARP.
+  // gratuitous ARP (and, with IPv6, an unsolicited advertisement, and has the port accept
+  // our solicited-node and all-nodes groups).
   static std::unique_ptr<DpdkIo> Attach(DpdkPort* port, uint16_t queue, const DpdkIoConfig& config);
   ~DpdkIo();
   DpdkIo(const DpdkIo&) = delete;
@@ -186,8 +187,9 @@ class DpdkIo {
   bool HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path, std::span<const uint8_t>* payload);
   // IPv6 (dataplane/dpdk/dpdk_io6.cc): NDP answered and learned from, echo answered, UDP
   // to our address handed up.
-  bool HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, uint64_t now, quic::Path* path,
-                  std::span<const uint8_t>* payload);
+  // `l4_checked`: the NIC has verified the UDP checksum (or left a partial sum in it).
+  bool HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, uint64_t now, bool l4_checked,
+                  quic::Path* path, std::span<const uint8_t>* payload);
   bool Ours6(const net::Ipv6& a) const { return a == *config_.ip6 || a == link_local_; }
   // The next hop towards `dst` (itself when on link, else the default router).
   bool NextHop6(const net::Ipv6& dst, net::Ipv6* hop) const;
@@ -197,6 +199,8 @@ class DpdkIo {
   void SendAdvert(const net::Ipv6& target, const net::Ipv6& dst, const net::Mac& dst_mac, bool solicited);
   void ReplyEcho6(const net::EthHeader& eth, const net::Ipv6Header& ip, std::span<const uint8_t> icmp);
   void Send6(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment);
+  // Queue 0 with IPv6: the port accepts our groups, neighbours hear where we are.
+  void StartIpv6();
   void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
   void ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip, std::span<const uint8_t> icmp);
   void Transmit(rte_mbuf** pkts, uint16_t n);

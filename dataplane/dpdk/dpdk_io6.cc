@@ -2,7 +2,9 @@
 // solicitations for our addresses, learn from solicitations and advertisements, and solicit
 // next hops through their solicited-node groups), ICMPv6 echo, and UDP to and from our
 // address. No extension headers, no fragments, no router discovery (the default router is
-// configured), no duplicate address detection (the address is configured, not formed).
+// configured), no duplicate address detection of our own (the address is configured, not
+// formed; another host's check for it is answered), no MLD reports (a switch that filters
+// multicast by MLD snooping must flood our solicited-node group).
 
 #include <netinet/in.h>
 
@@ -69,7 +71,20 @@ bool DpdkIo::NextHop6(const net::Ipv6& dst, net::Ipv6* hop) const {
   return true;
 }
 
-bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, uint64_t now,
+void DpdkIo::StartIpv6() {
+  // Solicitations for our addresses go to their solicited-node groups, advertisements and
+  // the like to all-nodes: the NIC must let those MACs in (or all multicast, if it cannot
+  // take a list). net_tap and the like deliver everything anyway.
+  rte_ether_addr groups[3];
+  const net::Mac macs[3] = {net::MulticastMac(kAllNodes), net::MulticastMac(net::SolicitedNode(*config_.ip6)),
+                            net::MulticastMac(net::SolicitedNode(link_local_))};
+  for (int i = 0; i < 3; ++i) std::memcpy(groups[i].addr_bytes, macs[i].data(), 6);
+  if (rte_eth_dev_set_mc_addr_list(port_->id(), groups, 3) != 0) (void)rte_eth_allmulticast_enable(port_->id());
+  // Neighbours that had another MAC for our address learn this one (RFC 4861 7.2.6).
+  SendAdvert(*config_.ip6, kAllNodes, net::MulticastMac(kAllNodes), /*solicited=*/false);
+}
+
+bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, uint64_t now, bool l4_checked,
                         quic::Path* path, std::span<const uint8_t>* payload) {
   net::Drop drop = net::Drop::kRunt;
   auto count = [&](net::Drop d) {
@@ -92,9 +107,13 @@ bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, 
       if (!net::ParseNdp(ip, l4, &nd, &drop)) return count(drop);
       stats_.rx_ndp.Inc();
       if (type == net::kNdpSolicit) {
-        // Duplicate address detection (from ::) asks about an address nobody has yet: not
-        // ours to answer, nothing to learn.
-        if (IsUnspecified(ip.src) || !Ours6(nd.target)) return false;
+        if (!Ours6(nd.target)) return false;
+        if (IsUnspecified(ip.src)) {
+          // Another host checking whether our address is taken (duplicate address
+          // detection): it is, and everyone hears so (RFC 4861 7.2.4).
+          SendAdvert(nd.target, kAllNodes, net::MulticastMac(kAllNodes), /*solicited=*/false);
+          return false;
+        }
         const net::Mac to = nd.has_lladdr ? nd.lladdr : eth.src;
         if (nd.has_lladdr) {  // the asker is on link at this address: learn it (RFC 4861 7.2.3)
           const Neighbour n{0, nd.lladdr, true, true, ip.src};
@@ -105,12 +124,15 @@ bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, 
         return false;
       }
       // An advertisement updates a neighbour we asked about (no entry is made for one we
-      // did not ask about, RFC 4861 7.2.5).
-      const Neighbour n{0, nd.has_lladdr ? nd.lladdr : eth.src, false, true, nd.target};
+      // did not ask about, RFC 4861 7.2.5). One without its address, or unsolicited and
+      // not overriding, changes nothing here (this cache has no "stale" mark to set).
+      if (!nd.has_lladdr || (!nd.solicited && !nd.override_flag)) return false;
+      const Neighbour n{0, nd.lladdr, false, true, nd.target};
       Learn(n, now);
       if (port_->queues() > 1) ShareNeighbour(n);
       return false;
     }
+    if (IsUnspecified(ip.src)) return count(net::Drop::kMartianSource);  // only DAD's NS comes from ::
     if (type == net::kIcmpv6EchoRequest && code == 0 && to_us) {
       stats_.rx_icmp6_echo.Inc();
       ReplyEcho6(eth, ip, l4);
@@ -121,7 +143,8 @@ bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, 
   if (!to_us || IsUnspecified(ip.src)) return count(net::Drop::kNotForUs);
   if (ip.next_header != net::kIpProtoUdp) return count(net::Drop::kUnknownProtocol);
   net::UdpHeader udp;
-  if (!net::ParseUdp6(ip, l4, &udp, payload, &drop)) return count(drop);
+  if (!net::ParseUdp6(ip, l4, &udp, payload, &drop, /*verify_checksum=*/!l4_checked)) return count(drop);
+  if (l4_checked) stats_.rx_checksum_offloaded.Inc();
   if (udp.src_port == 0) return count(net::Drop::kMartianSource);
   if (!config_.udp_ports.empty() &&
       std::find(config_.udp_ports.begin(), config_.udp_ports.end(), udp.dst_port) == config_.udp_ports.end()) {

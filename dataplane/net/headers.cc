@@ -274,7 +274,7 @@ bool ParseIpv6(std::span<const uint8_t> packet, Ipv6Header* out, std::span<const
 }
 
 bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
-               std::span<const uint8_t>* payload, Drop* drop) {
+               std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum) {
   if (segment.size() < kUdpHeaderLen) return Fail(drop, Drop::kRunt);
   const uint8_t* p = segment.data();
   out->src_port = Get16(p);
@@ -284,6 +284,8 @@ bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader
   if (out->length < kUdpHeaderLen || out->length > segment.size())
     return Fail(drop, Drop::kBadUdpLength);
   const auto udp = segment.first(out->length);
+  *payload = udp.subspan(kUdpHeaderLen);
+  if (!verify_checksum) return true;
   if (out->checksum == 0) return Fail(drop, Drop::kBadUdpChecksum);  // mandatory over IPv6
   uint8_t pseudo[40];
   std::memcpy(pseudo, ip.src.data(), 16);
@@ -292,7 +294,6 @@ bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader
   pseudo[36] = pseudo[37] = pseudo[38] = 0;
   pseudo[39] = kIpProtoUdp;
   if (ChecksumFold(ChecksumPartial(udp, ChecksumPartial(pseudo))) != 0) return Fail(drop, Drop::kBadUdpChecksum);
-  *payload = udp.subspan(kUdpHeaderLen);
   return true;
 }
 
@@ -316,6 +317,8 @@ bool ParseNdp(const Ipv6Header& ip, std::span<const uint8_t> msg, NdpMessage* ou
   out->override_flag = msg[4] & 0x20;
   std::memcpy(out->target.data(), msg.data() + 8, 16);
   if (out->target[0] == 0xff) return Fail(drop, Drop::kBadNdp);
+  // A solicited advertisement goes to the asker, never to a group (7.1.2).
+  if (out->type == kNdpAdvert && out->solicited && ip.dst[0] == 0xff) return Fail(drop, Drop::kBadNdp);
   out->has_lladdr = false;
   // Source link-layer address (1) in a solicitation, target link-layer address (2) in an
   // advertisement; others are skipped.

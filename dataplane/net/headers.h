@@ -143,9 +143,10 @@ bool ParseIpv6(std::span<const uint8_t> packet, Ipv6Header* out, std::span<const
 // The checksum over IPv6's pseudo-header (RFC 8200 8.1) and `l4`, as UDP and ICMPv6 carry
 // it (for UDP a computed 0 is sent as 0xffff).
 uint16_t Ipv6Checksum(const Ipv6& src, const Ipv6& dst, uint8_t next_header, std::span<const uint8_t> l4);
-// UDP over IPv6: the checksum is mandatory (0 is a drop, RFC 8200 8.1).
+// UDP over IPv6: the checksum is mandatory (0 is a drop, RFC 8200 8.1). `verify_checksum`
+// false: the NIC has verified it (or, virtio, the field holds a partial sum only).
 bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
-               std::span<const uint8_t>* payload, Drop* drop);
+               std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum = true);
 // An ICMPv6 message after its IPv6 header: checksum verified; *type and *code set.
 bool ParseIcmpv6(const Ipv6Header& ip, std::span<const uint8_t> msg, uint8_t* type, uint8_t* code,
                  Drop* drop);

@@ -109,8 +109,8 @@ TEST_F(TapTest, KernelPing6IsAnsweredAfterNeighbourDiscovery) {
   EXPECT_GE(io_->stats().tx_ndp.Get(), 1u);  // our advertisement
 }
 
-// A QUIC client on a kernel UDP/IPv6 socket to the server on the DPDK port: our side
-// resolves the kernel's address by its own solicitation when it first answers.
+// A QUIC client on a kernel UDP/IPv6 socket to the server on the DPDK port: the kernel
+// solicits our address first, and our side learns the kernel's from that solicitation.
 TEST_F(TapTest, KernelQuicClientOverIpv6ToDpdkHostedServer) {
   if (!KernelIpv6()) GTEST_SKIP() << "the kernel has IPv6 off";
   qbridge::testing::DpdkEchoServer server(io_.get());

@@ -530,6 +530,13 @@ TEST(Ndp, SolicitationAndAdvertisementRoundTrip) {
   EXPECT_EQ(got.type, kNdpAdvert);
   EXPECT_TRUE(got.solicited && got.override_flag && !got.router);
   EXPECT_EQ(got.lladdr, kOurMac);
+  // Solicited, yet sent to a group: ignored (7.1.2).
+  const Ipv6 all_nodes = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01};
+  WriteNdp(std::span(reply).subspan(kIpv6HeaderLen), kOur6, all_nodes, na);
+  WriteIpv6(reply, kOur6, all_nodes, kIpProtoIcmpv6, kNdpLen, 255);
+  ASSERT_TRUE(ParseIpv6(reply, &ip, &l4, &drop));
+  EXPECT_FALSE(ParseNdp(ip, l4, &got, &drop));
+  EXPECT_EQ(drop, Drop::kBadNdp);
 
   // What RFC 4861 says to ignore: forwarded (hop limit below 255), a bad checksum, an
   // option of length 0, a multicast target.
