@@ -196,6 +196,7 @@ class DpdkIo {
   // A neighbour solicitation for `target` (to its solicited-node group, or `to_mac` when
   // confirming a known neighbour), or our advertisement for `target` to `dst` at `dst_mac`.
   void SendSolicit(const net::Ipv6& target);
+  void SendNdp(const net::NdpMessage& m, const net::Ipv6& src, const net::Ipv6& dst, const net::Mac& dst_mac);
   void SendAdvert(const net::Ipv6& target, const net::Ipv6& dst, const net::Mac& dst_mac, bool solicited);
   void ReplyEcho6(const net::EthHeader& eth, const net::Ipv6Header& ip, std::span<const uint8_t> icmp);
   void Send6(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment);

@@ -156,50 +156,40 @@ bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, 
   return true;
 }
 
-void DpdkIo::SendSolicit(const net::Ipv6& target) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+void DpdkIo::SendNdp(const net::NdpMessage& m, const net::Ipv6& src, const net::Ipv6& dst, const net::Mac& dst_mac) {
+  rte_mbuf* mb = rte_pktmbuf_alloc(pool_);
   const size_t len = net::kEthHeaderLen + net::kIpv6HeaderLen + net::kNdpLen;
-  auto* p = m ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(len))) : nullptr;
+  auto* p = mb ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(mb, uint16_t(len))) : nullptr;
   if (!p) {
-    if (m) rte_pktmbuf_free(m);
+    if (mb) rte_pktmbuf_free(mb);
     stats_.tx_dropped_no_mbuf.Inc();
     return;
   }
   const std::span<uint8_t> f(p, len);
-  const net::Ipv6 dst = net::SolicitedNode(target);
-  const net::Ipv6& src = IsLinkLocal(target) ? link_local_ : *config_.ip6;
+  net::WriteNdp(f.subspan(net::kEthHeaderLen + net::kIpv6HeaderLen), src, dst, m);
+  net::WriteIpv6(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoIcmpv6, net::kNdpLen, 255);
+  net::WriteEthernet(f, dst_mac, port_->mac(), net::kEtherTypeIpv6);
+  stats_.tx_ndp.Inc();
+  Transmit(&mb, 1);
+}
+
+void DpdkIo::SendSolicit(const net::Ipv6& target) {
   net::NdpMessage ns;
   ns.type = net::kNdpSolicit;
   ns.target = target;
   ns.lladdr = port_->mac();
-  net::WriteNdp(f.subspan(net::kEthHeaderLen + net::kIpv6HeaderLen), src, dst, ns);
-  net::WriteIpv6(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoIcmpv6, net::kNdpLen, 255);
-  net::WriteEthernet(f, net::MulticastMac(dst), port_->mac(), net::kEtherTypeIpv6);
-  stats_.tx_ndp.Inc();
-  Transmit(&m, 1);
+  const net::Ipv6 dst = net::SolicitedNode(target);
+  SendNdp(ns, IsLinkLocal(target) ? link_local_ : *config_.ip6, dst, net::MulticastMac(dst));
 }
 
 void DpdkIo::SendAdvert(const net::Ipv6& target, const net::Ipv6& dst, const net::Mac& dst_mac, bool solicited) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
-  const size_t len = net::kEthHeaderLen + net::kIpv6HeaderLen + net::kNdpLen;
-  auto* p = m ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(len))) : nullptr;
-  if (!p) {
-    if (m) rte_pktmbuf_free(m);
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
-  const std::span<uint8_t> f(p, len);
   net::NdpMessage na;
   na.type = net::kNdpAdvert;
   na.solicited = solicited;
   na.override_flag = true;
   na.target = target;
   na.lladdr = port_->mac();
-  net::WriteNdp(f.subspan(net::kEthHeaderLen + net::kIpv6HeaderLen), target, dst, na);
-  net::WriteIpv6(f.subspan(net::kEthHeaderLen), target, dst, net::kIpProtoIcmpv6, net::kNdpLen, 255);
-  net::WriteEthernet(f, dst_mac, port_->mac(), net::kEtherTypeIpv6);
-  stats_.tx_ndp.Inc();
-  Transmit(&m, 1);
+  SendNdp(na, target, dst, dst_mac);
 }
 
 void DpdkIo::ReplyEcho6(const net::EthHeader& eth, const net::Ipv6Header& ip, std::span<const uint8_t> icmp) {

@@ -146,8 +146,9 @@ bool ParseIpv4(std::span<const uint8_t> packet, Ipv4Header* out, std::span<const
   return true;
 }
 
-bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
-              std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum) {
+// The UDP header's fields, the datagram bounded by its length field.
+static bool ParseUdpHeader(std::span<const uint8_t> segment, UdpHeader* out,
+                           std::span<const uint8_t>* udp, Drop* drop) {
   if (segment.size() < kUdpHeaderLen) return Fail(drop, Drop::kRunt);
   const uint8_t* p = segment.data();
   out->src_port = Get16(p);
@@ -156,7 +157,14 @@ bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader*
   out->checksum = Get16(p + 6);
   if (out->length < kUdpHeaderLen || out->length > segment.size())
     return Fail(drop, Drop::kBadUdpLength);
-  const auto udp = segment.first(out->length);
+  *udp = segment.first(out->length);
+  return true;
+}
+
+bool ParseUdp(const Ipv4Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
+              std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum) {
+  std::span<const uint8_t> udp;
+  if (!ParseUdpHeader(segment, out, &udp, drop)) return false;
   if (verify_checksum && out->checksum != 0) {
     const uint32_t pseudo = (ip.src >> 16) + (ip.src & 0xffff) + (ip.dst >> 16) +
                             (ip.dst & 0xffff) + kIpProtoUdp + out->length;
@@ -275,15 +283,8 @@ bool ParseIpv6(std::span<const uint8_t> packet, Ipv6Header* out, std::span<const
 
 bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader* out,
                std::span<const uint8_t>* payload, Drop* drop, bool verify_checksum) {
-  if (segment.size() < kUdpHeaderLen) return Fail(drop, Drop::kRunt);
-  const uint8_t* p = segment.data();
-  out->src_port = Get16(p);
-  out->dst_port = Get16(p + 2);
-  out->length = Get16(p + 4);
-  out->checksum = Get16(p + 6);
-  if (out->length < kUdpHeaderLen || out->length > segment.size())
-    return Fail(drop, Drop::kBadUdpLength);
-  const auto udp = segment.first(out->length);
+  std::span<const uint8_t> udp;
+  if (!ParseUdpHeader(segment, out, &udp, drop)) return false;
   *payload = udp.subspan(kUdpHeaderLen);
   if (!verify_checksum) return true;
   if (out->checksum == 0) return Fail(drop, Drop::kBadUdpChecksum);  // mandatory over IPv6
