@@ -26,11 +26,26 @@ struct TestCerts {
   }
 };
 
+// The directory GetTestCerts made in this process ("" if none yet).
+inline std::string& TestCertsDir() {
+  static std::string dir;
+  return dir;
+}
+
+// For a process that ends with _Exit (static destructors skipped): removes the certificates
+// now, so nothing is left in /tmp.
+inline void RemoveTestCertsNow() {
+  if (TestCertsDir().empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(TestCertsDir(), ec);
+}
+
 inline const TestCerts& GetTestCerts() {
   static const TestCerts certs = [] {
     TestCerts c;
     char tmpl[] = "/tmp/qbridge-certs-XXXXXX";
     c.dir = mkdtemp(tmpl);
+    TestCertsDir() = c.dir;
     c.ca = c.dir + "/ca.pem";
     c.server_cert = c.dir + "/server.pem";
     c.server_key = c.dir + "/server.key";
