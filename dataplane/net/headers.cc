@@ -27,6 +27,25 @@ bool Fail(Drop* drop, Drop why) {
   return false;
 }
 
+// IPv6's pseudo-header (RFC 8200 8.1) as a partial sum, for `len` bytes of `next_header`.
+uint32_t Ipv6PseudoSum(const Ipv6& src, const Ipv6& dst, uint8_t next_header, uint32_t len) {
+  uint8_t pseudo[40];
+  std::memcpy(pseudo, src.data(), 16);
+  std::memcpy(pseudo + 16, dst.data(), 16);
+  Put32(pseudo + 32, len);
+  pseudo[36] = pseudo[37] = pseudo[38] = 0;
+  pseudo[39] = next_header;
+  return ChecksumPartial(pseudo);
+}
+
+// A UDP header with its checksum field 0 (filled in by the caller).
+void PutUdpHeader(uint8_t* p, uint16_t src_port, uint16_t dst_port, uint16_t len) {
+  Put16(p, src_port);
+  Put16(p + 2, dst_port);
+  Put16(p + 4, len);
+  Put16(p + 6, 0);
+}
+
 }  // namespace
 
 const char* DropName(Drop d) {
@@ -217,10 +236,7 @@ size_t WriteUdp(std::span<uint8_t> out, Ipv4 src, Ipv4 dst, uint16_t src_port, u
                 uint16_t payload_len, TxChecksum csum) {
   uint8_t* p = out.data();
   const uint16_t len = uint16_t(kUdpHeaderLen + payload_len);
-  Put16(p, src_port);
-  Put16(p + 2, dst_port);
-  Put16(p + 4, len);
-  Put16(p + 6, 0);
+  PutUdpHeader(p, src_port, dst_port, len);
   if (csum == TxChecksum::kOffload) {
     // The NIC adds header and payload to the pseudo-header sum and complements it.
     const uint32_t pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) +
@@ -246,13 +262,7 @@ Ipv6 LinkLocal(const Mac& mac) {
 }
 
 uint16_t Ipv6Checksum(const Ipv6& src, const Ipv6& dst, uint8_t next_header, std::span<const uint8_t> l4) {
-  uint8_t pseudo[40];
-  std::memcpy(pseudo, src.data(), 16);
-  std::memcpy(pseudo + 16, dst.data(), 16);
-  Put32(pseudo + 32, uint32_t(l4.size()));
-  pseudo[36] = pseudo[37] = pseudo[38] = 0;
-  pseudo[39] = next_header;
-  const uint16_t c = ChecksumFold(ChecksumPartial(l4, ChecksumPartial(pseudo)));
+  const uint16_t c = ChecksumFold(ChecksumPartial(l4, Ipv6PseudoSum(src, dst, next_header, uint32_t(l4.size()))));
   return next_header == kIpProtoUdp && c == 0 ? 0xffff : c;
 }
 
@@ -288,13 +298,8 @@ bool ParseUdp6(const Ipv6Header& ip, std::span<const uint8_t> segment, UdpHeader
   *payload = udp.subspan(kUdpHeaderLen);
   if (!verify_checksum) return true;
   if (out->checksum == 0) return Fail(drop, Drop::kBadUdpChecksum);  // mandatory over IPv6
-  uint8_t pseudo[40];
-  std::memcpy(pseudo, ip.src.data(), 16);
-  std::memcpy(pseudo + 16, ip.dst.data(), 16);
-  Put32(pseudo + 32, out->length);
-  pseudo[36] = pseudo[37] = pseudo[38] = 0;
-  pseudo[39] = kIpProtoUdp;
-  if (ChecksumFold(ChecksumPartial(udp, ChecksumPartial(pseudo))) != 0) return Fail(drop, Drop::kBadUdpChecksum);
+  if (ChecksumFold(ChecksumPartial(udp, Ipv6PseudoSum(ip.src, ip.dst, kIpProtoUdp, out->length))) != 0)
+    return Fail(drop, Drop::kBadUdpChecksum);
   return true;
 }
 
@@ -353,10 +358,7 @@ size_t WriteUdp6(std::span<uint8_t> out, const Ipv6& src, const Ipv6& dst, uint1
                  uint16_t dst_port, uint16_t payload_len) {
   uint8_t* p = out.data();
   const uint16_t len = uint16_t(kUdpHeaderLen + payload_len);
-  Put16(p, src_port);
-  Put16(p + 2, dst_port);
-  Put16(p + 4, len);
-  Put16(p + 6, 0);
+  PutUdpHeader(p, src_port, dst_port, len);
   Put16(p + 6, Ipv6Checksum(src, dst, kIpProtoUdp, out.first(len)));
   return kUdpHeaderLen;
 }
