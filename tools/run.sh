@@ -139,7 +139,7 @@ while :; do
   pings=$(echo "$b" | num pingreqs_sent); pings=${pings:-0}
   rec=$(echo "$b" | num reconnects); rec=${rec:-0}
   idle=$(echo "$b" | num control_stream_idle_ms); idle=${idle:-0}
-  recv=$(tail -1 "$work/sub.log" 2>/dev/null | sed -n 's/.*(\s*\([0-9]*\)\/s).*/\1/p')
+  recv=$(tail -1 "$work/sub.log" 2>/dev/null | sed -n 's/.*received *\([0-9]*\)\/s.*/\1/p')
   per_s=$(( (tx - last_tx) * 1000000000 / (now - last_t) ))
   printf '%5ss %12s %12s %11.2f ms %12s %10s %9.0f ms\n' $(( (now - start) / 1000000000 )) "$per_s" \
     "${recv:-0}" "$rtt" "$pings" "$rec" "$idle"
@@ -148,5 +148,8 @@ while :; do
   if [[ $seconds -gt 0 && $(( (now - start) / 1000000000 )) -ge $seconds ]]; then break; fi
 done
 sleep 3
-echo "run.sh: subscriber's summary: $(cat "$work/sub.json" 2>/dev/null)"
+sub_summary=$(cat "$work/sub.json" 2>/dev/null)
+echo "run.sh: subscriber's summary: received $(num received <<<"$sub_summary"), missing" \
+  "$(num missing <<<"$sub_summary"), duplicates $(num duplicates <<<"$sub_summary"), latency p99" \
+  "$(num latency_p99_ms <<<"$sub_summary") ms"
 echo "run.sh: the dashboard (http://127.0.0.1:18082/dashboard/) and metrics (/metrics) were up while it ran (admin/demo)"

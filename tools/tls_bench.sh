@@ -78,7 +78,7 @@ connects() {  # transport -> "conn/s us/conn"
     --seconds "$secs" >"$work/conn.json" 2>/dev/null || true
   local c1; c1=$(cpu)
   awk -v c=$((c1 - c0)) -v hz="$hz" '{
-    match($0, /"connections":[0-9]+/); n = substr($0, RSTART + 14, RLENGTH - 14) + 0
+    match($0, /"connects":[0-9]+/); n = substr($0, RSTART + 11, RLENGTH - 11) + 0
     match($0, /"rate":[0-9.]+/); r = substr($0, RSTART + 7, RLENGTH - 7) + 0
     printf "%.0f %.1f", r, (c / hz * 1e6) / (n > 0 ? n : 1) }' "$work/conn.json"
 }

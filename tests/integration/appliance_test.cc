@@ -322,6 +322,50 @@ class ApplianceDpdkTest : public ApplianceTest {
 
 TEST_F(ApplianceDpdkTest, BridgeKeepsKeepaliveUnderBulkLoadOnDpdk) { Soak("dpdk over net_tap"); }
 
+// qbench as a load generator: 200 device connections (QUIC, QoS 1, one topic each) into the
+// edge, through the bridge, to one subscriber on the cloud. Its JSON accounts for every
+// message: what the publishers had acknowledged arrived once each, per publisher in order.
+TEST_F(ApplianceTest, QbenchFanInOf200ConnectionsIsAllAccounted) {
+  const std::string cloud = kernel_ip_ + ":" + std::to_string(cloud_.quic_port);
+  const std::string edge = edge_ip_ + ":" + std::to_string(edge_.quic_port);
+  auto sub = Bench({"sub", "--server", cloud, "--ca", ca_, "--topic", "edge/telemetry/#", "--qos", "1",
+                    "--seconds", "60", "--quiet", "3"}, "fanin-sub");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // subscription in place
+  auto pub = Bench({"pub", "--server", edge, "--ca", ca_, "--topic", "telemetry/dev-%i", "--qos", "1",
+                    "--conns", "200", "--ramp", "500", "--rate", "4000", "--keepalive", "2", "--seconds", "4"},
+                   "fanin-pub");
+  const json p = Summary(*pub, 60000);
+  const json s = Summary(*sub, 60000);
+  ASSERT_TRUE(p.is_object() && s.is_object()) << p.dump() << s.dump();
+  EXPECT_TRUE(p.value("connected", false)) << p.dump();
+  EXPECT_EQ(p.value("connects", 0), 200) << p.dump();
+  EXPECT_EQ(p.value("reconnects", 1), 0) << p.dump();
+  const uint64_t sent = p.value("sent", 0ull);
+  EXPECT_GT(sent, 4000u * 3) << p.dump();
+  EXPECT_EQ(p.value("acked", 0ull), sent) << p.dump();
+  EXPECT_EQ(p.value("ack_failed", 1), 0) << p.dump();
+  // Keepalive 2 s: every connection pinged and was answered.
+  EXPECT_GE(p.value("pings", 0), 200) << p.dump();
+  EXPECT_EQ(p.value("ping_timeouts", 1), 0) << p.dump();
+  EXPECT_TRUE(p["series"].is_array() && p["series"].size() >= 4) << p.dump();
+
+  EXPECT_TRUE(s.value("subscribed", false)) << s.dump();
+  EXPECT_EQ(s.value("publishers_seen", 0), 200) << s.dump();
+  EXPECT_EQ(s.value("received", 0ull), sent) << s.dump();
+  EXPECT_EQ(s.value("unique", 0ull), sent) << s.dump();
+  EXPECT_EQ(s.value("missing", 1), 0) << s.dump();
+  EXPECT_EQ(s.value("duplicates", 1), 0) << s.dump();
+  EXPECT_EQ(s.value("reordered", 1), 0) << s.dump();
+  EXPECT_EQ(s["latency"].value("count", 0ull), sent) << s.dump();
+  uint64_t per_second = 0;
+  for (const json& e : s["series"]) per_second += e.value("received", 0ull);
+  EXPECT_EQ(per_second, sent) << "the per-second series must add up to the total";
+  const json b = edge_.Get("/api/v4/bridges/cloud")["data"];
+  EXPECT_EQ(b.value("reconnects", 1), 0) << b.dump(2);
+  std::printf("qbench fan-in: 200 connections, %lu QoS 1 messages, transit p99 %.2f ms, ramp %.2f s\n",
+              (unsigned long)sent, s.value("latency_p99_ms", 0.0), p.value("ramp_seconds", 0.0));
+}
+
 TEST_F(ApplianceTest, RestAndMetrics) {
   // No credentials, wrong credentials.
   {
