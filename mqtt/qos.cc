@@ -4,9 +4,10 @@ namespace qbridge::mqtt {
 
 std::optional<uint16_t> PacketIdAllocator::Allocate() {
   if (count_ >= 65535) return std::nullopt;
-  while (used_.test(next_)) next_ = next_ == 65535 ? 1 : uint16_t(next_ + 1);
+  std::bitset<65536>& used = Used();
+  while (used.test(next_)) next_ = next_ == 65535 ? 1 : uint16_t(next_ + 1);
   const uint16_t id = next_;
-  used_.set(id);
+  used.set(id);
   ++count_;
   next_ = next_ == 65535 ? 1 : uint16_t(next_ + 1);
   return id;
@@ -14,7 +15,7 @@ std::optional<uint16_t> PacketIdAllocator::Allocate() {
 
 bool PacketIdAllocator::Release(uint16_t id) {
   if (!InUse(id)) return false;
-  used_.reset(id);
+  used_->reset(id);
   --count_;
   return true;
 }

@@ -71,7 +71,7 @@ ngtcp2_callbacks Connection::Callbacks(bool server) {
     cb.client_initial = ngtcp2_crypto_client_initial_cb;
     cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
   }
-  cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb.recv_crypto_data = OnRecvCryptoData;
   cb.encrypt = ngtcp2_crypto_encrypt_cb;
   cb.decrypt = ngtcp2_crypto_decrypt_cb;
   cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
@@ -165,10 +165,29 @@ int Connection::OnNewSessionTicket(gnutls_session_t session, unsigned, unsigned,
 }
 
 bool Connection::early_data_accepted() const {
-  return tls_ && (gnutls_session_get_flags(tls_) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
+  if (!tls_) return early_data_kept_;
+  return (gnutls_session_get_flags(tls_) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
 }
 
-bool Connection::resumed() const { return tls_ && gnutls_session_is_resumed(tls_) != 0; }
+bool Connection::resumed() const { return tls_ ? gnutls_session_is_resumed(tls_) != 0 : resumed_kept_; }
+
+void Connection::ReleaseTls() {
+  if (!tls_) return;
+  alpn_kept_ = NegotiatedAlpn(tls_);
+  resumed_kept_ = gnutls_session_is_resumed(tls_) != 0;
+  early_data_kept_ = (gnutls_session_get_flags(tls_) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
+  ngtcp2_conn_set_tls_native_handle(conn_, nullptr);
+  gnutls_deinit(tls_);
+  tls_ = nullptr;
+}
+
+int Connection::OnRecvCryptoData(ngtcp2_conn* conn, ngtcp2_encryption_level level, uint64_t offset,
+                                 const uint8_t* data, size_t datalen, void* user) {
+  // After ReleaseTls a peer has nothing left to say to TLS (QUIC forbids TLS KeyUpdate, and
+  // a client sends no post-handshake messages): CRYPTO data then ends the connection.
+  if (static_cast<Connection*>(user)->tls_ == nullptr) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, datalen, user);
+}
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Accept(
     const TlsContext& tls, const TransportConfig& config, const ServerCidConfig& cids,
@@ -246,6 +265,9 @@ bool Connection::Read(const Path& path, std::span<const uint8_t> datagram, Times
   ngtcp2_pkt_info pi{};
   const int rv = ngtcp2_conn_read_pkt(conn_, &np, &pi, datagram.data(), datagram.size(), now);
   if (rv == 0) {
+    // A server's handshake is over once ngtcp2 returns from the packet that completed it
+    // (never inside the TLS call, which is still on the stack in its callbacks).
+    if (server_ && tls_ && state_ == State::kEstablished) ReleaseTls();
     // The path ngtcp2 uses now: a probe on an unvalidated path does not move it. Copied
     // only when it changed (two sockaddr_storage per packet otherwise).
     const ngtcp2_path* current = ngtcp2_conn_get_path(conn_);
@@ -372,7 +394,7 @@ absl::Status Connection::UpdateKeys(Timestamp now) {
   return absl::OkStatus();
 }
 
-std::string Connection::alpn() const { return tls_ ? NegotiatedAlpn(tls_) : ""; }
+std::string Connection::alpn() const { return tls_ ? NegotiatedAlpn(tls_) : alpn_kept_; }
 
 uint8_t Connection::tls_alert() const { return ngtcp2_conn_get_tls_alert(conn_); }
 

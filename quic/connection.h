@@ -227,6 +227,8 @@ class Connection {
   bool early_data_accepted() const;
   bool early_data_rejected() const { return early_data_rejected_; }
   bool resumed() const;
+  // Whether the TLS session is still held (a server frees it after the handshake).
+  bool holds_tls() const { return tls_ != nullptr; }
 
   // Whether a Write may have something to send: set by whatever can give it work (a
   // datagram read, a timer handled, stream data or a reset queued, credit returned, a close
@@ -312,6 +314,12 @@ class Connection {
                                   void* user);
   static int OnRemoveConnectionId(ngtcp2_conn*, const ngtcp2_cid* cid, void* user);
   static int OnEarlyDataRejected(ngtcp2_conn*, void* user);
+  static int OnRecvCryptoData(ngtcp2_conn*, ngtcp2_encryption_level level, uint64_t offset,
+                              const uint8_t* data, size_t datalen, void* user);
+  // Server: frees the TLS session once the handshake is over (it sent its session tickets;
+  // QUIC's key updates and retransmissions need only ngtcp2's own copies): about 12 KiB per
+  // idle session. What was asked of the session later is kept first.
+  void ReleaseTls();
   static void Rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*);
   static ngtcp2_conn* GetConn(ngtcp2_crypto_conn_ref* ref);
   static int OnNewSessionTicket(gnutls_session_t session, unsigned htype, unsigned when,
@@ -322,6 +330,9 @@ class Connection {
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
   ngtcp2_crypto_conn_ref conn_ref_{};
+  // Kept from the TLS session when a server releases it (ReleaseTls).
+  std::string alpn_kept_;
+  bool resumed_kept_ = false, early_data_kept_ = false;
   Path path_;
   State state_ = State::kHandshaking;
   size_t* handshaking_ = nullptr;  // CountHandshakeIn

@@ -283,6 +283,20 @@ TEST_F(QuicTest, KeyUpdateKeepsTheConnection) {
   EchoAround(sim, [&] { ASSERT_TRUE(client_->UpdateKeys(sim.now()).ok()); });
 }
 
+// A server frees its TLS session once the handshake is over (12 KiB per idle session): what
+// was asked of it stays answerable, and key updates either way still work without it.
+TEST_F(QuicTest, ServerReleasesItsTlsSessionAfterTheHandshake) {
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  ASSERT_TRUE(server_conn_);
+  EXPECT_FALSE(server_conn_->holds_tls());
+  EXPECT_TRUE(client_->holds_tls());  // a client still takes session tickets
+  EXPECT_EQ(server_conn_->alpn(), "mqtt");
+  EXPECT_FALSE(server_conn_->resumed());
+  EchoAround(sim, [&] { ASSERT_TRUE(server_conn_->UpdateKeys(sim.now()).ok()); });
+}
+
 TEST_F(QuicTest, ResumptionCarriesEarlyData) {
   QuicSim sim;
   Start(sim);
@@ -319,7 +333,8 @@ TEST_F(QuicTest, ResumptionCarriesEarlyData) {
   EXPECT_FALSE(c.early_data_rejected());
   EXPECT_TRUE(data_before_confirmed);  // the server had it a round trip early
   ASSERT_TRUE(server_conn_);
-  EXPECT_TRUE(server_conn_->early_data_accepted());
+  EXPECT_TRUE(server_conn_->early_data_accepted());  // kept from the released session
+  EXPECT_TRUE(server_conn_->resumed());
   {
     const Buffer want = Bytes(300, 9);
     EXPECT_EQ(server_events_.data[*sid], std::vector<uint8_t>(want.begin(), want.end()));
