@@ -236,7 +236,6 @@ void ServerEndpoint::Receive(const Path& path, std::span<const uint8_t> data, Ti
   } else {
     slot = uint32_t(slot_conn_.size());
     slot_conn_.push_back(nullptr);
-    expiry_.push_back(kNever);
   }
   slot_conn_[slot] = c;
   c->set_endpoint_slot(slot);
@@ -262,11 +261,7 @@ size_t ServerEndpoint::WriteAll(Timestamp now, std::span<uint8_t> scratch, size_
   return n;
 }
 
-Timestamp ServerEndpoint::Expiry() const {
-  Timestamp t = kNever;
-  for (const Timestamp e : expiry_) t = std::min(t, e);
-  return t;
-}
+Timestamp ServerEndpoint::Expiry() const { return expiry_.Top(); }
 
 void ServerEndpoint::Reap(Connection* c) {
   auto it = conns_.find(c);
@@ -279,16 +274,22 @@ void ServerEndpoint::Reap(Connection* c) {
   ++stats_.closed;
   const uint32_t slot = c->endpoint_slot();
   slot_conn_[slot] = nullptr;
-  expiry_[slot] = kNever;
+  expiry_.Remove(slot);
   free_slots_.push_back(slot);
   std::erase(dirty_, c);
   conns_.erase(it);
 }
 
 void ServerEndpoint::HandleExpiry(Timestamp now) {
-  std::vector<Connection*> dead;
-  for (size_t slot = 0; slot < expiry_.size(); ++slot) {
-    if (expiry_[slot] > now) continue;
+  // The slots due now, taken first: each is handled once per call even if its next
+  // deadline is already due again.
+  due_.clear();
+  while (!expiry_.empty() && expiry_.Top() <= now) {
+    due_.push_back(expiry_.TopSlot());
+    expiry_.Remove(due_.back());
+  }
+  std::vector<Connection*> dead;  // reaped after the others ran (allocates only when one died)
+  for (const uint32_t slot : due_) {
     Connection* c = slot_conn_[slot];
     if (c->state() != Connection::State::kClosed && c->Expiry() <= now) c->HandleExpiry(now);
     Track(c);

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "quic/connection.h"
+#include "quic/deadline_heap.h"
 #include "quic/tls.h"
 
 namespace qbridge::quic {
@@ -85,8 +86,8 @@ class ServerEndpoint : public CidRegistry {
   // idle connections are not visited).
   size_t WriteAll(Timestamp now, std::span<uint8_t> scratch, size_t max_per_conn,
                   Connection::Emit emit);
-  // The earliest connection deadline, from a table the endpoint refreshes after each read,
-  // write and timer of a connection (one contiguous scan, no call into ngtcp2).
+  // The earliest connection deadline, from a heap the endpoint refreshes after each read,
+  // write and timer of a connection (O(1), no call into ngtcp2).
   Timestamp Expiry() const;
   // Runs due timers and reaps finished connections.
   void HandleExpiry(Timestamp now);
@@ -119,9 +120,9 @@ class ServerEndpoint : public CidRegistry {
   bool RetryRequired(Timestamp now);
   size_t Handshakes() const { return handshaking_; }
   void Reap(Connection* c);
-  // Refreshes `c`'s deadline in the table (0 once it is closed: reap it).
+  // Refreshes `c`'s deadline in the heap (0 once it is closed: reap it).
   void Track(Connection* c) {
-    expiry_[c->endpoint_slot()] = c->state() == Connection::State::kClosed ? 0 : c->Expiry();
+    expiry_.Set(c->endpoint_slot(), c->state() == Connection::State::kClosed ? 0 : c->Expiry());
   }
 
   struct Entry {
@@ -138,10 +139,11 @@ class ServerEndpoint : public CidRegistry {
   // before conns_, so it outlives the connections destroyed with the endpoint.
   size_t handshaking_ = 0;
   absl::flat_hash_map<Connection*, Entry> conns_;
-  // Per slot (Connection::endpoint_slot()): the connection and its deadline (kNever when
-  // the slot is free).
+  // Per slot (Connection::endpoint_slot()): the connection, and its deadline in a heap
+  // (absent when the slot is free).
   std::vector<Connection*> slot_conn_;
-  std::vector<Timestamp> expiry_;
+  DeadlineHeap expiry_;
+  std::vector<uint32_t> due_;  // HandleExpiry's scratch: the slots due now
   std::vector<uint32_t> free_slots_;
   std::vector<Connection*> dirty_, writing_;  // wanting to write; each once
   EndpointStats stats_;
