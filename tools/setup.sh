@@ -21,6 +21,7 @@ packages=(
   mosquitto mosquitto-clients
   iproute2 iputils-ping ethtool openssl curl
   chromium                     # headless, for the dashboard's browser test (tests/dashboard/)
+  python3 gnuplot-nox          # tools/bench.sh: its JSON summaries, table and plots (PNG)
 )
 # Only these two come from backports; apt pulls their runtime libraries along.
 backports=(libngtcp2-dev/bookworm-backports libngtcp2-crypto-gnutls-dev/bookworm-backports)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: installs what is missing, builds, and runs every test —
 # unit, integration (real peers on loopback), a fuzz smoke run of every fuzz target, and
-# a benchmark smoke run. Exits non-zero on any failure.
+# benchmark smoke runs (tools/bench.sh --smoke among them, through ctest). Exits non-zero
+# on any failure.
 #
 #   QBRIDGE_FUZZ_SECONDS  seconds per fuzz target (default 20)
 #   QBRIDGE_JOBS          parallel build and test jobs (default: number of cores)
