@@ -492,6 +492,14 @@ forwards = [
 
     # --- report ---------------------------------------------------------------------------------------
     def report(self):
+        # Scenarios not run this time keep their last results (--only reruns a part).
+        ran_now, loaded = sorted(self.results), []
+        for name in ("throughput", "fanin", "handshakes", "memory", "scaling"):
+            path = os.path.join(self.out, name + ".json")
+            if name not in self.results and not self.smoke and os.path.exists(path):
+                with open(path) as f:
+                    self.results[name] = json.load(f)
+                loaded.append(name)
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -499,6 +507,7 @@ forwards = [
             "cpus": os.cpu_count(),
             "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), ""),
             "smoke": self.smoke,
+            "scenarios_run_at_this_commit": ran_now,
         }
         self.save("meta", meta)
         md = [f"# Benchmark results ({'smoke run' if self.smoke else 'tools/bench.sh'})", "",
@@ -506,6 +515,9 @@ forwards = [
               "(edge, cloud, qbench publishers and subscriber) shares these cores over loopback: compare "
               "rows within this page, not with other machines. How each figure is made: "
               "[docs/benchmarks.md](../benchmarks.md#standard-scenarios-toolsbenchsh).", ""]
+        if loaded:
+            md += [f"Run at this commit: {', '.join(ran_now)}; the other sections are from an earlier run of "
+                   "`tools/bench.sh` (their JSON files are unchanged).", ""]
         t = self.results.get("throughput")
         if t:
             md += ["## Throughput end to end", "",

@@ -207,6 +207,9 @@ class Conn : public quic::ConnectionEvents {
   uint64_t inflight = 0;
   bool epoll_out = false;
   const RateController& rate() const { return rc_; }
+  // At the end: what the schedule still owed counts as skipped (a connection stalled by
+  // back-pressure may not have run since), then stop the schedule.
+  void SettleSchedule(uint64_t at);
 
   // quic::ConnectionEvents
   void OnHandshakeConfirmed() override;
@@ -600,6 +603,10 @@ void Conn::Lost(uint64_t now, const char* why) {
   reopen_at = now + kSecond;
 }
 
+void Conn::SettleSchedule(uint64_t at) {
+  if (connected_) rc_.Behind(at, buffer_full_ || inflight >= uint64_t(b_->o.inflight));
+}
+
 // Acts on what a packet handler decided; true when the connection is closed now.
 bool Conn::Finished(uint64_t now) {
   if (finish_ == Finish::kNone) return false;
@@ -869,7 +876,8 @@ Json Bench::Summary(uint64_t now) {
   }
   if (o.mode == "pub") {
     uint64_t skipped_self = 0, skipped_bp = 0, max_late = 0;
-    for (const auto& conn : conns_) {
+    for (auto& conn : conns_) {
+      conn->SettleSchedule(until);
       skipped_self += conn->rate().skipped_self();
       skipped_bp += conn->rate().skipped_backpressure();
       max_late = std::max(max_late, conn->rate().max_late_ns());

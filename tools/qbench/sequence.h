@@ -26,7 +26,9 @@ class SequenceChecker {
   uint64_t unique() const { return received_ - duplicates_; }
   uint64_t duplicates() const { return duplicates_; }
   uint64_t reordered() const { return reordered_; }  // late arrivals that filled a hole
-  uint64_t missing() const { return holes_; }        // sequence numbers below next() not seen
+  // Sequence numbers below next() not seen. An arrival too old to place is taken to fill a
+  // hole: with members of a $share group far out of step, that is what it nearly always is.
+  uint64_t missing() const { return holes_ > too_old_ ? holes_ - too_old_ : 0; }
   uint64_t too_old() const { return too_old_; }
   uint64_t next() const { return next_; }            // highest seen + 1
 

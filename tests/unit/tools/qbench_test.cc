@@ -111,7 +111,9 @@ TEST(SequenceCheckerTest, TheWindowSlidesWithoutStaleMarks) {
   // number, cleared when the window slid).
   EXPECT_EQ(c.Observe(3 * w - 3), SequenceChecker::Verdict::kLate);
   EXPECT_EQ(c.Observe(3 * w - 4), SequenceChecker::Verdict::kDuplicate);
+  const uint64_t holes = c.missing();
   EXPECT_EQ(c.Observe(1), SequenceChecker::Verdict::kTooOld);
+  EXPECT_EQ(c.missing(), holes - 1);  // taken to fill a hole
   // A jump past the whole window clears it.
   c.Observe(10 * w);
   EXPECT_EQ(c.Observe(10 * w - 2), SequenceChecker::Verdict::kLate);
