@@ -30,6 +30,7 @@ class DeadlineHeap {
       return;
     }
     const uint64_t old = heap_[i].at;
+    if (at == old) return;  // the common case: a packet that did not move the timer
     heap_[i].at = at;
     if (at < old) SiftUp(i);
     else SiftDown(i);

@@ -248,12 +248,9 @@ void DpdkIo::FlushTx() {
 
 void DpdkIo::SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip,
                      const net::Mac& target_mac) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
-  if (!m) {
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
-  auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, kMinFrame));
+  uint8_t* p;
+  rte_mbuf* m = AllocFrame(kMinFrame, &p);
+  if (!m) return;
   std::memset(p, 0, kMinFrame);
   const std::span<uint8_t> f(p, kMinFrame);
   net::WriteEthernet(f, dst_mac, port_->mac(), net::kEtherTypeArp);
@@ -347,19 +344,11 @@ bool DpdkIo::HandleFrame(rte_mbuf* m, uint64_t now, quic::Path* path,
 
 void DpdkIo::ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip,
                        std::span<const uint8_t> icmp) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
-  if (!m) {
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
   const size_t len = net::kEthHeaderLen + net::kIpv4MinHeaderLen + icmp.size();
   const size_t frame_len = std::max(len, kMinFrame);
-  auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
-  if (!p) {
-    rte_pktmbuf_free(m);
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
+  uint8_t* p;
+  rte_mbuf* m = AllocFrame(frame_len, &p);
+  if (!m) return;
   std::memset(p + len, 0, frame_len - len);
   const std::span<uint8_t> f(p, frame_len);
   uint8_t* reply = p + net::kEthHeaderLen + net::kIpv4MinHeaderLen;
@@ -402,6 +391,15 @@ bool DpdkIo::NextHopReady(const quic::Path& path, uint64_t now) {
   return ready;
 }
 
+rte_mbuf* DpdkIo::AllocFrame(size_t len, uint8_t** p) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+  *p = m ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(len))) : nullptr;
+  if (*p) return m;
+  if (m) rte_pktmbuf_free(m);
+  stats_.tx_dropped_no_mbuf.Inc();
+  return nullptr;
+}
+
 void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, size_t segment) {
   if (path.remote.storage.ss_family == AF_INET6) return Send6(path, datagrams, segment);
   net::Ipv4 src, dst, next_hop;
@@ -414,18 +412,10 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
   }
   for (size_t off = 0; off < datagrams.size(); off += segment) {
     const size_t len = std::min(segment, datagrams.size() - off);
-    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
-    if (!m) {
-      stats_.tx_dropped_no_mbuf.Inc();  // QUIC's loss recovery resends
-      continue;
-    }
     const size_t frame_len = std::max(kHeaders + len, kMinFrame);
-    auto* p = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len)));
-    if (!p) {
-      rte_pktmbuf_free(m);
-      stats_.tx_dropped_no_mbuf.Inc();
-      continue;
-    }
+    uint8_t* p;
+    rte_mbuf* m = AllocFrame(frame_len, &p);
+    if (!m) continue;
     const std::span<uint8_t> f(p, frame_len);
     std::memcpy(p + kHeaders, datagrams.data() + off, len);
     if (frame_len > kHeaders + len) std::memset(p + kHeaders + len, 0, frame_len - kHeaders - len);
@@ -442,22 +432,7 @@ void DpdkIo::Send(const quic::Path& path, std::span<const uint8_t> datagrams, si
       stats_.tx_checksum_offloaded.Inc();
     }
     net::WriteEthernet(f, net::Mac{}, port_->mac(), net::kEtherTypeIpv4);
-    net::Mac mac;
-    bool ask = false;
-    switch (arp_.Resolve(next_hop, now_, m, &mac, &ask)) {
-      case net::ArpCache<rte_mbuf*>::Result::kResolved:
-        std::memcpy(p, mac.data(), 6);
-        Transmit(&m, 1);
-        break;
-      case net::ArpCache<rte_mbuf*>::Result::kQueued:
-        stats_.tx_queued_arp.Inc();
-        break;
-      case net::ArpCache<rte_mbuf*>::Result::kDropped:
-        stats_.tx_dropped_arp.Inc();
-        rte_pktmbuf_free(m);
-        break;
-    }
-    if (ask) SendArp(1, net::kBroadcastMac, next_hop, net::Mac{});
+    if (TransmitVia(arp_, next_hop, m)) SendArp(1, net::kBroadcastMac, next_hop, net::Mac{});
   }
   FlushTx();
 }

@@ -205,6 +205,29 @@ class DpdkIo {
   void SendArp(uint16_t op, const net::Mac& dst_mac, net::Ipv4 target_ip, const net::Mac& target_mac);
   void ReplyEcho(const net::EthHeader& eth, const net::Ipv4Header& ip, std::span<const uint8_t> icmp);
   void Transmit(rte_mbuf** pkts, uint16_t n);
+  // An mbuf holding `len` bytes of frame at *p, or null (counted; QUIC's loss recovery resends).
+  rte_mbuf* AllocFrame(size_t len, uint8_t** p);
+  // Sends a frame (its source MAC written) once `cache` knows the next hop's MAC: now, queued
+  // behind the resolution, or dropped (counted). True when the hop must be asked for.
+  template <typename Cache, typename Key>
+  bool TransmitVia(Cache& cache, const Key& hop, rte_mbuf* m) {
+    net::Mac mac;
+    bool ask = false;
+    switch (cache.Resolve(hop, now_, m, &mac, &ask)) {
+      case Cache::Result::kResolved:
+        std::memcpy(rte_pktmbuf_mtod(m, uint8_t*), mac.data(), 6);
+        Transmit(&m, 1);
+        break;
+      case Cache::Result::kQueued:
+        stats_.tx_queued_arp.Inc();
+        break;
+      case Cache::Result::kDropped:
+        stats_.tx_dropped_arp.Inc();
+        rte_pktmbuf_free(m);
+        break;
+    }
+    return ask;
+  }
   void FlushTx();
   void Learn(const Neighbour& n, uint64_t now);
   void ShareNeighbour(const Neighbour& n);

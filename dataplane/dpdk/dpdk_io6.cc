@@ -157,14 +157,10 @@ bool DpdkIo::HandleIpv6(const net::EthHeader& eth, std::span<const uint8_t> l3, 
 }
 
 void DpdkIo::SendNdp(const net::NdpMessage& m, const net::Ipv6& src, const net::Ipv6& dst, const net::Mac& dst_mac) {
-  rte_mbuf* mb = rte_pktmbuf_alloc(pool_);
   const size_t len = net::kEthHeaderLen + net::kIpv6HeaderLen + net::kNdpLen;
-  auto* p = mb ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(mb, uint16_t(len))) : nullptr;
-  if (!p) {
-    if (mb) rte_pktmbuf_free(mb);
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
+  uint8_t* p;
+  rte_mbuf* mb = AllocFrame(len, &p);
+  if (!mb) return;
   const std::span<uint8_t> f(p, len);
   net::WriteNdp(f.subspan(net::kEthHeaderLen + net::kIpv6HeaderLen), src, dst, m);
   net::WriteIpv6(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoIcmpv6, net::kNdpLen, 255);
@@ -193,15 +189,11 @@ void DpdkIo::SendAdvert(const net::Ipv6& target, const net::Ipv6& dst, const net
 }
 
 void DpdkIo::ReplyEcho6(const net::EthHeader& eth, const net::Ipv6Header& ip, std::span<const uint8_t> icmp) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   const size_t len = net::kEthHeaderLen + net::kIpv6HeaderLen + icmp.size();
   const size_t frame_len = std::max(len, kMinFrame);
-  auto* p = m ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len))) : nullptr;
-  if (!p) {
-    if (m) rte_pktmbuf_free(m);
-    stats_.tx_dropped_no_mbuf.Inc();
-    return;
-  }
+  uint8_t* p;
+  rte_mbuf* m = AllocFrame(frame_len, &p);
+  if (!m) return;
   std::memset(p + len, 0, frame_len - len);
   const std::span<uint8_t> f(p, frame_len);
   uint8_t* reply = p + net::kEthHeaderLen + net::kIpv6HeaderLen;
@@ -228,14 +220,10 @@ void DpdkIo::Send6(const quic::Path& path, std::span<const uint8_t> datagrams, s
   }
   for (size_t off = 0; off < datagrams.size(); off += segment) {
     const size_t len = std::min(segment, datagrams.size() - off);
-    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
     const size_t frame_len = std::max(kHeaders6 + len, kMinFrame);
-    auto* p = m ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(frame_len))) : nullptr;
-    if (!p) {
-      if (m) rte_pktmbuf_free(m);
-      stats_.tx_dropped_no_mbuf.Inc();  // QUIC's loss recovery resends
-      continue;
-    }
+    uint8_t* p;
+    rte_mbuf* m = AllocFrame(frame_len, &p);
+    if (!m) continue;
     const std::span<uint8_t> f(p, frame_len);
     std::memcpy(p + kHeaders6, datagrams.data() + off, len);
     if (frame_len > kHeaders6 + len) std::memset(p + kHeaders6 + len, 0, frame_len - kHeaders6 - len);
@@ -243,22 +231,7 @@ void DpdkIo::Send6(const quic::Path& path, std::span<const uint8_t> datagrams, s
     net::WriteUdp6(f.subspan(net::kEthHeaderLen + net::kIpv6HeaderLen), src, dst, sport, dport, uint16_t(len));
     net::WriteIpv6(f.subspan(net::kEthHeaderLen), src, dst, net::kIpProtoUdp, uint16_t(net::kUdpHeaderLen + len));
     net::WriteEthernet(f, net::Mac{}, port_->mac(), net::kEtherTypeIpv6);
-    net::Mac mac;
-    bool ask = false;
-    switch (nd_.Resolve(hop, now_, m, &mac, &ask)) {
-      case net::NeighbourCache<rte_mbuf*>::Result::kResolved:
-        std::memcpy(p, mac.data(), 6);
-        Transmit(&m, 1);
-        break;
-      case net::NeighbourCache<rte_mbuf*>::Result::kQueued:
-        stats_.tx_queued_arp.Inc();
-        break;
-      case net::NeighbourCache<rte_mbuf*>::Result::kDropped:
-        stats_.tx_dropped_arp.Inc();
-        rte_pktmbuf_free(m);
-        break;
-    }
-    if (ask) SendSolicit(hop);
+    if (TransmitVia(nd_, hop, m)) SendSolicit(hop);
   }
   FlushTx();
 }

@@ -28,6 +28,12 @@ std::string Header(const std::string& host = "127.0.0.1") {
 
 class ApplianceTcpTest : public ::testing::Test {
  protected:
+  // A second mosquitto, listening on ::1 only (the IPv6 tests' upstream).
+  static absl::StatusOr<std::unique_ptr<MosquittoBroker>> MosquittoOnIpv6Loopback() {
+    MosquittoBroker::Options o;
+    o.address = "::1";
+    return MosquittoBroker::Start(o);
+  }
   void SetUp() override {
     if (!MosquittoBroker::Available()) GTEST_SKIP() << "mosquitto is not installed (tools/setup.sh)";
     auto b = MosquittoBroker::Start();
@@ -319,9 +325,7 @@ TEST_F(ApplianceTcpTest, PersistentSessionGetsWhatWasPublishedWhileAway) {
 // listens on ::1 only, mosquitto clients on both sides over ::1; QoS 1 both ways.
 TEST_F(ApplianceTcpTest, SouthAndNorthOverIpv6) {
   if (!HasIpv6Loopback()) GTEST_SKIP() << "no ::1 on this host";
-  MosquittoBroker::Options o;
-  o.address = "::1";
-  auto b6 = MosquittoBroker::Start(o);
+  auto b6 = MosquittoOnIpv6Loopback();
   ASSERT_TRUE(b6.ok()) << b6.status();
   const std::string mosq = std::to_string((*b6)->port());
   Extra v6;
@@ -361,9 +365,7 @@ subscription = [{ remote_topic = "cmd/#", local_topic = "", prefix = "down/", qo
 TEST_F(ApplianceTcpTest, BridgeToAHostNameWithOnlyAnIpv6Address) {
   if (!HasIpv6Loopback()) GTEST_SKIP() << "no ::1 on this host";
   if (geteuid() != 0) GTEST_SKIP() << "not root: a private /etc/hosts needs a mount namespace";
-  MosquittoBroker::Options o;
-  o.address = "::1";
-  auto b6 = MosquittoBroker::Start(o);
+  auto b6 = MosquittoOnIpv6Loopback();
   ASSERT_TRUE(b6.ok()) << b6.status();
   const std::string mosq = std::to_string((*b6)->port());
   std::ofstream(dir_ + "/hosts") << "127.0.0.1 localhost\n::1 v6only.test\n";

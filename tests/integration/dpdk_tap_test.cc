@@ -71,20 +71,27 @@ class TapTest : public ::testing::Test {
                            .c_str()) == 0;
   }
 
+  // Runs a shell command while a thread polls the port (it owns the port until joined, at
+  // most 20 s); the command's exit status.
+  int RunWhilePolling(const std::string& command) {
+    std::atomic<bool> stop{false};
+    std::thread poll([&] {
+      const uint64_t end = MonotonicNs() + 20 * quic::kSecond;
+      while (!stop.load() && MonotonicNs() < end)
+        io_->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
+    });
+    const int rc = std::system(command.c_str());
+    stop = true;
+    poll.join();
+    return rc;
+  }
+
   static inline int counter_ = 0;
   std::unique_ptr<DpdkIo> io_;
 };
 
 TEST_F(TapTest, KernelPingIsAnswered) {
-  std::atomic<bool> stop{false};
-  std::thread poll([&] {  // the port belongs to this thread until it is joined
-    const uint64_t end = MonotonicNs() + 20 * quic::kSecond;
-    while (!stop.load() && MonotonicNs() < end)
-      io_->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
-  });
-  const int rc = std::system(("ping -c 3 -i 0.2 -W 2 -q " + kDpdkIpText + " > /dev/null 2>&1").c_str());
-  stop = true;
-  poll.join();
+  const int rc = RunWhilePolling("ping -c 3 -i 0.2 -W 2 -q " + kDpdkIpText + " > /dev/null 2>&1");
   EXPECT_EQ(rc, 0) << "the kernel's ping got no answer from the DPDK port";
   EXPECT_GE(io_->stats().rx_icmp_echo.Get(), 3u);
   EXPECT_GE(io_->stats().rx_arp.Get(), 1u);  // the kernel asked where our address is
@@ -94,15 +101,7 @@ TEST_F(TapTest, KernelPingIsAnswered) {
 // its ping -6 is answered by our ICMPv6 echo.
 TEST_F(TapTest, KernelPing6IsAnsweredAfterNeighbourDiscovery) {
   if (!KernelIpv6()) GTEST_SKIP() << "the kernel has IPv6 off";
-  std::atomic<bool> stop{false};
-  std::thread poll([&] {
-    const uint64_t end = MonotonicNs() + 20 * quic::kSecond;
-    while (!stop.load() && MonotonicNs() < end)
-      io_->Receive(MonotonicNs(), [](const quic::Path&, std::span<const uint8_t>) {});
-  });
-  const int rc = std::system(("ping -6 -c 3 -i 0.2 -W 2 -q " + kDpdkIp6Text + " > /dev/null 2>&1").c_str());
-  stop = true;
-  poll.join();
+  const int rc = RunWhilePolling("ping -6 -c 3 -i 0.2 -W 2 -q " + kDpdkIp6Text + " > /dev/null 2>&1");
   EXPECT_EQ(rc, 0) << "the kernel's ping -6 got no answer from the DPDK port";
   EXPECT_GE(io_->stats().rx_icmp6_echo.Get(), 3u);
   EXPECT_GE(io_->stats().rx_ndp.Get(), 1u);  // the kernel's neighbour solicitation
