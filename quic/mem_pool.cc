@@ -1,18 +1,50 @@
 #include "quic/mem_pool.h"
 
+#include <array>
 #include <cstdlib>
+#include <utility>
 #include <cstring>
 
 namespace qbridge::quic {
 namespace {
 
-// Classes of 2^k + 64 bytes (k = 6..13): the slack lets ngtcp2's 8 KiB out-of-order chunks
-// (8192 bytes plus a small header) fit the 8 KiB class instead of doubling to 16 KiB.
-constexpr size_t kMinShift = 6, kClasses = 8, kSlack = 64;
+// Size classes, so a long-lived block wastes little (an idle connection keeps about 20 of
+// them): multiples of 16 up to 128, then four steps per power of two (as jemalloc does),
+// and each power of two plus 64 bytes from 256 up, which fits ngtcp2's pool blocks (a
+// power of two of objects plus a 16-byte header) and its 8 KiB out-of-order chunks (8192
+// bytes plus a small header) without going to the next step. Requests above 8256 bytes go
+// to the heap as they are.
 constexpr size_t kMaxCachedBytes = 1 << 20;
 constexpr size_t kLarge = SIZE_MAX;
+constexpr size_t kMaxClassBytes = 8192 + 64;
 
-constexpr size_t Capacity(size_t cls) { return (size_t{1} << (kMinShift + cls)) + kSlack; }
+constexpr auto kCapacities = [] {
+  std::array<size_t, 64> caps{};
+  size_t n = 0;
+  for (size_t c = 16; c <= 128; c += 16) caps[n++] = c;
+  for (size_t k = 128; k < 8192; k *= 2) {
+    for (size_t j = 1; j <= 4; ++j) {
+      if (k > 256 && j == 1) caps[n++] = k + 64;  // between k and k + k/4
+      caps[n++] = k + j * (k / 4);
+    }
+  }
+  caps[n++] = kMaxClassBytes;
+  return std::pair{caps, n};
+}();
+constexpr size_t kClasses = kCapacities.second;
+constexpr size_t Capacity(size_t cls) { return kCapacities.first[cls]; }
+static_assert(Capacity(kClasses - 1) == kMaxClassBytes);
+
+// The class of a request of n bytes, by n / 16 rounded up: one table load.
+constexpr auto kClassOf16 = [] {
+  std::array<uint8_t, kMaxClassBytes / 16 + 1> t{};
+  size_t cls = 0;
+  for (size_t i = 0; i < t.size(); ++i) {
+    while (Capacity(cls) < i * 16) ++cls;
+    t[i] = uint8_t(cls);
+  }
+  return t;
+}();
 
 // Every block starts with its class, so the user pointer keeps malloc's 16-byte alignment.
 struct alignas(16) Header {
@@ -54,9 +86,7 @@ struct CacheOwner {
 thread_local CacheOwner owner;
 
 size_t ClassOf(size_t size) {
-  for (size_t c = 0; c < kClasses; ++c)
-    if (size <= Capacity(c)) return c;
-  return kLarge;
+  return size <= kMaxClassBytes ? kClassOf16[(size + 15) / 16] : kLarge;
 }
 
 void* Alloc(size_t size) {

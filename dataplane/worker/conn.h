@@ -6,12 +6,12 @@
 
 #include <cassert>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "quic/fifo.h"
 #include "quic/tls_stream.h"
 #include "dataplane/worker/worker.h"
 #include "mqtt/framer.h"
@@ -173,7 +173,8 @@ class Worker::Conn final : public quic::ConnectionEvents {
     uint32_t shared = 0;  // the $share group it came from (0: none)
     mqtt::QoS shared_qos = mqtt::QoS::k0;  // ... and its QoS as published
   };
-  std::deque<QueuedDelivery> out_queue;
+  // A Fifo, not a std::deque: an empty deque holds about 600 bytes, on every connection.
+  quic::Fifo<QueuedDelivery> out_queue;
   // South: QoS 1/2 deliveries from $share groups the client has not acknowledged (PUBACK,
   // PUBREC): another member gets them if this connection ends first. At most the client's
   // Receive Maximum.

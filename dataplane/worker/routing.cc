@@ -156,8 +156,10 @@ void Worker::RedeliverOne(Conn& c, uint32_t group, mqtt::QoS qos, const quic::Bu
 
 void Worker::RedeliverShared(Conn& c) {
   for (const Conn::SharedInflight& d : c.shared_inflight) RedeliverOne(c, d.group, d.qos, d.packet);
-  for (const Conn::QueuedDelivery& d : c.out_queue)
+  for (size_t i = 0; i < c.out_queue.size(); ++i) {
+    const Conn::QueuedDelivery& d = c.out_queue[i];
     if (d.shared) RedeliverOne(c, d.shared, d.shared_qos, d.packet);
+  }
   c.shared_inflight.clear();
 }
 

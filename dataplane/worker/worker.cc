@@ -147,7 +147,7 @@ void Worker::FreeConn(Conn* c) {
   c->tx.shrink_to_fit();
   c->streams.clear();
   c->held.clear();
-  std::deque<Conn::QueuedDelivery>().swap(c->out_queue);  // deliveries that waited for it
+  c->out_queue = quic::Fifo<Conn::QueuedDelivery>();  // deliveries that waited for it
   c->e2e.clear();
   ++c->gen;  // stale references from other cores no longer match
   free_slots_.push_back(c->slot);
