@@ -116,8 +116,8 @@ absl::Status Worker::AddBridge(BridgeDial dial) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
   }
-  if (scratch_.size() < kMaxDatagramsPerConn * dial.transport.max_udp_payload)
-    scratch_.resize(kMaxDatagramsPerConn * dial.transport.max_udp_payload);
+  if (scratch_.size() < kMaxNorthDatagrams * dial.transport.max_udp_payload)
+    scratch_.resize(kMaxNorthDatagrams * dial.transport.max_udp_payload);
   config_.bridges.push_back(std::move(dial));
   north_.push_back(nullptr);
   north_hold_.push_back(0);
@@ -314,6 +314,10 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty());
   if (p.qos == mqtt::QoS::k0 && !store_qos0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
+    // QoS 0 waits in the stream's buffer while the uplink is slower than what comes in; past
+    // kMaxNorthQos0Bytes it is dropped (counted as the queue being full), so a flood into a
+    // slow uplink cannot grow the edge's memory without bound.
+    if (NorthBuffered(bridge, slot) > kMaxNorthQos0Bytes) return bt.drop_queue_full.Inc(), false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
@@ -366,7 +370,13 @@ void Worker::WriteNorth(Conn* c, size_t b, MonoNs now, Emit emit) {
   const uint64_t ctrl_unsent = c->streams_open ? q.UnsentBytes(0) : 0;
   uint64_t data_before = 0;
   for (int64_t id : c->data_ids) data_before += q.SentBytes(id);
-  q.Write(now, scratch_, kMaxDatagramsPerConn, emit);
+  // The pacer hands out one send quantum (about 64 KB) per Write; a bridge carrying many
+  // connections' traffic takes several per iteration while ngtcp2 lets it.
+  for (size_t sent = 0; sent < kMaxNorthDatagrams;) {
+    const size_t n = q.Write(now, scratch_, kMaxNorthDatagrams - sent, emit);
+    sent += n;
+    if (n == 0 || !q.want_write()) break;
+  }
   if (ctrl_unsent > 0 && q.UnsentBytes(0) > 0) {
     uint64_t data_after = 0;
     for (int64_t id : c->data_ids) data_after += q.SentBytes(id);

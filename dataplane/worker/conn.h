@@ -38,6 +38,9 @@ inline void SetPacketId(quic::Buffer& pk, size_t offset, uint16_t id) {
 // Bounds per loop iteration, so one busy source cannot starve the others.
 inline constexpr size_t kMaxMsgsPerRing = 256;  // messages taken from each ring per iteration
 inline constexpr size_t kMaxDatagramsPerConn = 64;  // datagrams one connection writes per iteration
+// ... and a bridge, which carries what many south connections sent in that iteration: at
+// 64 it fell behind a TCP receive burst (tcp.cc's budget) and its queue only grew.
+inline constexpr size_t kMaxNorthDatagrams = 256;
 
 // QUIC application errors of the EMQX wire model (mqtt-over-quic.md 1.6).
 inline constexpr uint64_t kAppNoError = 0;

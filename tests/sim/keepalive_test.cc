@@ -182,6 +182,44 @@ TEST(KeepaliveSim, NorthPingreqLeavesFirstWhenTheSendPathIsSaturated) {
               double(max_delay) / 1e6, double(b.rtt_max_ns) / 1e6);
 }
 
+// QoS 0 offered faster than a slow uplink carries it waits on the data slot up to a bound,
+// then is dropped and counted: the edge's memory does not grow with the flood, and the
+// bridge (its keepalive included) stays up.
+TEST(KeepaliveSim, NorthQos0BeyondTheSlotsBoundIsDroppedNotBuffered) {
+  EdgeToCloud t(/*strict_cloud=*/true);
+  auto& up = t.net.link(t.edge_addr, t.cloud_addr);
+  up.bandwidth_bps = 20'000'000;
+  up.queue_bytes = 128 * 1024;
+  ASSERT_TRUE(t.net.RunUntil([&] { return t.Up(); }, 5 * kSecond));
+  std::vector<uint8_t> payload(8 * 1024, 'z');
+  uint64_t offered = 0, refused = 0, max_buffered = 0;
+  t.net.AddNode({[&](uint64_t now) {
+                   // 64 MiB offered within a quarter of a second: the link carries 20 Mbit/s.
+                   for (int i = 0; i < 32 && offered < 8192; ++i, ++offered) {
+                     mqtt::Publish p;
+                     p.topic = "flood";
+                     p.payload = payload;
+                     refused += !t.edge->worker->PublishNorth(0, 0, p, now);
+                   }
+                   max_buffered = std::max(max_buffered, t.edge->worker->NorthBuffered(0, 0));
+                   return false;
+                 },
+                 [] { return quic::kNever; }});
+  t.net.RunUntil([] { return false; }, 4 * kKa);
+
+  const dp::BridgeTraffic& bt = t.edge->worker->bridge_traffic(0);
+  EXPECT_EQ(offered, 8192u);
+  EXPECT_GT(refused, 4000u) << "the bound never held anything back";
+  EXPECT_EQ(bt.drop_queue_full.Get(), refused);
+  EXPECT_LE(max_buffered, dp::Worker::kMaxNorthQos0Bytes + payload.size() + 64);
+  EXPECT_GT(max_buffered, dp::Worker::kMaxNorthQos0Bytes / 2) << "the uplink kept up: no test";
+  const cp::BridgeStatus& b = t.bridge();
+  EXPECT_EQ(b.reconnects, 0u);
+  EXPECT_LT(b.max_pingreq_gap_ns, kKa);
+  // Everything it took went up.
+  EXPECT_TRUE(t.net.RunUntil([&] { return t.edge->worker->NorthBuffered(0, 0) == 0; }, 30 * kSecond));
+}
+
 // A client that behaves like NanoMQ's QUIC bridge: CONNECT on stream 0, QoS 0 PUBLISH on
 // data streams, never a PINGREQ.
 struct NanoLikeClient {
