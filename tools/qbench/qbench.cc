@@ -79,6 +79,7 @@ void OnSignal(int) { g_stop = 1; }
 
 constexpr uint64_t kSecond = 1'000'000'000;
 constexpr size_t kHeader = 24;  // payload: seq, send time, publisher id
+constexpr uint64_t kMaxBufferedBytes = 1u << 20;  // a publisher queues at most this much
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
@@ -551,7 +552,7 @@ void Conn::Publish(uint64_t now) {
     const size_t slot = seq_ % data_.size();
     const int64_t sid = data_[slot];
     // Back-pressure: the window of unacknowledged messages, or 1 MiB queued.
-    buffer_full_ = Buffered(sid) + (quic_ ? batch[slot].size() : 0) > (1u << 20);
+    buffer_full_ = Buffered(sid) + (quic_ ? batch[slot].size() : 0) > kMaxBufferedBytes;
     if (buffer_full_ || (o.qos > 0 && inflight >= uint64_t(o.inflight))) {
       blocked = true;
       ++b_->c.blocked;
@@ -759,6 +760,9 @@ void Conn::Service(uint64_t now) {
       Lost(now, "write failed");
       return;
     }
+    // The flush may have drained what held the schedule back; if it drained all of it,
+    // no EPOLLOUT comes to say so, and a stale flag would keep the schedule's timer off.
+    if (buffer_full_ && Buffered(0) <= kMaxBufferedBytes) buffer_full_ = false;
     const bool want_out = (tls_done_ && Buffered(0) > 0) || (tls_ && tls_->wants_write());
     if (want_out != epoll_out) b_->Watch(*this, index_, want_out);
   }
