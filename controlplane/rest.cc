@@ -320,7 +320,8 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
 #undef QBRIDGE_X
   family("qbridge_bridge_drops_total", "counter",
          "Messages for the bridge not delivered to the upstream, by reason: bridge_down (QoS 0 "
-         "while disconnected), queue_full, refused (a failure PUBACK), not_encodable, removed (by a "
+         "while disconnected), queue_full (QoS 1 beyond max_send_queue_len, QoS 0 beyond what may wait "
+         "on the connection), refused (a failure PUBACK), not_encodable, removed (by a "
          "reload), store_full (the custody log at its cap), store_lost (unreadable from the log).");
   for (size_t i : live) {
     const dp::BridgeTrafficTotals t = i < o.traffic.size() ? o.traffic[i] : dp::BridgeTrafficTotals{};

@@ -78,7 +78,7 @@ struct alignas(64) WorkerStats {
 // Why a message for a bridge was not delivered to its upstream.
 #define QBRIDGE_BRIDGE_DROPS(X)                                                            \
   X(bridge_down)   /* QoS 0 while the bridge is not connected (QoS 1 waits instead) */     \
-  X(queue_full)    /* QoS 1 beyond max_send_queue_len held for the upstream */             \
+  X(queue_full)    /* QoS 1 beyond max_send_queue_len; QoS 0 beyond the slot's bound */    \
   X(refused)       /* the upstream's PUBACK carried a failure reason */                    \
   X(not_encodable) /* too large or invalid for the bridge's MQTT version */               \
   X(removed)       /* held for, or sent to, a bridge a reload removed */                   \

@@ -273,6 +273,7 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
   Conn& c = *north_[bridge];
   const int64_t sid = m.slot >= 0 && size_t(m.slot) < c.data_ids.size() ? c.data_ids[m.slot] : 0;
   if (m.qos0) {  // a stored QoS 0 message: no id, no ack; done once handed to the connection
+    if (NorthSlotFull(bridge, m.slot)) return false;  // waits until the slot drains (PollStores)
     SendBuffer(c, sid, m.packet);
     ReleaseStored(bridge, m);
     return true;
@@ -310,14 +311,16 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   const bool ready = b.ready && BridgeUp(bridge);
   BridgeTraffic& bt = bridge_traffic_[bridge];
   if (b.removed) return bt.drop_removed.Inc(), false;
+  // QoS 0 waits in the connection's buffer while the uplink is slower than what comes in, up
+  // to a bound (NorthSlotFull): beyond it, it is dropped (counted as the queue being full),
+  // or with store_qos0 it goes to the log, so a flood into a slow uplink cannot grow the
+  // edge's memory without bound.
+  const bool full = p.qos == mqtt::QoS::k0 && ready && NorthSlotFull(bridge, slot);
   // Stored QoS 0 keeps its place behind what the log holds; otherwise QoS 0 goes now or never.
-  const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty());
+  const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty() || full);
   if (p.qos == mqtt::QoS::k0 && !store_qos0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
-    // QoS 0 waits in the stream's buffer while the uplink is slower than what comes in; past
-    // kMaxNorthQos0Bytes it is dropped (counted as the queue being full), so a flood into a
-    // slow uplink cannot grow the edge's memory without bound.
-    if (NorthBuffered(bridge, slot) > kMaxNorthQos0Bytes) return bt.drop_queue_full.Inc(), false;
+    if (full) return bt.drop_queue_full.Inc(), false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
@@ -350,6 +353,13 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   bridge_traffic_[bridge].tx_msgs.Inc();
   bridge_traffic_[bridge].tx_bytes.Inc(p.payload.size());
   return true;
+}
+
+bool Worker::NorthSlotFull(uint32_t bridge, int slot) const {
+  // A TCP bridge has one stream, its PINGREQs behind everything queued: a smaller bound keeps
+  // them within the PINGRESP timeout on a slow uplink.
+  const bool tcp = BridgeUp(bridge) && north_[bridge]->tcp;
+  return NorthBuffered(bridge, slot) > (tcp ? kMaxNorthTcpQos0Bytes : kMaxNorthQos0Bytes);
 }
 
 uint64_t Worker::NorthBuffered(uint32_t bridge, int slot) const {

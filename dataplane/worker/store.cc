@@ -258,6 +258,12 @@ bool Worker::PollStores(MonoNs now) {
       OnCommit(i, c);
       any = true;
     }
+    // Stored QoS 0 at the head waits for its slot to drain (SendNorth), which no ack
+    // announces: look again each iteration.
+    const BridgeState& b = bstate_[i];
+    if (b.ready && !b.queued.empty() && b.queued.front().qos0 && !NorthSlotFull(i, b.queued.front().slot)) {
+      DrainNorthQueue(i);
+    }
   }
   if (now - store_gauges_at_ >= kGaugesEveryNs) {
     store_gauges_at_ = now;

@@ -26,13 +26,16 @@ namespace {
 constexpr int kMaxTcpEvents = 64;
 constexpr size_t kTcpReadBytes = 64 * 1024;
 constexpr int kMaxReadsPerEvent = 4;  // per connection per iteration: fairness
-// Bytes all TCP connections together may bring in per iteration, as a receive burst bounds
-// what the QUIC side takes: an iteration that read everything 100 busy publishers had sent
-// ran for tens of milliseconds, and the bridge it fed wrote one burst per iteration and
-// read its acks and flow-control credit as rarely (the upstream sat idle while the edge
-// buffered). What is left stays in the sockets, which epoll reports again (at the back of
-// its ready list, so every connection gets its turn).
+// What the TCP connections together bring in per iteration, as a receive burst bounds what
+// the QUIC side takes: an iteration that read everything 100 busy publishers had sent ran
+// for tens of milliseconds, and the bridge it fed wrote one burst per iteration and read
+// its acks and flow-control credit as rarely (the upstream sat idle while the edge
+// buffered). Each connection epoll reports gets an equal share of it (4 KiB at 64
+// connections), so none is starved by another's backlog (a bridge's PUBACKs and PINGRESPs
+// included); what is left stays in the socket, which epoll reports again. TLS reads take at
+// least one whole record.
 constexpr size_t kTcpReadBudget = 256 * 1024;
+constexpr size_t kMinTlsShare = 16 * 1024;
 constexpr uint64_t kMaxTlsLogsPerSecond = 5;  // handshake failures beyond these are counted only
 }  // namespace
 
@@ -47,7 +50,7 @@ void Worker::TcpWatch(Conn& c, bool out) {
 size_t Worker::PollTcp(MonoNs now) {
   epoll_event evs[kMaxTcpEvents];
   const int n = ::epoll_wait(epoll_fd_, evs, kMaxTcpEvents, 0);
-  size_t budget = kTcpReadBudget;
+  const size_t share = kTcpReadBudget / size_t(std::max(n, 1));
   for (int i = 0; i < n; ++i) {
     const uint32_t tag = evs[i].data.u32;
     if (tag == kListenTag || tag == kTlsListenTag) {
@@ -76,12 +79,10 @@ size_t Worker::PollTcp(MonoNs now) {
     }
     if (c->tls && !c->tls->handshake_done()) {
       TlsHandshake(*c);
-      if (c->tls->handshake_done() && !c->tcp_close) TlsRead(*c, now, budget);  // data behind the Finished
+      if (c->tls->handshake_done() && !c->tcp_close) TlsRead(*c, now, share);  // data behind the Finished
       continue;
     }
-    if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && budget > 0) {
-      c->tls ? TlsRead(*c, now, budget) : TcpRead(*c, now, budget);
-    }
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->tls ? TlsRead(*c, now, share) : TcpRead(*c, now, share);
     if (c->fd >= 0 && !c->tcp_close && (e & EPOLLOUT)) TcpFlush(*c);
   }
   // Records GnuTLS read from a socket but has not handed over yet: the socket will not
@@ -93,7 +94,7 @@ size_t Worker::PollTcp(MonoNs now) {
       Conn* c = Lookup(r);
       if (c == nullptr || !c->tls) continue;
       c->tls_buffered = false;
-      if (c->fd >= 0 && !c->tcp_close) TlsRead(*c, now, budget);
+      if (c->fd >= 0 && !c->tcp_close) TlsRead(*c, now, kMinTlsShare);
     }
   }
   return n > 0 ? size_t(n) : 0;
@@ -193,7 +194,7 @@ void Worker::TcpAccept(int listen_fd, bool tls, MonoNs now) {
   }
 }
 
-void Worker::TcpRead(Conn& c, MonoNs now, size_t& budget) {
+void Worker::TcpRead(Conn& c, MonoNs now, size_t budget) {
   uint8_t buf[kTcpReadBytes];
   for (int i = 0; i < kMaxReadsPerEvent && !c.tcp_close && budget > 0; ++i) {
     const size_t want = std::min(sizeof(buf), budget);
@@ -211,17 +212,14 @@ void Worker::TcpRead(Conn& c, MonoNs now, size_t& budget) {
   }
 }
 
-void Worker::TlsRead(Conn& c, MonoNs now, size_t& budget) {
+void Worker::TlsRead(Conn& c, MonoNs now, size_t budget) {
   uint8_t buf[kTcpReadBytes];
   const uint64_t before = c.tls->bytes_in();
-  // At least one record's worth, so a connection always gets somewhere.
-  const size_t limit = std::max<size_t>(std::min(budget, kMaxReadsPerEvent * kTcpReadBytes), 16 * 1024);
+  const size_t limit = std::clamp(budget, kMinTlsShare, kMaxReadsPerEvent * kTcpReadBytes);
   const quic::TlsStream::Result r = c.tls->Read(buf, limit, [&](std::span<const uint8_t> plain) {
     if (!c.tcp_close) OnStreamData(c, 0, plain, false, now);
   });
-  const uint64_t in = c.tls->bytes_in() - before;
-  stats_.rx_bytes.Inc(in);
-  budget -= std::min<uint64_t>(budget, in);
+  stats_.rx_bytes.Inc(c.tls->bytes_in() - before);
   switch (r) {
     case quic::TlsStream::Result::kOk:  // the budget ran out: come back next iteration
       if (c.tls->more_buffered() && !c.tls_buffered) {

@@ -157,14 +157,19 @@ class Worker {
   MonoNs NextDeadline() const;
 
   // Sends a PUBLISH towards bridge `bridge` on its data slot `slot`. QoS 0 goes only while
-  // the bridge is ready and at most kMaxNorthQos0Bytes wait on the slot; QoS 1 and 2 are
-  // sent, or held until the bridge is ready, and kept until the upstream acknowledges them
-  // (PUBACK, or PUBREC then PUBCOMP; replayed with DUP, or PUBREL past PUBREC, after a
-  // reconnect); `origin` hears of the ack. False when it was not taken (bridge down or its
-  // slot full for QoS 0, queue full, not encodable). The routing layer's entry.
+  // the bridge is ready and its slot not full (NorthSlotFull; with store_qos0 it waits in
+  // the log instead); QoS 1 and 2 are sent, or held until the bridge is ready, and kept
+  // until the upstream acknowledges them (PUBACK, or PUBREC then PUBCOMP; replayed with DUP,
+  // or PUBREL past PUBREC, after a reconnect); `origin` hears of the ack. False when it was
+  // not taken (bridge down or its slot full for QoS 0, queue full, not encodable). The
+  // routing layer's entry.
   bool PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, MonoNs now,
                     const Origin* origin = nullptr);
+  // QoS 0 for a bridge waits while at most this much is queued on its data slot (QUIC) or
+  // its connection (TCP).
   static constexpr uint64_t kMaxNorthQos0Bytes = 8u << 20;
+  static constexpr uint64_t kMaxNorthTcpQos0Bytes = 1u << 20;
+  bool NorthSlotFull(uint32_t bridge, int slot) const;
   // QoS 1 messages for a bridge not yet acknowledged by the upstream (sent or held).
   size_t NorthPending(uint32_t bridge) const;
   // ... of which sent and awaiting the upstream's PUBACK.
@@ -317,9 +322,9 @@ class Worker {
 
   // worker/tcp.cc: MQTT over kernel TCP sockets.
   void TcpAccept(int listen_fd, bool tls, MonoNs now);
-  // Read what `budget` (bytes this iteration, all connections) allows; it is charged.
-  void TcpRead(Conn& c, MonoNs now, size_t& budget);
-  void TlsRead(Conn& c, MonoNs now, size_t& budget);
+  // Read at most `budget` bytes (the connection's share of this iteration's).
+  void TcpRead(Conn& c, MonoNs now, size_t budget);
+  void TlsRead(Conn& c, MonoNs now, size_t budget);
   void TlsHandshake(Conn& c);
   void TcpConnected(Conn& c);
   void TlsFailed(Conn& c, const char* when);
