@@ -6,7 +6,8 @@
 namespace qbridge::quic {
 
 namespace {
-constexpr size_t kMinShift = 6;  // 64 bytes
+constexpr size_t kMinShift = 6;  // 64 bytes: Buffer::kPoolMinBytes
+static_assert(size_t{1} << kMinShift == 64);
 constexpr size_t kClasses = 11;  // up to 64 KiB
 }  // namespace
 

@@ -67,6 +67,17 @@ class Buffer {
   void Truncate(size_t n) {
     if (b_ && n < b_->size) b_->size = n;
   }
+  // Room beyond size() in the block: a pool block has its class's capacity, a heap block
+  // none. Extend(n) takes n bytes of it (only while unique(); bytes already handed out keep
+  // their addresses) and returns them to be written.
+  size_t spare() const {
+    return b_ == nullptr || b_->cls == kHeap ? 0 : (kPoolMinBytes << b_->cls) - b_->size;
+  }
+  std::span<uint8_t> Extend(size_t n) {
+    const size_t at = b_->size;
+    b_->size += n;
+    return {b_->bytes + at, n};
+  }
 
  private:
   friend class BufferPool;
@@ -78,6 +89,7 @@ class Buffer {
     alignas(16) uint8_t bytes[];
   };
   static constexpr uint32_t kHeap = UINT32_MAX;
+  static constexpr size_t kPoolMinBytes = 64;  // the pool's smallest class; class c holds 64 << c
   explicit Buffer(Block* b) : b_(b) {}
   // A block is its header followed by its bytes (the flexible array member).
   static Block* NewBlock(size_t capacity);

@@ -186,6 +186,14 @@ class Connection {
   absl::StatusOr<int64_t> OpenStream(int priority = 0);
   // Queues bytes on a stream (kept referenced until acknowledged); `fin` ends it.
   absl::Status Send(int64_t stream_id, Buffer data, bool fin = false);
+  // Queues `n` bytes that `fill` writes (false: it could not, and nothing is queued). They
+  // go into the buffer at the stream's tail when nothing else holds it, it is not wholly
+  // sent yet and has room, so small packets nobody keeps a copy of (QoS 0, acks) share one
+  // buffer, one queue entry and one iovec; otherwise into a new buffer from `pool` with
+  // room for more (kAppendBlockBytes at least).
+  static constexpr size_t kAppendBlockBytes = 4096;
+  absl::Status Append(int64_t stream_id, size_t n, BufferPool& pool,
+                      absl::FunctionRef<bool(std::span<uint8_t>)> fill);
   absl::Status SendFin(int64_t stream_id) { return Send(stream_id, nullptr, true); }
   // Sets a stream's priority (lower is served first; the control stream always first).
   void SetPriority(int64_t stream_id, int priority);
@@ -344,6 +352,8 @@ class Connection {
   ServerCidConfig cids_;
   CidRegistry* registry_ = nullptr;
   std::map<int64_t, SendStream> streams_;
+  // The stream a Send or Append queues on (a peer-opened one is taken on here), or why not.
+  absl::StatusOr<SendStream*> StreamToSend(int64_t stream_id);
   uint64_t serve_counter_ = 0;
   ngtcp2_ccerr close_error_{};
   bool close_requested_ = false;

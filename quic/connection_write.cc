@@ -28,7 +28,7 @@ absl::StatusOr<int64_t> Connection::OpenStream(int priority) {
   return sid;
 }
 
-absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
+absl::StatusOr<Connection::SendStream*> Connection::StreamToSend(int64_t stream_id) {
   WantWrite();
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) {
@@ -40,8 +40,43 @@ absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
     it = streams_.emplace(stream_id, SendStream{}).first;
     it->second.id = stream_id;
   }
-  SendStream& s = it->second;
-  if (s.fin_queued) return absl::FailedPreconditionError("quic: stream already finished");
+  if (it->second.fin_queued) return absl::FailedPreconditionError("quic: stream already finished");
+  return &it->second;
+}
+
+absl::Status Connection::Append(int64_t stream_id, size_t n, BufferPool& pool,
+                                absl::FunctionRef<bool(std::span<uint8_t>)> fill) {
+  absl::StatusOr<SendStream*> st = StreamToSend(stream_id);
+  if (!st.ok()) return st.status();
+  SendStream& s = **st;
+  if (n == 0) return absl::OkStatus();
+  if (!s.chunks.empty() && s.chunks.size() - 1 >= s.unsent_idx) {
+    Chunk& tail = s.chunks.back();
+    // Bytes handed to ngtcp2 stay where they are (it reads them again for a retransmission
+    // until they are acknowledged): the tail only grows into its block's spare room.
+    if (tail.off + tail.len == tail.buf.size() && tail.buf.spare() >= n && tail.buf.unique()) {
+      const size_t before = tail.buf.size();
+      if (!fill(tail.buf.Extend(n))) {
+        tail.buf.Truncate(before);
+        return absl::InvalidArgumentError("quic: nothing to append");
+      }
+      tail.len += n;
+      s.end += n;
+      return absl::OkStatus();
+    }
+  }
+  Buffer b = pool.Get(std::max(n, kAppendBlockBytes));
+  b.Truncate(n);
+  if (!fill(b.mutable_span())) return absl::InvalidArgumentError("quic: nothing to append");
+  s.chunks.push_back(Chunk{std::move(b), 0, n});
+  s.end += n;
+  return absl::OkStatus();
+}
+
+absl::Status Connection::Send(int64_t stream_id, Buffer data, bool fin) {
+  absl::StatusOr<SendStream*> st = StreamToSend(stream_id);
+  if (!st.ok()) return st.status();
+  SendStream& s = **st;
   if (!data.empty()) {
     const size_t len = data.size();
     s.chunks.push_back(Chunk{std::move(data), 0, len});

@@ -6,6 +6,8 @@
 
 #include "dataplane/worker/worker.h"
 
+#include <cstring>
+
 #include "dataplane/worker/conn.h"
 
 namespace qbridge::dp {
@@ -208,10 +210,47 @@ bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p) {
 }
 
 bool Worker::SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v) {
-  quic::Buffer buf = Encode(p, v);
-  if (!buf) return false;
-  SendBuffer(c, sid, std::move(buf));
+  const size_t n = mqtt::EncodedSize(p, v);
+  if (n == 0) return false;
+  return SendWith(c, sid, n, [&](std::span<uint8_t> out) { return mqtt::Encode(p, v, out) == n; });
+}
+
+// Encoded straight into what the connection sends from: the TCP connection's output, or the
+// QUIC stream's tail buffer (shared by the small packets of an iteration, Connection::Append).
+bool Worker::SendWith(Conn& c, int64_t sid, size_t n, absl::FunctionRef<bool(std::span<uint8_t>)> fill) {
+  if (c.tcp) {
+    if (c.fd < 0 || c.tcp_close || c.tcp_connecting) return true;  // it is going: nothing to say
+    // A peer that stops reading is cut off rather than buffered without bound.
+    if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError), true;
+    const size_t at = c.tx.size();
+    c.tx.resize(at + n);
+    if (!fill(std::span<uint8_t>(c.tx.data() + at, n))) {
+      c.tx.resize(at);
+      return false;
+    }
+    TcpQueued(c);
+    return true;
+  }
+  if (c.q == nullptr) return true;
+  const absl::Status st = c.q->Append(sid, n, pool_, fill);
+  if (st.code() == absl::StatusCode::kInvalidArgument) return false;  // fill failed
+  if (st.ok()) QuicQueued(c, sid);
   return true;
+}
+
+void Worker::TcpQueued(Conn& c) {
+  if (!c.tcp_dirty) {  // written at the end of the iteration, with whatever else comes
+    c.tcp_dirty = true;
+    tcp_dirty_.push_back(c.ref());
+  }
+  stats_.mqtt_packets_out.Inc();
+  ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
+  ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);
+}
+
+void Worker::QuicQueued(Conn& c, int64_t sid) {
+  stats_.mqtt_packets_out.Inc();
+  if (sid == 0) ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
 }
 
 quic::Buffer Worker::Encode(const mqtt::Packet& p, mqtt::Version v) {
@@ -224,24 +263,15 @@ quic::Buffer Worker::Encode(const mqtt::Packet& p, mqtt::Version v) {
 
 void Worker::SendBuffer(Conn& c, int64_t sid, quic::Buffer buf) {
   if (c.tcp) {
-    const std::span<const uint8_t> bytes = buf.span();
-    if (c.fd < 0 || c.tcp_close || c.tcp_connecting) return;
-    // A peer that stops reading is cut off rather than buffered without bound.
-    if (c.tx.size() - c.tx_off > (16u << 20)) return CloseConn(c, kAppNoError);
-    c.tx.insert(c.tx.end(), bytes.begin(), bytes.end());
-    if (!c.tcp_dirty) {  // written at the end of the iteration, with whatever else comes
-      c.tcp_dirty = true;
-      tcp_dirty_.push_back(c.ref());
-    }
-    stats_.mqtt_packets_out.Inc();
-    ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
-    ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);
+    (void)SendWith(c, sid, buf.size(), [&](std::span<uint8_t> out) {
+      std::memcpy(out.data(), buf.data(), out.size());
+      return true;
+    });
     return;
   }
   if (c.q == nullptr) return;
   if (!c.q->Send(sid, std::move(buf)).ok()) return;
-  stats_.mqtt_packets_out.Inc();
-  if (sid == 0) ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
+  QuicQueued(c, sid);
 }
 
 void Worker::StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -27,6 +28,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "dataplane/api/activity.h"
 #include "dataplane/api/counters.h"
@@ -241,10 +243,19 @@ class Worker {
   // acknowledged: no copy between encoder and transport. False when it cannot be encoded.
   bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p, mqtt::Version v);
   bool SendPacket(Conn& c, int64_t sid, const mqtt::Packet& p);  // in the connection's version
+  // Queues a buffer that is kept elsewhere too (a bridge's unacknowledged QoS 1, a $share
+  // delivery that may go to another member): QUIC references it, TCP copies it.
   void SendBuffer(Conn& c, int64_t sid, quic::Buffer buf);
+  // Queues `n` bytes that `fill` writes in place (false: it could not; nothing is queued).
+  bool SendWith(Conn& c, int64_t sid, size_t n, absl::FunctionRef<bool(std::span<uint8_t>)> fill);
   void SendBytes(Conn& c, int64_t sid, std::span<const uint8_t> bytes) {
-    SendBuffer(c, sid, pool_.Copy(bytes));
+    (void)SendWith(c, sid, bytes.size(), [&](std::span<uint8_t> out) {
+      std::memcpy(out.data(), bytes.data(), bytes.size());
+      return true;
+    });
   }
+  void TcpQueued(Conn& c);  // counts and stamps what SendWith put on a TCP connection
+  void QuicQueued(Conn& c, int64_t sid);  // ... on a QUIC stream
   // Encodes `p` into a buffer from the pool (empty when it cannot be encoded).
   quic::Buffer Encode(const mqtt::Packet& p, mqtt::Version v);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);

@@ -140,6 +140,68 @@ TEST_P(QuicCcTest, EchoOverALossyReorderingLink) {
 INSTANTIATE_TEST_SUITE_P(Cc, QuicCcTest,
                          ::testing::Values(CcAlgo::kCubic, CcAlgo::kBbr, CcAlgo::kReno));
 
+// Small packets appended to a stream share buffers (one queue entry for many), keep their
+// bytes in place while ngtcp2 may still send them again, and arrive whole and in order
+// over a lossy, reordering link. A buffer somebody else holds is never grown, and a fill
+// that fails queues nothing.
+TEST_F(QuicTest, AppendedPacketsShareBuffersAndArriveInOrderOverALossyLink) {
+  LinkConfig link;
+  link.loss = 0.03;
+  link.jitter_ns = 4 * kMillisecond;
+  link.seed = 7;
+  QuicSim sim(link);
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto sid = client_->OpenStream();
+  ASSERT_TRUE(sid.ok());
+  BufferPool pool;
+  std::vector<uint8_t> expected;
+  constexpr size_t kPackets = 20000;
+  size_t appended = 0, failures = 0;
+  auto append_some = [&] {  // 50 packets of 1-300 bytes between two steps of the link
+    for (int i = 0; i < 50 && appended < kPackets; ++i, ++appended) {
+      const size_t n = 1 + (appended * 37) % 300;
+      const uint8_t v = uint8_t(appended);
+      const absl::Status st = client_->Append(*sid, n, pool, [&](std::span<uint8_t> out) {
+        std::fill(out.begin(), out.end(), v);
+        return out.size() == n;
+      });
+      failures += !st.ok();
+      expected.insert(expected.end(), n, v);
+    }
+  };
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        append_some();
+        return appended == kPackets && server_events_.data[*sid].size() >= expected.size();
+      },
+      120 * kSecond));
+  EXPECT_EQ(failures, 0u);
+  EXPECT_TRUE(server_events_.data[*sid] == expected);
+  EXPECT_TRUE(sim.RunUntil([&] { return client_->BufferedBytes(*sid) == 0; }, 10 * kSecond));
+  const BufferPool::Stats st = pool.stats();
+  EXPECT_LT(st.allocated + st.reused, kPackets / 10) << "packets did not share buffers";
+  EXPECT_EQ(st.outstanding, 0u);  // all acknowledged, all back
+
+  // A buffer the caller still holds is not grown; a failed fill queues nothing.
+  Buffer kept = pool.Get(10);
+  std::fill(kept.mutable_span().begin(), kept.mutable_span().end(), uint8_t(1));
+  ASSERT_TRUE(client_->Send(*sid, kept).ok());
+  ASSERT_TRUE(client_->Append(*sid, 5, pool, [](std::span<uint8_t> out) {
+                std::fill(out.begin(), out.end(), uint8_t(2));
+                return true;
+              }).ok());
+  EXPECT_EQ(kept.size(), 10u);
+  EXPECT_EQ(client_->BufferedBytes(*sid), 15u);
+  EXPECT_EQ(client_->Append(*sid, 7, pool, [](std::span<uint8_t>) { return false; }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->BufferedBytes(*sid), 15u);
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.data[*sid].size() == expected.size() + 15; },
+                           10 * kSecond));
+  EXPECT_EQ(server_events_.data[*sid][expected.size()], 1);
+  EXPECT_EQ(server_events_.data[*sid].back(), 2);
+}
+
 TEST_F(QuicTest, ControlStreamIsServedBeforeData) {
   QuicSim sim;
   Start(sim);
