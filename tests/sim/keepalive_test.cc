@@ -70,6 +70,12 @@ struct EdgeToCloud {
 
   const cp::BridgeStatus& bridge() const { return edge->cp->bridge(0); }
   bool Up() const { return bridge().state == cp::BridgeState::kUp; }
+  // A 20 Mbit/s bottleneck from the edge to the cloud, with a 128 KiB queue.
+  void SlowUplink() {
+    auto& up = net.link(edge_addr, cloud_addr);
+    up.bandwidth_bps = 20'000'000;
+    up.queue_bytes = 128 * 1024;
+  }
 };
 
 std::vector<uint8_t> Encode(const mqtt::Packet& p, mqtt::Version v) {
@@ -134,9 +140,7 @@ TEST(KeepaliveSim, NorthPingsOnScheduleUnderTwoWayDataTraffic) {
 // within one round trip of the deadline.
 TEST(KeepaliveSim, NorthPingreqLeavesFirstWhenTheSendPathIsSaturated) {
   EdgeToCloud t(/*strict_cloud=*/true);
-  auto& up = t.net.link(t.edge_addr, t.cloud_addr);
-  up.bandwidth_bps = 20'000'000;
-  up.queue_bytes = 128 * 1024;
+  t.SlowUplink();
   ASSERT_TRUE(t.net.RunUntil([&] { return t.Up(); }, 5 * kSecond));
   std::vector<uint8_t> payload(8 * 1024, 'y');
   uint64_t pings_seen = 0, pending_since = 0, max_delay = 0, min_backlog = UINT64_MAX;
@@ -187,9 +191,7 @@ TEST(KeepaliveSim, NorthPingreqLeavesFirstWhenTheSendPathIsSaturated) {
 // bridge (its keepalive included) stays up.
 TEST(KeepaliveSim, NorthQos0BeyondTheSlotsBoundIsDroppedNotBuffered) {
   EdgeToCloud t(/*strict_cloud=*/true);
-  auto& up = t.net.link(t.edge_addr, t.cloud_addr);
-  up.bandwidth_bps = 20'000'000;
-  up.queue_bytes = 128 * 1024;
+  t.SlowUplink();
   ASSERT_TRUE(t.net.RunUntil([&] { return t.Up(); }, 5 * kSecond));
   std::vector<uint8_t> payload(8 * 1024, 'z');
   uint64_t offered = 0, refused = 0, max_buffered = 0;
