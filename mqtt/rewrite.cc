@@ -58,6 +58,12 @@ absl::StatusOr<TopicRewrite> TopicRewrite::Create(std::string_view source, std::
 }
 
 std::optional<std::string> TopicRewrite::Apply(std::string_view topic) const {
+  std::string out;
+  if (!ApplyTo(topic, out)) return std::nullopt;
+  return out;
+}
+
+bool TopicRewrite::ApplyTo(std::string_view topic, std::string& out) const {
   std::string_view middle;
   switch (mode_) {
     case Mode::kKeep: middle = topic; break;
@@ -67,7 +73,7 @@ std::optional<std::string> TopicRewrite::Apply(std::string_view topic) const {
       std::string_view rest = topic;
       for (int i = 0; i < skip_levels_; ++i) {
         const size_t slash = rest.find('/');
-        if (slash == std::string_view::npos) return std::nullopt;
+        if (slash == std::string_view::npos) return false;
         rest.remove_prefix(slash + 1);
       }
       if (mode_ == Mode::kLevels) {
@@ -86,9 +92,9 @@ std::optional<std::string> TopicRewrite::Apply(std::string_view topic) const {
       break;
     }
   }
-  std::string out = absl::StrCat(A(prefix_), A(middle), A(suffix_));
-  if (ValidateTopicName(out) != ReasonCode::kSuccess) return std::nullopt;
-  return out;
+  out.clear();
+  absl::StrAppend(&out, A(prefix_), A(middle), A(suffix_));
+  return ValidateTopicName(out) == ReasonCode::kSuccess;
 }
 
 }  // namespace qbridge::mqtt

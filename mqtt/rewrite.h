@@ -34,6 +34,9 @@ class TopicRewrite {
   // Rewrites `topic` (which matched the source filter). nullopt when the topic has fewer
   // levels than the rule strips, or the result would be empty or hold a wildcard.
   std::optional<std::string> Apply(std::string_view topic) const;
+  // The same into `out` (its capacity reused: no allocation per message once it has grown);
+  // false where Apply gives nullopt. `out` must not hold `topic`.
+  bool ApplyTo(std::string_view topic, std::string& out) const;
 
   // Whether Apply is the identity (no target, prefix or suffix).
   bool identity() const { return mode_ == Mode::kKeep && prefix_.empty() && suffix_.empty(); }

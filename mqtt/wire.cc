@@ -2,7 +2,7 @@
 
 namespace qbridge::mqtt {
 
-VarIntResult DecodeVarInt(Bytes in) {
+VarIntResult DecodeVarIntSlow(Bytes in) {
   uint32_t value = 0;
   for (size_t i = 0; i < 4; ++i) {
     if (i >= in.size()) return {VarIntStatus::kNeedMore, 0, 0};

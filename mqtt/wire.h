@@ -26,8 +26,13 @@ struct VarIntResult {
   uint32_t value;
   uint8_t length;  // bytes consumed when kOk
 };
-// Rejects a fifth continuation byte and non-minimal encodings (spec 1.5.5).
-VarIntResult DecodeVarInt(Bytes in);
+// Rejects a fifth continuation byte and non-minimal encodings (spec 1.5.5). One byte (values
+// below 128: most lengths) is decoded inline.
+VarIntResult DecodeVarIntSlow(Bytes in);
+inline VarIntResult DecodeVarInt(Bytes in) {
+  if (!in.empty() && in[0] < 0x80) return {VarIntStatus::kOk, in[0], 1};
+  return DecodeVarIntSlow(in);
+}
 
 // Spec 1.5.4: well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
 // above U+10FFFF) and no U+0000.

@@ -20,37 +20,48 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
     stats_.drop_no_route.Inc();
     return out_r;
   }
-  mqtt::Publish p = in;
-  p.dup = false;
-  p.packet_id = 0;
-  p.properties.topic_alias.reset();
-  std::optional<std::string> local;
+  // What goes on: no DUP, no packet id, no alias (each hop assigns its own). A copy of the
+  // 424-byte PUBLISH only when one of them, or the topic, changes.
+  const mqtt::Publish* pp = &in;
+  std::optional<mqtt::Publish> copy;
+  auto own = [&]() -> mqtt::Publish& {
+    if (!copy) pp = &copy.emplace(in);
+    return *copy;
+  };
+  if (in.dup || in.packet_id != 0 || in.properties.topic_alias) {
+    mqtt::Publish& c = own();
+    c.dup = false;
+    c.packet_id = 0;
+    c.properties.topic_alias.reset();
+  }
   if (from.north) {
     // A delivery from an upstream: its subscription rule maps the topic to a local one.
     for (const InboundRoute& r : routes_->inbound) {
       if (r.bridge == from.bridge && mqtt::TopicMatches(r.remote_filter, in.topic)) {
         if (r.rewrite.identity()) break;
-        local = r.rewrite.Apply(in.topic);
-        if (!local) {
+        if (!r.rewrite.ApplyTo(in.topic, local_topic_)) {
           stats_.drop_no_route.Inc();
           return out_r;
         }
-        p.topic = *local;
+        own().topic = local_topic_;
         break;
       }
     }
   }
+  const mqtt::Publish& p = *pp;
   bool any = false;
   routes_->trie.Match(p.topic, [&](const mqtt::TopicTrie<RouteKey, RouteValue>::Entry& e) {
+    if (e.key.kind == RouteKey::kShared) {
+      any = true;
+      return (void)DeliverShared(e.key.group, p, ConnRef{});
+    }
     mqtt::Publish out = p;
     if (e.key.kind == RouteKey::kForward) {
       if (from.north) return;  // never back upstream: no bridge loops
       const ForwardRoute& f = routes_->forwards[e.key.rule];
-      std::optional<std::string> remote;  // no string built when the rule keeps the topic
-      if (!f.rewrite.identity()) {
-        remote = f.rewrite.Apply(p.topic);
-        if (!remote) return stats_.drop_route_failed.Inc();
-        out.topic = *remote;
+      if (!f.rewrite.identity()) {  // no string built when the rule keeps the topic
+        if (!f.rewrite.ApplyTo(p.topic, remote_topic_)) return stats_.drop_route_failed.Inc();
+        out.topic = remote_topic_;
       }
       out.qos = std::min(p.qos, f.qos);
       out.retain = f.retain && p.retain;
@@ -73,10 +84,6 @@ Worker::Routed Worker::Route(const Conn& from, const mqtt::Publish& in, const Or
         }
       }
       return;
-    }
-    if (e.key.kind == RouteKey::kShared) {
-      any = true;
-      return (void)DeliverShared(e.key.group, p, ConnRef{});
     }
     if (e.key.kind == RouteKey::kOffline) {
       out.qos = std::min(p.qos, e.value.qos);

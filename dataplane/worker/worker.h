@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -437,6 +438,9 @@ class Worker {
   bool last_busy_ = false;
   MonoNs last_now_ = 0;
   std::vector<uint8_t> route_buf_;
+  // Route's rewritten topics: an upstream's delivery mapped to a local topic, and a forward's
+  // remote topic (used, encoded or copied, before the next one is built).
+  std::string local_topic_, remote_topic_;
   const RouteSnapshot* routes_ = nullptr;  // owned by the controlplane (RCU)
   // Per $share group id: whose turn it is (round robin: the member index to try first;
   // sticky: the member that had the last message), kept across snapshots.

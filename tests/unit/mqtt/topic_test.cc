@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -228,6 +229,20 @@ TEST(TopicRewrite, InvalidRules) {
   EXPECT_EQ(Rewrite("a/#/b", "#", "x"), "<invalid>");           // source not a filter
   EXPECT_EQ(Rewrite("a/#", "#/x", "x"), "<invalid>");
   EXPECT_EQ(Rewrite("a/#", "", "a/b", "p+"), "<invalid>");
+}
+
+// ApplyTo reuses the caller's string (the worker's, per message): it replaces what was
+// there, and says false where Apply gives nothing.
+TEST(TopicRewrite, ApplyToReplacesTheBuffersContents) {
+  const auto r = TopicRewrite::Create("+/nanomq/#", "#", "edge/");
+  ASSERT_TRUE(r.ok());
+  std::string out = "left over from the last message, longer than the next";
+  ASSERT_TRUE(r->ApplyTo("cmd/nanomq/hello/world", out));
+  EXPECT_EQ(out, "edge/hello/world");
+  ASSERT_TRUE(r->ApplyTo("a/nanomq/b", out));
+  EXPECT_EQ(out, "edge/b");
+  EXPECT_FALSE(r->ApplyTo("nanomq", out));  // fewer levels than the rule strips
+  EXPECT_EQ(r->Apply("nanomq"), std::nullopt);
 }
 
 TEST(TopicRewrite, KeepLiteralPrefixSuffix) {
