@@ -2,15 +2,15 @@
 
 #include <array>
 #include <cstdlib>
-#include <utility>
 #include <cstring>
+#include <utility>
 
 namespace qbridge::quic {
 namespace {
 
 // Size classes, so a long-lived block wastes little (an idle connection keeps about 20 of
 // them): multiples of 16 up to 128, then four steps per power of two (as jemalloc does),
-// and each power of two plus 64 bytes from 256 up, which fits ngtcp2's pool blocks (a
+// and each power of two plus 64 bytes from 512 up, which fits ngtcp2's pool blocks (a
 // power of two of objects plus a 16-byte header) and its 8 KiB out-of-order chunks (8192
 // bytes plus a small header) without going to the next step. Requests above 8256 bytes go
 // to the heap as they are.

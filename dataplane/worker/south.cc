@@ -97,16 +97,21 @@ bool Worker::DeliverSouth(ConnRef to, int64_t stream, const mqtt::Publish& p, ui
   }
   // A $share delivery at QoS 1/2 keeps its bytes (another member gets them if this one
   // goes); anything else is encoded where it is sent from.
-  const bool keep = shared != 0 && out.qos != mqtt::QoS::k0;
-  quic::Buffer buf = keep ? Encode(out, c->version) : quic::Buffer();
-  if (keep ? !buf : !SendPacket(*c, stream, out)) {
+  bool sent;
+  if (shared != 0 && out.qos != mqtt::QoS::k0) {
+    quic::Buffer buf = Encode(out, c->version);
+    sent = bool(buf);
+    if (sent) {
+      c->shared_inflight.push_back({out.packet_id, shared, shared_qos, buf});
+      SendBuffer(*c, stream, std::move(buf));
+    }
+  } else {
+    sent = SendPacket(*c, stream, out);
+  }
+  if (!sent) {
     if (out.qos != mqtt::QoS::k0) c->ids.Release(out.packet_id);
     stats_.drop_route_failed.Inc();
     return false;
-  }
-  if (keep) {
-    c->shared_inflight.push_back({out.packet_id, shared, shared_qos, buf});
-    SendBuffer(*c, stream, std::move(buf));
   }
   stats_.publish_out.Inc();
   stats_.publish_bytes_out.Inc(p.payload.size());

@@ -6,8 +6,6 @@
 
 #include "dataplane/worker/worker.h"
 
-#include <cstring>
-
 #include "dataplane/worker/conn.h"
 
 namespace qbridge::dp {
@@ -228,7 +226,13 @@ bool Worker::SendWith(Conn& c, int64_t sid, size_t n, absl::FunctionRef<bool(std
       c.tx.resize(at);
       return false;
     }
-    TcpQueued(c);
+    if (!c.tcp_dirty) {  // written at the end of the iteration, with whatever else comes
+      c.tcp_dirty = true;
+      tcp_dirty_.push_back(c.ref());
+    }
+    stats_.mqtt_packets_out.Inc();
+    ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
+    ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);
     return true;
   }
   if (c.q == nullptr) return true;
@@ -236,16 +240,6 @@ bool Worker::SendWith(Conn& c, int64_t sid, size_t n, absl::FunctionRef<bool(std
   if (st.code() == absl::StatusCode::kInvalidArgument) return false;  // fill failed
   if (st.ok()) QuicQueued(c, sid);
   return true;
-}
-
-void Worker::TcpQueued(Conn& c) {
-  if (!c.tcp_dirty) {  // written at the end of the iteration, with whatever else comes
-    c.tcp_dirty = true;
-    tcp_dirty_.push_back(c.ref());
-  }
-  stats_.mqtt_packets_out.Inc();
-  ConnActivity::Stamp(activity_->at(c.slot).last_tx_control, now_);
-  ConnActivity::Stamp(activity_->at(c.slot).last_control_wire, now_);
 }
 
 void Worker::QuicQueued(Conn& c, int64_t sid) {
@@ -262,13 +256,7 @@ quic::Buffer Worker::Encode(const mqtt::Packet& p, mqtt::Version v) {
 }
 
 void Worker::SendBuffer(Conn& c, int64_t sid, quic::Buffer buf) {
-  if (c.tcp) {
-    (void)SendWith(c, sid, buf.size(), [&](std::span<uint8_t> out) {
-      std::memcpy(out.data(), buf.data(), out.size());
-      return true;
-    });
-    return;
-  }
+  if (c.tcp) return SendBytes(c, sid, buf.span());
   if (c.q == nullptr) return;
   if (!c.q->Send(sid, std::move(buf)).ok()) return;
   QuicQueued(c, sid);

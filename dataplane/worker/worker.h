@@ -255,8 +255,7 @@ class Worker {
       return true;
     });
   }
-  void TcpQueued(Conn& c);  // counts and stamps what SendWith put on a TCP connection
-  void QuicQueued(Conn& c, int64_t sid);  // ... on a QUIC stream
+  void QuicQueued(Conn& c, int64_t sid);  // counts and stamps what went on a QUIC stream
   // Encodes `p` into a buffer from the pool (empty when it cannot be encoded).
   quic::Buffer Encode(const mqtt::Packet& p, mqtt::Version v);
   void StreamError(Conn& c, int64_t sid, mqtt::ReasonCode why);
