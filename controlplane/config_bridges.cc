@@ -42,7 +42,7 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
              "data_streams", "priorities", "worker", "no_local_v4", "max_parallel_processes",
              "resend_interval", "resend_wait", "cancel_timeout", "max_send_queue_len",
              "max_recv_queue_len", "store", "store_max_bytes", "store_max_messages", "store_qos0",
-             "store_memory"});
+             "store_memory", "qos0_backpressure"});
   BridgeConfig b;
   dp::BridgeDialSettings d;
   b.name = name;
@@ -73,6 +73,7 @@ void ReadBridge(Reader& r, const toml::table& t, const std::string& path, const 
     d.proto_ver = int(*v);
   }
   if (auto v = r.Int(t, path, "max_send_queue_len", 1, 10'000'000)) d.max_queue = size_t(*v);
+  if (auto v = r.Bool(t, path, "qos0_backpressure")) d.qos0_backpressure = *v;
   ReadBridgeStore(r, t, path, name, store, *cfg, &d);
   if (auto v = r.Str(t, path, "clientid")) b.client_id = *v;
   if (auto v = r.Str(t, path, "username")) b.username = *v;

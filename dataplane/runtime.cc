@@ -455,6 +455,7 @@ class RuntimeImpl final : public Runtime {
     d.zero_rtt = b.zero_rtt;
     d.version = b.proto_ver == 5 ? mqtt::Version::k5 : b.proto_ver == 4 ? mqtt::Version::k311 : mqtt::Version::k31;
     d.max_queue = b.max_queue;
+    d.qos0_backpressure = b.qos0_backpressure;
     d.worker = b.worker;
     if (b.store) {
       d.store.on = true;

@@ -408,7 +408,11 @@ int Connection::OnRecvStreamData(ngtcp2_conn* conn, uint32_t flags, int64_t sid,
                              flags & NGTCP2_STREAM_DATA_FLAG_FIN);
   }
   if (!c->config_.manual_flow_control) {
-    ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
+    bool held = false;
+    for (HeldCredit& h : c->held_credit_) {
+      if (h.stream_id == sid) h.owed += len, held = true;
+    }
+    if (!held) ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
     ngtcp2_conn_extend_max_offset(conn, len);
   }
   return 0;

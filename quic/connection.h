@@ -201,6 +201,14 @@ class Connection {
   void ResetStream(int64_t stream_id, uint64_t app_error);
   // Returns receive credit for `bytes` consumed (manual_flow_control only).
   void Consume(int64_t stream_id, uint64_t bytes);
+  // Back-pressure on one stream (automatic flow control): while held, what the peer sends
+  // on it is delivered but its stream credit is not returned, so it can send at most the
+  // window it already has; the connection's credit still is, so its other streams flow.
+  // HoldCredit is false when the stream was held already; ReleaseCredit returns what was
+  // withheld.
+  bool HoldCredit(int64_t stream_id);
+  void ReleaseCredit(int64_t stream_id);
+  bool CreditHeld(int64_t stream_id) const;
   // Unsent plus unacknowledged bytes held for a stream, and bytes handed to the wire.
   uint64_t BufferedBytes(int64_t stream_id) const;
   uint64_t SentBytes(int64_t stream_id) const;
@@ -361,6 +369,11 @@ class Connection {
   bool peer_closed_ = false;
   uint64_t peer_app_error_ = 0;
   std::vector<uint8_t> close_packet_;  // kept to resend while closing
+  struct HeldCredit {
+    int64_t stream_id;
+    uint64_t owed;  // bytes delivered while held: the credit to return
+  };
+  std::vector<HeldCredit> held_credit_;  // few: the streams held back now
   Path close_path_;
   Timestamp close_deadline_ = 0;  // end of the closing or draining period
   std::optional<ResumptionTicket> ticket_;

@@ -102,6 +102,32 @@ void Connection::Consume(int64_t stream_id, uint64_t bytes) {
   ngtcp2_conn_extend_max_offset(conn_, bytes);
 }
 
+bool Connection::HoldCredit(int64_t stream_id) {
+  if (CreditHeld(stream_id)) return false;
+  held_credit_.push_back(HeldCredit{stream_id, 0});
+  return true;
+}
+
+void Connection::ReleaseCredit(int64_t stream_id) {
+  for (size_t i = 0; i < held_credit_.size(); ++i) {
+    if (held_credit_[i].stream_id != stream_id) continue;
+    // A stream gone meanwhile has nothing to extend (ngtcp2 ignores it).
+    if (held_credit_[i].owed) {
+      WantWrite();
+      ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, held_credit_[i].owed);
+    }
+    held_credit_[i] = held_credit_.back();
+    held_credit_.pop_back();
+    return;
+  }
+}
+
+bool Connection::CreditHeld(int64_t stream_id) const {
+  for (const HeldCredit& h : held_credit_)
+    if (h.stream_id == stream_id) return true;
+  return false;
+}
+
 uint64_t Connection::BufferedBytes(int64_t stream_id) const {
   auto it = streams_.find(stream_id);
   return it == streams_.end() ? 0 : it->second.end - it->second.base;

@@ -53,6 +53,7 @@ class Counter {
   X(drop_no_route)       /* PUBLISHes no route matched */                               \
   X(drop_route_failed)   /* a matched route that could not take it (bridge down, ...) */ \
   X(drop_client_queue_full) /* deliveries beyond a client's window and max_mqueue_len */ \
+  X(south_held_back)     /* publishers held back for a crowded bridge (qos0_backpressure) */ \
   X(routed_offline)      /* QoS 1/2 PUBLISHes sent to the controlplane for offline sessions */ \
   X(routed_shared)       /* PUBLISHes given to one member of a $share group */           \
   X(shared_redelivered)  /* ... unacknowledged by a member that left: to another member */ \

@@ -61,6 +61,9 @@ struct BridgeDialSettings {
   size_t max_queue = 10'000;    // max_send_queue_len: QoS 1 messages held for the upstream
   bool tcp = false;             // mqtt-tcp:// (no QUIC settings)
   bool tls_tcp = false;         // with tcp: tls+mqtt-tcp:// (TLS over TCP, `tls` applies)
+  // qos0_backpressure: QoS 0 faster than the uplink slows its south publishers down (TCP:
+  // not read; QUIC: stream credit withheld) rather than being dropped when the slot is full.
+  bool qos0_backpressure = true;
   // Store-and-forward (docs/store.md): QoS 1/2 for this bridge is acknowledged to its
   // publisher once committed to the bridge's custody log under [store] dir, and kept there
   // until the upstream acknowledges it.

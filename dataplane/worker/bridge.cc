@@ -324,6 +324,9 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
+    // Half full: whoever sent it is held back (HoldBack) before the bound is reached.
+    if (d.qos0_backpressure && NorthBuffered(bridge, slot) > NorthQos0Bound(bridge) / 2)
+      crowded_ = Crowded{true, bridge, slot};
   } else {
     if (!b.log && b.inflight.size() + b.queued.size() >= d.max_queue) return bt.drop_queue_full.Inc(), false;
     NorthMsg m;
@@ -356,10 +359,82 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
 }
 
 bool Worker::NorthSlotFull(uint32_t bridge, int slot) const {
+  return NorthBuffered(bridge, slot) > NorthQos0Bound(bridge);
+}
+
+uint64_t Worker::NorthQos0Bound(uint32_t bridge) const {
   // A TCP bridge has one stream, its PINGREQs behind everything queued: a smaller bound keeps
   // them within the PINGRESP timeout on a slow uplink.
   const bool tcp = BridgeUp(bridge) && north_[bridge]->tcp;
-  return NorthBuffered(bridge, slot) > (tcp ? kMaxNorthTcpQos0Bytes : kMaxNorthQos0Bytes);
+  return tcp ? kMaxNorthTcpQos0Bytes : kMaxNorthQos0Bytes;
+}
+
+void Worker::HoldBack(Conn& c, int64_t sid) {
+  if (c.north || c.dead || c.tcp_close) return;
+  if (c.tcp) {
+    if (c.rx_paused || c.fd < 0) return;
+    c.rx_paused = true;
+    TcpWatch(c, c.tcp_out);  // no EPOLLIN: level-triggered, it would be reported every time
+  } else if (c.q == nullptr || !c.q->HoldCredit(sid)) {
+    return;
+  }
+  held_back_.push_back(HeldBack{c.ref(), sid, crowded_.bridge, crowded_.slot});
+  stats_.south_held_back.Inc();
+}
+
+void Worker::Unhold(Conn& c, int64_t sid) {
+  if (!c.tcp) {
+    if (c.q) c.q->ReleaseCredit(sid);
+    return;
+  }
+  if (!c.rx_paused) return;
+  c.rx_paused = false;
+  if (c.fd < 0 || c.tcp_close) return;
+  TcpWatch(c, c.tcp_out);
+  // Records GnuTLS had decrypted already: the socket will not report them.
+  if (c.tls && c.tls->more_buffered() && !c.tls_buffered) {
+    c.tls_buffered = true;
+    tls_buffered_.push_back(c.ref());
+  }
+}
+
+void Worker::ReleaseHeldBack(MonoNs now) {
+  // Keepalive deadlines are whole seconds: the stamps below need not be fresher than this.
+  const bool stamp = now - held_stamped_at_ >= kHeldStampEveryNs;
+  if (stamp) held_stamped_at_ = now;
+  // Most entries wait for the same slot: its answer once per call.
+  uint32_t last_bridge = UINT32_MAX;
+  int last_slot = 0;
+  bool last_drained = false;
+  for (size_t i = 0; i < held_back_.size();) {
+    const HeldBack h = held_back_[i];
+    Conn* c = Lookup(h.conn);
+    if (c != nullptr) {
+      if (h.bridge != last_bridge || h.slot != last_slot) {
+        last_bridge = h.bridge;
+        last_slot = h.slot;
+        last_drained = h.bridge >= bstate_.size() || bstate_[h.bridge].removed ||
+                       !bstate_[h.bridge].ready || !BridgeUp(h.bridge) ||
+                       NorthBuffered(h.bridge, h.slot) <= NorthQos0Bound(h.bridge) / 4;
+      }
+      if (!last_drained) {
+        // It is sending; we do not take it: its keepalive does not run out meanwhile (a
+        // client sends no PINGREQ while it has just sent something). A QUIC client's
+        // control stream flows unless it publishes on it: strict keepalive still counts
+        // its PINGREQs there.
+        if (stamp) {
+          ConnActivity& a = activity_->at(c->slot);
+          ConnActivity::Stamp(a.last_rx, now);
+          if (c->tcp || h.sid == 0) ConnActivity::Stamp(a.last_rx_control, now);
+        }
+        ++i;
+        continue;
+      }
+      Unhold(*c, h.sid);
+    }
+    held_back_[i] = held_back_.back();
+    held_back_.pop_back();
+  }
 }
 
 uint64_t Worker::NorthBuffered(uint32_t bridge, int slot) const {

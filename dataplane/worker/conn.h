@@ -102,7 +102,7 @@ class Worker::Conn final : public quic::ConnectionEvents {
     dial = 0;
     connect_deadline = 0;
     fd = -1;
-    tcp = tcp_connecting = tcp_close = tcp_out = tcp_dirty = tls_buffered = false;
+    tcp = tcp_connecting = tcp_close = tcp_out = tcp_dirty = tls_buffered = rx_paused = false;
     tls.reset();
     why.clear();
     peer = quic::Address();
@@ -213,6 +213,8 @@ class Worker::Conn final : public quic::ConnectionEvents {
   // TLS over TCP ([listeners.ssl], tls+mqtt-tcp://); null: plain TCP.
   std::unique_ptr<quic::TlsStream> tls;
   bool tls_buffered = false;  // in tls_buffered_
+  // TCP: not read while a bridge it publishes to is crowded (worker.h, HoldBack).
+  bool rx_paused = false;
   std::string why;  // north: why the connection failed, when the worker knows (TLS)
   quic::Address peer;  // TCP: the other end (for log lines)
 };

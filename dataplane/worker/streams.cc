@@ -181,7 +181,9 @@ void Worker::OnPublish(Conn& c, int64_t sid, const mqtt::Frame& f) {
         ToControlplane(MakeMsg(MsgType::kRetain, c.ref(), sid, route_buf_));
       }
     }
+    crowded_.set = false;
     routed = Route(c, p, e2e ? &origin : nullptr);
+    if (crowded_.set) HoldBack(c, sid);
   } else if (e2e && c.e2e.contains(KeyOf(sid, p.packet_id))) {
     return;  // a resend while the upstream's ack is awaited: that ack answers both
   }

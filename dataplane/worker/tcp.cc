@@ -41,7 +41,7 @@ constexpr uint64_t kMaxTlsLogsPerSecond = 5;  // handshake failures beyond these
 
 void Worker::TcpWatch(Conn& c, bool out) {
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | (out ? uint32_t(EPOLLOUT) : 0u);
+  ev.events = (c.rx_paused ? 0u : uint32_t(EPOLLIN | EPOLLRDHUP)) | (out ? uint32_t(EPOLLOUT) : 0u);
   ev.data.u32 = c.slot;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
   c.tcp_out = out;
@@ -82,7 +82,10 @@ size_t Worker::PollTcp(MonoNs now) {
       if (c->tls->handshake_done() && !c->tcp_close) TlsRead(*c, now, share);  // data behind the Finished
       continue;
     }
-    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->tls ? TlsRead(*c, now, share) : TcpRead(*c, now, share);
+    // Held back, it is read again only once it hangs up or fails (reported regardless).
+    if (c->rx_paused && (e & (EPOLLHUP | EPOLLERR))) c->rx_paused = false;
+    if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->rx_paused)
+      c->tls ? TlsRead(*c, now, share) : TcpRead(*c, now, share);
     if (c->fd >= 0 && !c->tcp_close && (e & EPOLLOUT)) TcpFlush(*c);
   }
   // Records GnuTLS read from a socket but has not handed over yet: the socket will not
@@ -94,7 +97,7 @@ size_t Worker::PollTcp(MonoNs now) {
       Conn* c = Lookup(r);
       if (c == nullptr || !c->tls) continue;
       c->tls_buffered = false;
-      if (c->fd >= 0 && !c->tcp_close) TlsRead(*c, now, kMinTlsShare);
+      if (c->fd >= 0 && !c->tcp_close && !c->rx_paused) TlsRead(*c, now, kMinTlsShare);  // Unhold: again
     }
   }
   return n > 0 ? size_t(n) : 0;
@@ -196,7 +199,7 @@ void Worker::TcpAccept(int listen_fd, bool tls, MonoNs now) {
 
 void Worker::TcpRead(Conn& c, MonoNs now, size_t budget) {
   uint8_t buf[kTcpReadBytes];
-  for (int i = 0; i < kMaxReadsPerEvent && !c.tcp_close && budget > 0; ++i) {
+  for (int i = 0; i < kMaxReadsPerEvent && !c.tcp_close && !c.rx_paused && budget > 0; ++i) {
     const size_t want = std::min(sizeof(buf), budget);
     const ssize_t n = ::recv(c.fd, buf, want, MSG_DONTWAIT);
     if (n > 0) {

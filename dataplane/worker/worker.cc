@@ -67,6 +67,11 @@ absl::Status Worker::Init() {
     config_.endpoint.max_connections =
         std::min(config_.endpoint.max_connections, config_.max_conns - north_reserved_);
     max_payload = std::max(max_payload, config_.endpoint.transport.max_udp_payload);
+    // A device's stream window grows to 2 MiB at most: what a publisher held back for a
+    // crowded bridge (HoldBack) may still send is its window, within the slot's bound.
+    quic::TransportConfig& t = config_.endpoint.transport;
+    t.max_stream_window = std::min<uint64_t>(t.max_stream_window, kMaxSouthStreamWindow);
+    t.stream_window = std::min(t.stream_window, t.max_stream_window);
     auto ep = quic::ServerEndpoint::Create(*config_.server_tls, config_.endpoint);
     if (!ep.ok()) return ep.status();
     endpoint_ = std::move(*ep);

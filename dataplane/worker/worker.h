@@ -68,6 +68,9 @@ struct BridgeDial {
   size_t max_queue = 10'000;
   // MQTT over TCP instead of QUIC (mqtt-tcp://): one byte stream, every slot on it.
   bool tcp = false;
+  // QoS 0 beyond what the uplink carries slows the south publishers down (HoldBack)
+  // instead of being dropped at the slot's bound.
+  bool qos0_backpressure = true;
   // hybrid_servers: further upstreams to dial instead (server 1, 2, ...; server 0 is the
   // one above), QUIC or TCP, chosen by the controlplane for each dial.
   struct Alternate {
@@ -173,6 +176,9 @@ class Worker {
   static constexpr uint64_t kMaxNorthQos0Bytes = 8u << 20;
   static constexpr uint64_t kMaxNorthTcpQos0Bytes = 1u << 20;
   bool NorthSlotFull(uint32_t bridge, int slot) const;
+  uint64_t NorthQos0Bound(uint32_t bridge) const;
+  // South QUIC streams' receive window at most (what a held-back publisher may still send).
+  static constexpr uint64_t kMaxSouthStreamWindow = 2u << 20;
   // QoS 1 messages for a bridge not yet acknowledged by the upstream (sent or held).
   size_t NorthPending(uint32_t bridge) const;
   // ... of which sent and awaiting the upstream's PUBACK.
@@ -345,6 +351,27 @@ class Worker {
   void DialTcpBridge(Conn& c, const BridgeDial& d);
   void FinishTcpCloses();
 
+  // worker/bridge.cc: back-pressure from a crowded bridge to the south publishers feeding
+  // it (qos0_backpressure). A south connection whose QoS 0 went onto a bridge's data slot
+  // holding more than half the slot's bound is held back (TCP: not read; QUIC: that
+  // stream's credit withheld, its other streams flowing) until the slot drains below a
+  // quarter of it or the bridge goes down: a publisher faster than the uplink is slowed to
+  // it instead of having its messages dropped at the bound. Only for bridges on this core.
+  struct HeldBack {
+    ConnRef conn;
+    int64_t sid;
+    uint32_t bridge;
+    int slot;
+  };
+  struct Crowded {  // set by PublishNorth while Route runs
+    bool set = false;
+    uint32_t bridge = 0;
+    int slot = 0;
+  };
+  void HoldBack(Conn& c, int64_t sid);
+  void Unhold(Conn& c, int64_t sid);
+  void ReleaseHeldBack(MonoNs now);
+
   WorkerConfig config_;
   RingMesh* rings_;
   ActivityTable* activity_;
@@ -367,6 +394,10 @@ class Worker {
   std::vector<ConnRef> tcp_closing_;  // TCP connections to close at the end of the iteration
   std::vector<ConnRef> tcp_dirty_;    // TCP connections with bytes to write this iteration
   std::vector<ConnRef> tls_buffered_;  // TLS connections GnuTLS holds unread records for
+  std::vector<HeldBack> held_back_;    // south connections held back for a crowded bridge
+  Crowded crowded_;
+  MonoNs held_stamped_at_ = 0;  // when their keepalive stamps were last renewed
+  static constexpr MonoNs kHeldStampEveryNs = 100'000'000;
   uint64_t tls_failures_logged_ = 0;  // handshake failures logged this second (rate limit)
   MonoNs tls_log_second_ = 0;
   std::vector<quic::ResumptionTicket> tickets_;  // newest ticket per bridge
@@ -467,6 +498,7 @@ bool Worker::PollOnce(Io& io, MonoNs now) {
   if (!stored_bridges_.empty() || !store_retry_.empty()) drained |= PollStores(now);
   if (now - bridge_gauges_at_ >= kBridgeGaugesEveryNs) BridgeGauges(now);
   RunTimers(now);
+  if (!held_back_.empty()) ReleaseHeldBack(now);
   // A bridge whose next hop is not resolved yet does not write: its packets would wait in
   // the ARP queue and their wait would count as round-trip time (an 800 ms first sample
   // paces the connection for seconds).

@@ -2,13 +2,18 @@
 // mqtt-tcp:// bridge), mosquitto_pub / mosquitto_sub as south clients on qbridge's TCP
 // listener. Messages cross both ways at QoS 0, 1 and 2 with NanoMQ's rewrite rules applied.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "tests/support/mqtt_tcp_client.h"
 #include "tests/support/subprocess.h"
@@ -396,6 +401,128 @@ forwards = [{ local_topic = "up/#", remote_topic = "", prefix = "aaaa/", qos = 1
   EXPECT_EQ(sub->ReadLine(15000), "aaaa/up/named by-name") << e.Log();
   e.proc.Signal(SIGTERM);
   EXPECT_EQ(e.proc.Wait(10000), 0);
+}
+
+// qos0_backpressure over TCP: mosquitto, the upstream, freezes (SIGSTOP) while a device
+// publishes QoS 0 as fast as its socket takes it. Once the bridge's connection holds half
+// its bound, the appliance stops reading the device, so the device's own socket fills and
+// its writes block: nothing is dropped (the bridge's queue_full stays 0), and the device,
+// sending no PINGREQ while it is blocked, is not timed out for it. Thawed, mosquitto
+// delivers every message the device wrote, in order.
+TEST_F(ApplianceTcpTest, Qos0IntoAFrozenUpstreamHoldsThePublisherBackAndDropsNothing) {
+  Extra edge;
+  std::ostringstream toml;
+  toml << Header() << R"([bridges.mqtt.held]
+server = "mqtt-tcp://127.0.0.1:)" << broker_->port() << R"("
+proto_ver = 4
+clientid = "qbridge-held"
+keepalive = "30s"
+forwards = [{ local_topic = "flood/#", remote_topic = "", prefix = "site/", qos = 0 }]
+)";
+  StartExtra(edge, "held", toml.str());
+  ASSERT_GT(edge.tcp, 0) << edge.Log();
+  const std::string rest = "http://127.0.0.1:" + std::to_string(edge.http);
+  ASSERT_TRUE(BridgeComesUp(rest + "/api/v4/bridges/held")) << edge.Log();
+
+  // The collector on mosquitto: counts what arrives and checks the order.
+  auto sub = MqttTcpClient::Dial("127.0.0.1", broker_->port(), absl::Seconds(2));
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  (*sub)->set_version(mqtt::Version::k311);
+  mqtt::Connect sc;
+  sc.version = mqtt::Version::k311;
+  sc.client_id = "held-collector";
+  ASSERT_TRUE((*sub)->Send(sc).ok());
+  ASSERT_TRUE((*sub)->Receive(absl::Seconds(5)).ok());
+  mqtt::Subscribe ss;
+  ss.packet_id = 1;
+  ss.subscriptions.push_back({"site/flood/#", mqtt::QoS::k0});
+  ASSERT_TRUE((*sub)->Send(ss).ok());
+  ASSERT_TRUE((*sub)->Receive(absl::Seconds(5)).ok());
+  std::atomic<uint64_t> received{0}, disorder{0};
+  std::atomic<bool> stop{false};
+  struct Joiner {  // no thread left running on a failed assertion
+    std::atomic<bool>& stop;
+    std::thread t;
+    ~Joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } collect{stop, std::thread([&, c = std::move(*sub)] {
+    while (!stop) {
+      auto p = c->Receive(absl::Milliseconds(100));
+      if (!p.ok()) continue;
+      const auto* pub = std::get_if<mqtt::Publish>(&p->packet);
+      if (pub == nullptr) continue;
+      const std::string body(pub->payload.begin(), pub->payload.begin() + std::min<size_t>(pub->payload.size(), 16));
+      if (std::strtoull(body.c_str(), nullptr, 10) != received) ++disorder;
+      ++received;
+    }
+  })};
+
+  // The device: keepalive 2 s (timed out after 3 s without a packet).
+  auto dev = MqttTcpClient::Dial("127.0.0.1", uint16_t(edge.tcp), absl::Seconds(2));
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  (*dev)->set_version(mqtt::Version::k5);
+  mqtt::Connect dc;
+  dc.version = mqtt::Version::k5;
+  dc.client_id = "held-device";
+  dc.keep_alive = 2;
+  ASSERT_TRUE((*dev)->Send(dc).ok());
+  ASSERT_TRUE((*dev)->Receive(absl::Seconds(5)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the route is in place
+
+  ASSERT_EQ(::kill(broker_->pid(), SIGSTOP), 0);
+  struct Thaw {  // mosquitto runs again whatever happens below
+    int pid;
+    ~Thaw() { ::kill(pid, SIGCONT); }
+  } thaw{broker_->pid()};
+  std::atomic<uint64_t> sent{0};
+  std::atomic<bool> stop_pub{false};
+  Joiner publish{stop_pub, std::thread([&] {
+    std::string payload(1024, 'x');
+    mqtt::Publish p;
+    p.topic = "flood/dev";
+    for (uint64_t i = 0; i < 200'000 && !stop_pub; ++i) {  // 200 MiB at most
+      const std::string seq = std::to_string(i) + " ";
+      std::copy(seq.begin(), seq.end(), payload.begin());
+      p.payload = mqtt::Bytes(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+      if (!(*dev)->Send(p).ok()) return;
+      ++sent;
+    }
+  })};
+  // Held back: the device's writes stop going through for a second.
+  uint64_t last = 0;
+  bool blocked = false;
+  for (int i = 0; i < 100 && !blocked; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    blocked = sent == last && sent > 0;
+    last = sent;
+  }
+  EXPECT_TRUE(blocked) << "the device was never held back; sent " << sent;
+  // Longer than the device's keepalive allows, with no packet from it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4000));
+  auto metrics = nlohmann::json::parse(Run({"curl", "-s", "-u", "admin:pw", "-w", "\n", rest + "/api/v4/metrics"})[0], nullptr, false);
+  const auto bridge = nlohmann::json::parse(Run({"curl", "-s", "-u", "admin:pw", "-w", "\n", rest + "/api/v4/bridges/held"})[0], nullptr, false);
+  stop_pub = true;
+  EXPECT_EQ(::kill(broker_->pid(), SIGCONT), 0);
+  publish.t.join();
+  EXPECT_GT(metrics["data"]["workers"].value("south_held_back{worker=\"0\"}", 0), 0) << metrics.dump();
+  EXPECT_EQ(metrics["data"]["south"].value("keepalive_timeouts", -1), 0) << metrics.dump();
+  EXPECT_EQ(bridge["data"]["traffic"]["drops_by_reason"].value("queue_full", -1), 0) << bridge.dump();
+  EXPECT_EQ(bridge["data"]["traffic"].value("drops", -1), 0) << bridge.dump();
+
+  // Everything the device wrote arrives, in order, and the device is still connected.
+  for (int i = 0; i < 300 && received < sent; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(received.load(), sent.load()) << edge.Log();
+  EXPECT_EQ(disorder.load(), 0u);
+  EXPECT_GT(sent.load(), 1000u);
+  mqtt::Pingreq ping;
+  bool pong = false;
+  for (int i = 0; i < 20 && !pong && (i > 0 || (*dev)->Send(ping).ok()); ++i) {
+    auto r = (*dev)->Receive(absl::Milliseconds(250));
+    pong = r.ok() && std::holds_alternative<mqtt::Pingresp>(r->packet);
+  }
+  EXPECT_TRUE(pong) << "the device was disconnected";
 }
 
 }  // namespace

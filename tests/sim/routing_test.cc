@@ -391,5 +391,63 @@ TEST(RoutingSim, ReplayAfterReconnectKeepsWithinTheWindow) {
   EXPECT_GE(t.edge->cp->bridge(0).reconnects, 1u);
 }
 
+// A device publishing QoS 0 faster than the uplink carries it (24 MiB at once into a 10
+// Mbit/s link) is held back, not dropped: once the bridge's data slot holds half its bound
+// the edge stops returning credit on the device's stream, and returns it as the slot
+// drains. Every message reaches the cloud, in order; the edge never buffers beyond the
+// bound; and the device, silent to the edge for seconds at a time while it waits for
+// credit (its keepalive is 1 s), is not timed out for it. With qos0_backpressure off the
+// same flood is dropped at the bound (counted).
+TEST(RoutingSim, Qos0FasterThanTheUplinkHoldsTheDeviceBackInsteadOfDropping) {
+  for (const bool backpressure : {true, false}) {
+    SCOPED_TRACE(backpressure ? "qos0_backpressure on" : "qos0_backpressure off");
+    EdgeAndCloud t;
+    t.client_keepalive = 1;
+    t.qos0_backpressure = backpressure;
+    cp::BridgeConfig b = EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"flood/#", "", mqtt::QoS::k0, false, "", "", 0}});
+    ASSERT_TRUE(t.Start({b}, "flood/#", mqtt::QoS::k0));
+    auto& up = t.net.link(t.edge_addr, t.cloud_addr);
+    up.bandwidth_bps = 10'000'000;
+    up.queue_bytes = 128 * 1024;
+    constexpr int kMessages = 3072;
+    std::string payload(8 * 1024, 'z');
+    for (int i = 0; i < kMessages; ++i) {
+      const std::string seq = std::to_string(i);
+      std::copy(seq.begin(), seq.end(), payload.begin());
+      payload[seq.size()] = ' ';
+      t.dev->Send(t.d4, Pub("flood/x", payload.c_str(), mqtt::QoS::k0));
+    }
+    // Like real clients, each sends PINGREQ while it has nothing else to send: the
+    // application always, the device once everything it published has left it.
+    uint64_t max_buffered = 0, next_ping = 0;
+    t.net.RunUntil([&] {
+      max_buffered = std::max(max_buffered, t.edge->worker->NorthBuffered(0, 0));
+      if (t.net.now() >= next_ping) {
+        next_ping = t.net.now() + 400 * quic::kMillisecond;
+        t.app->Send(0, mqtt::Pingreq{});
+        if (!t.dev->closed() && t.dev->conn().UnsentBytes(t.d4) == 0) t.dev->Send(0, mqtt::Pingreq{});
+      }
+      return t.app->CountType(t.a4, PacketType::kPublish) == kMessages;
+    }, 40 * kSecond);
+    const dp::BridgeTraffic& bt = t.edge->worker->bridge_traffic(0);
+    EXPECT_LE(max_buffered, dp::Worker::kMaxNorthQos0Bytes + payload.size() + 64);
+    EXPECT_EQ(t.edge->cp->south().keepalive_timeouts, 0u);
+    EXPECT_FALSE(t.dev->closed());
+    if (!backpressure) {
+      EXPECT_GT(bt.drop_queue_full.Get(), 0u) << "the uplink kept up: no test";
+      EXPECT_EQ(t.edge->worker->stats().south_held_back.Get(), 0u);
+      continue;
+    }
+    EXPECT_EQ(bt.drop_queue_full.Get(), 0u);
+    EXPECT_GE(t.edge->worker->stats().south_held_back.Get(), 2u);
+    const auto got = t.app->Publishes(t.a4);
+    ASSERT_EQ(got.size(), size_t(kMessages));
+    for (int i = 0; i < kMessages; ++i) {
+      const std::string& body = got[size_t(i)].second;
+      ASSERT_EQ(body.substr(0, body.find(' ')), std::to_string(i)) << "out of order or lost";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qbridge::testing

@@ -68,6 +68,7 @@ class MosquittoBroker {
   ~MosquittoBroker();
   uint16_t port() const { return port_; }
   const std::string& dir() const { return dir_; }
+  int pid() const { return pid_; }  // to freeze it (SIGSTOP) and thaw it (SIGCONT)
   static bool Available();
 
   // An outage: the broker stops (SIGTERM: it saves its sessions when persistent) ...

@@ -56,6 +56,7 @@ struct EdgeAndCloud {
   std::unique_ptr<SimMqttClient> app, dev;
   int64_t a4 = 0, d4 = 0;  // their first data streams
   uint16_t client_keepalive = 60;  // the app's and the device's (0: none, for long runs)
+  bool qos0_backpressure = true;   // the edge's bridges'
 
   static cp::BridgeConfig Bridge(const std::string& name, std::vector<cp::BridgeForward> forwards) {
     cp::BridgeConfig b;
@@ -77,6 +78,7 @@ struct EdgeAndCloud {
     d.remote = cloud_addr;
     d.tls = tls.client.get();
     if (handshake_timeout_ns) d.transport.handshake_timeout_ns = handshake_timeout_ns;
+    d.qos0_backpressure = qos0_backpressure;
     ew.bridges.assign(bridges.size(), d);
     cp::ControlplaneConfig ec;
     ec.bridges = std::move(bridges);

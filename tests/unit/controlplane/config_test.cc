@@ -82,6 +82,7 @@ TEST(Config, EmqxExampleValues) {
   EXPECT_EQ(b.pingresp_timeout_ns, 20 * kS);
   EXPECT_EQ(c->runtime.bridges[0].quic.initial_rtt_ns, 800 * dp::kMsNs);
   EXPECT_EQ(c->runtime.bridges[0].priorities, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(c->runtime.bridges[0].qos0_backpressure);
   EXPECT_FALSE(c->control.south.allow_anonymous);
   EXPECT_EQ(c->runtime.listener->retry, "under_load");
 }
@@ -106,8 +107,10 @@ quic_idle_timeout = 90
 quic_keepalive = 40
 quic_initial_rtt_ms = 300
 quic_max_ack_delay_ms = 99999
+qos0_backpressure = false
 )", "t.toml");
   ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->runtime.bridges[0].qos0_backpressure);
   EXPECT_EQ(c->control.bridges[0].keepalive_s, 30);
   EXPECT_EQ(c->runtime.bridges[0].quic.idle_timeout_ns, 90 * kS);
   EXPECT_EQ(c->runtime.bridges[0].quic.initial_rtt_ns, 300 * dp::kMsNs);

@@ -526,6 +526,35 @@ TEST_F(QuicTest, ReceiveCreditFollowsConsumption) {
   EXPECT_EQ(server_events_.data[*sid].size(), 1u << 20);
 }
 
+// HoldCredit: the held stream stops at its window while another stream of the same
+// connection flows on; ReleaseCredit returns what was withheld and the rest comes.
+TEST_F(QuicTest, HeldStreamCreditStopsThatStreamOnly) {
+  endpoint_config_.transport.stream_window = 256 << 10;
+  endpoint_config_.transport.max_stream_window = 256 << 10;
+  QuicSim sim;
+  Start(sim);
+  ASSERT_TRUE(Handshake(sim));
+  auto held = client_->OpenStream();
+  auto other = client_->OpenStream();
+  ASSERT_TRUE(held.ok() && other.ok());
+  ASSERT_TRUE(client_->Send(*held, Bytes(16 << 10, 1)).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.data[*held].size() == 16u << 10; }, 2 * kSecond));
+  EXPECT_TRUE(server_conn_->HoldCredit(*held));
+  EXPECT_FALSE(server_conn_->HoldCredit(*held)) << "held twice";
+  EXPECT_TRUE(server_conn_->CreditHeld(*held));
+  ASSERT_TRUE(client_->Send(*held, Bytes(1 << 20, 2), true).ok());
+  ASSERT_TRUE(client_->Send(*other, Bytes(1 << 20, 3), true).ok());
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.fin[*other]; }, 10 * kSecond));
+  sim.RunUntil([] { return false; }, 1 * kSecond);
+  // Only what the window already allowed when it was held: 16 KiB + 256 KiB at most.
+  EXPECT_LE(server_events_.data[*held].size(), (16u << 10) + (256u << 10));
+  EXPECT_FALSE(server_events_.fin[*held]);
+  server_conn_->ReleaseCredit(*held);
+  EXPECT_FALSE(server_conn_->CreditHeld(*held));
+  ASSERT_TRUE(sim.RunUntil([&] { return server_events_.fin[*held]; }, 10 * kSecond));
+  EXPECT_EQ(server_events_.data[*held].size(), (16u << 10) + (1u << 20));
+}
+
 TEST_F(QuicTest, ServerAcceptsAnIpLiteralInSni) {
   // NanoMQ puts the broker's IP address in SNI, which RFC 6066 does not allow.
   client_tls_config_.server_name = "198.18.0.2";
