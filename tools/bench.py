@@ -303,9 +303,9 @@ forwards = [
         s = self.summary(sub, 60)
         c1 = cpu_seconds(edge_pid)
         got = s.get("received", 0)
-        # Over the seconds messages arrived in (a backlog drained after the publishers stopped
-        # counts against the rate), never fewer than the publishers ran.
-        active = sum(1 for e in s.get("series", []) if e.get("received"))
+        # Over the time messages arrived in, first to last (a backlog drained after the
+        # publishers stopped counts against the rate), never less than the publishers ran.
+        active = s.get("delivering_seconds") or sum(1 for e in s.get("series", []) if e.get("received"))
         drops = (edge.bridge().get("traffic", {}).get("drops") if edge else None)
         return {
             "qos": qos, "size": size, "publishers": pubs, "south": transport,
@@ -526,7 +526,7 @@ forwards = [
             md += ["## Throughput end to end", "",
                    f"{t['seconds']} s per row, a fresh edge and cloud per row, publishers open loop above what "
                    "the path carries (QoS 1: each publisher keeps at most 1,000 unacknowledged). Delivered = what four "
-                   "subscribers sharing the stream (`$share`) on the cloud got, per second they were receiving. Edge "
+                   "subscribers sharing the stream (`$share`) on the cloud got, over the time from their first message to their last (at least the publishers' seconds). Edge "
                    "CPU = the edge process's user+sys over the run / messages delivered. Not delivered = sent - "
                    "delivered (duplicates aside): QoS 0 dropped under overload, or QoS 1 refused to the publisher "
                    "with a failure PUBACK (0x97, the bridge's queue full) - the refused column, which for qbridge "
