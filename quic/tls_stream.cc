@@ -122,14 +122,14 @@ TlsStream::Result TlsStream::Handshake() {
 }
 
 TlsStream::Result TlsStream::Read(std::span<uint8_t> scratch, size_t max_bytes,
-                                  absl::FunctionRef<void(std::span<const uint8_t>)> sink) {
+                                  absl::FunctionRef<bool(std::span<const uint8_t>)> sink) {
   size_t got = 0;
   for (int steps = 0; got < max_bytes && steps < kMaxSteps; ++steps) {
     drained_ = false;
     const ssize_t n = gnutls_record_recv(s_, scratch.data(), scratch.size());
     if (n > 0) {
       got += size_t(n);
-      sink(std::span<const uint8_t>(scratch.data(), size_t(n)));
+      if (!sink(std::span<const uint8_t>(scratch.data(), size_t(n)))) return Result::kOk;
       continue;
     }
     if (n == 0) return Result::kClosed;  // close_notify, or EOF after whole records

@@ -50,10 +50,11 @@ class TlsStream {
 
   // Decrypts what the socket has, handing each piece of plaintext to `sink`, for at most
   // `max_bytes` of plaintext: kAgain when the socket is drained, kOk when the budget ran
-  // out (more_buffered() says whether GnuTLS already holds more: the socket will not wake
-  // the caller for that), kClosed or kFailed when the connection is over.
+  // out or `sink` returned false (more_buffered() says whether GnuTLS already holds more:
+  // the socket will not wake the caller for that), kClosed or kFailed when the connection
+  // is over.
   Result Read(std::span<uint8_t> scratch, size_t max_bytes,
-              absl::FunctionRef<void(std::span<const uint8_t>)> sink);
+              absl::FunctionRef<bool(std::span<const uint8_t>)> sink);
   bool more_buffered() const;
 
   // Encrypts and sends `plain`. Returns how many bytes of it were taken (all of them unless

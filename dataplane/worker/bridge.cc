@@ -320,7 +320,11 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty() || full);
   if (p.qos == mqtt::QoS::k0 && !store_qos0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
-    if (full) return bt.drop_queue_full.Inc(), false;
+    if (full) {
+      // Whoever sent it is held back from now on, too (HoldBack).
+      if (d.qos0_backpressure) crowded_ = Crowded{true, bridge, slot};
+      return bt.drop_queue_full.Inc(), false;
+    }
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
@@ -378,7 +382,7 @@ void Worker::HoldBack(Conn& c, int64_t sid) {
   } else if (c.q == nullptr || !c.q->HoldCredit(sid)) {
     return;
   }
-  held_back_.push_back(HeldBack{c.ref(), sid, crowded_.bridge, crowded_.slot});
+  held_back_.push_back(HeldBack{c.ref(), sid, crowded_.bridge, crowded_.slot, now_});
   stats_.south_held_back.Inc();
 }
 
@@ -402,10 +406,10 @@ void Worker::ReleaseHeldBack(MonoNs now) {
   // Keepalive deadlines are whole seconds: the stamps below need not be fresher than this.
   const bool stamp = now - held_stamped_at_ >= kHeldStampEveryNs;
   if (stamp) held_stamped_at_ = now;
-  // Most entries wait for the same slot: its answer once per call.
+  // Most entries wait for the same slot: its level once per call (UINT64_MAX: gone).
   uint32_t last_bridge = UINT32_MAX;
   int last_slot = 0;
-  bool last_drained = false;
+  uint64_t level = 0, bound = 1;
   for (size_t i = 0; i < held_back_.size();) {
     const HeldBack h = held_back_[i];
     Conn* c = Lookup(h.conn);
@@ -413,11 +417,18 @@ void Worker::ReleaseHeldBack(MonoNs now) {
       if (h.bridge != last_bridge || h.slot != last_slot) {
         last_bridge = h.bridge;
         last_slot = h.slot;
-        last_drained = h.bridge >= bstate_.size() || bstate_[h.bridge].removed ||
-                       !bstate_[h.bridge].ready || !BridgeUp(h.bridge) ||
-                       NorthBuffered(h.bridge, h.slot) <= NorthQos0Bound(h.bridge) / 4;
+        const bool gone = h.bridge >= bstate_.size() || bstate_[h.bridge].removed ||
+                          !bstate_[h.bridge].ready || !BridgeUp(h.bridge);
+        level = gone ? UINT64_MAX : NorthBuffered(h.bridge, h.slot);
+        bound = gone ? 1 : NorthQos0Bound(h.bridge);
       }
-      if (!last_drained) {
+      // Released once the slot has drained to a quarter; after a while below half too, so
+      // traffic that is never held (another worker's, QoS 1) cannot starve it; and after
+      // kMaxHoldNs regardless, so a device that died meanwhile is found out.
+      const MonoNs held = now - h.since;
+      const bool release = level == UINT64_MAX || level <= bound / 4 ||
+                           (held >= kHoldTurnNs && level <= bound / 2) || held >= kMaxHoldNs;
+      if (!release) {
         // It is sending; we do not take it: its keepalive does not run out meanwhile (a
         // client sends no PINGREQ while it has just sent something). A QUIC client's
         // control stream flows unless it publishes on it: strict keepalive still counts

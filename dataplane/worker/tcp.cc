@@ -83,7 +83,10 @@ size_t Worker::PollTcp(MonoNs now) {
       continue;
     }
     // Held back, it is read again only once it hangs up or fails (reported regardless).
-    if (c->rx_paused && (e & (EPOLLHUP | EPOLLERR))) c->rx_paused = false;
+    if (c->rx_paused && (e & (EPOLLHUP | EPOLLERR))) {
+      c->rx_paused = false;
+      TcpWatch(*c, c->tcp_out);
+    }
     if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->rx_paused)
       c->tls ? TlsRead(*c, now, share) : TcpRead(*c, now, share);
     if (c->fd >= 0 && !c->tcp_close && (e & EPOLLOUT)) TcpFlush(*c);
@@ -221,6 +224,7 @@ void Worker::TlsRead(Conn& c, MonoNs now, size_t budget) {
   const size_t limit = std::clamp(budget, kMinTlsShare, kMaxReadsPerEvent * kTcpReadBytes);
   const quic::TlsStream::Result r = c.tls->Read(buf, limit, [&](std::span<const uint8_t> plain) {
     if (!c.tcp_close) OnStreamData(c, 0, plain, false, now);
+    return !c.rx_paused;  // held back: no further record now
   });
   stats_.rx_bytes.Inc(c.tls->bytes_in() - before);
   switch (r) {

@@ -355,14 +355,18 @@ class Worker {
   // it (qos0_backpressure). A south connection whose QoS 0 went onto a bridge's data slot
   // holding more than half the slot's bound is held back (TCP: not read; QUIC: that
   // stream's credit withheld, its other streams flowing) until the slot drains below a
-  // quarter of it or the bridge goes down: a publisher faster than the uplink is slowed to
-  // it instead of having its messages dropped at the bound. Only for bridges on this core.
+  // quarter of it (below half after kHoldTurnNs; at the latest after kMaxHoldNs) or the
+  // bridge goes down: a publisher faster than the uplink is slowed to it instead of having
+  // its messages dropped at the bound. Only for bridges on this core.
   struct HeldBack {
     ConnRef conn;
     int64_t sid;
     uint32_t bridge;
     int slot;
+    MonoNs since;
   };
+  static constexpr MonoNs kHoldTurnNs = 1'000'000'000;  // then released below half the bound
+  static constexpr MonoNs kMaxHoldNs = 5'000'000'000;   // then released whatever the slot holds
   struct Crowded {  // set by PublishNorth while Route runs
     bool set = false;
     uint32_t bridge = 0;

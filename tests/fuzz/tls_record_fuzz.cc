@@ -37,6 +37,7 @@ void DrainServer(TlsStream& s) {
   for (int i = 0; i < 64; ++i) {
     const TlsStream::Result r = s.Read(scratch, 64 << 10, [&](std::span<const uint8_t> p) {
       if (!framer.failed()) (void)framer.Feed(qbridge::mqtt::Bytes(p.data(), p.size()), [](const auto&) { return true; });
+      return true;
     });
     if (r == TlsStream::Result::kFailed) Check(!s.error().empty());
     if (r != TlsStream::Result::kOk) return;

@@ -674,7 +674,10 @@ void Conn::QuicWrite(uint64_t now) {
 }
 
 bool Conn::TcpRead() {
-  auto feed = [&](std::span<const uint8_t> d) { OnStreamData(0, d, false); };
+  auto feed = [&](std::span<const uint8_t> d) {
+    OnStreamData(0, d, false);
+    return true;
+  };
   if (tls_) {
     quic::TlsStream::Result r;
     do {

@@ -82,7 +82,10 @@ class TlsStreamTest : public ::testing::Test {
     std::vector<uint8_t> scratch(64 << 10);
     R r;
     do {
-      r = t.Read(scratch, 1 << 20, [&](std::span<const uint8_t> p) { out.append(p.begin(), p.end()); });
+      r = t.Read(scratch, 1 << 20, [&](std::span<const uint8_t> p) {
+        out.append(p.begin(), p.end());
+        return true;
+      });
     } while (r == R::kOk);
     if (last) *last = r;
     return out;
