@@ -107,7 +107,7 @@ json BridgeJson(const AppConfig& cfg, const Observed& o, size_t i, bool detail) 
   if (i < o.traffic.size()) {
     const dp::BridgeTrafficTotals& t = o.traffic[i];
     j["traffic"] = json{{"tx_messages", t.tx_msgs}, {"tx_bytes", t.tx_bytes}, {"resent", t.resent}, {"rx_messages", t.rx_msgs},
-                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}, {"inflight", t.inflight},
+                        {"rx_bytes", t.rx_bytes}, {"drops", t.drops()}, {"inflight", t.inflight}, {"held_back", t.held_back},
                         {"queued", t.queued}};
     json by_reason = json::object();
 #define QBRIDGE_X(name) by_reason[#name] = t.drop_##name;
@@ -270,6 +270,9 @@ std::string RestServer::Prometheus(const Observed& o, const AppConfig& config) {
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].inflight) : 0; }},
       {"qbridge_bridge_queued", "gauge", "PUBLISHes waiting to be sent to the upstream (QoS 1/2, and stored QoS 0).",
        [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].queued) : 0; }},
+      {"qbridge_bridge_held_back", "gauge",
+       "South connections held back now because the bridge's data slot is crowded (qos0_backpressure).",
+       [&](size_t i) { return i < o.traffic.size() ? double(o.traffic[i].held_back) : 0; }},
       {"qbridge_bridge_keepalive_kicks_total", "counter",
        "Closes with app error 1 after DISCONNECT 0x8D: the NanoMQ incident's fingerprint.",
        [&](size_t i) { return double(status(i).keepalive_kicks); }},

@@ -149,6 +149,7 @@ class RuntimeImpl final : public Runtime {
       t.bytes_in_flight += b.bytes_in_flight.Get();
       t.inflight += b.inflight.Get();
       t.queued += b.queued.Get();
+      t.held_back += b.held_back.Get();
 #define QBRIDGE_X(name, type, help) t.name += b.name.Get();
       QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X

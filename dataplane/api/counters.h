@@ -120,6 +120,8 @@ struct alignas(64) BridgeTraffic {
   // the connection, a packet id, or the upstream's Receive Maximum; stored QoS 0 ones too);
   // set by the bridge's own worker every 100 ms.
   Counter inflight, queued;
+  // South connections held back for it now (qos0_backpressure), set likewise.
+  Counter held_back;
 #define QBRIDGE_X(name, type, help) Counter name;
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X
@@ -132,7 +134,7 @@ struct BridgeTrafficTotals {
   QBRIDGE_BRIDGE_DROPS(QBRIDGE_X)
 #undef QBRIDGE_X
   uint64_t srtt_ns = 0, min_rtt_ns = 0, cwnd_bytes = 0, bytes_in_flight = 0;
-  uint64_t inflight = 0, queued = 0;
+  uint64_t inflight = 0, queued = 0, held_back = 0;
 #define QBRIDGE_X(name, type, help) uint64_t name = 0;
   QBRIDGE_BRIDGE_STORE(QBRIDGE_X)
 #undef QBRIDGE_X

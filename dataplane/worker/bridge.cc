@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 
 #include "dataplane/udp_socket.h"
@@ -291,9 +292,13 @@ bool Worker::SendNorth(uint32_t bridge, NorthMsg& m, bool dup) {
 
 void Worker::BridgeGauges(MonoNs now) {
   bridge_gauges_at_ = now;
+  std::array<uint32_t, kMaxBridges> held{};
+  for (const HeldBack& h : held_back_)
+    if (h.bridge < held.size()) ++held[h.bridge];
   for (size_t i = 0; i < bstate_.size(); ++i) {
     bridge_traffic_[i].inflight.Set(bstate_[i].inflight.size());
     bridge_traffic_[i].queued.Set(bstate_[i].queued.size());
+    bridge_traffic_[i].held_back.Set(held[i]);
   }
 }
 

@@ -510,6 +510,7 @@ forwards = [{ local_topic = "flood/#", remote_topic = "", prefix = "site/", qos 
   EXPECT_EQ(metrics["data"]["south"].value("keepalive_timeouts", -1), 0) << metrics.dump();
   EXPECT_EQ(bridge["data"]["traffic"]["drops_by_reason"].value("queue_full", -1), 0) << bridge.dump();
   EXPECT_EQ(bridge["data"]["traffic"].value("drops", -1), 0) << bridge.dump();
+  EXPECT_EQ(bridge["data"]["traffic"].value("held_back", -1), 1) << bridge.dump();
 
   // Everything the device wrote arrives, in order, and the device is still connected.
   for (int i = 0; i < 300 && received < sent; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));

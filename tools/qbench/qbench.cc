@@ -201,6 +201,9 @@ class Conn : public quic::ConnectionEvents {
   void Close(uint64_t now);     // DISCONNECT and close, gracefully
   uint64_t Deadline() const;
   int fd() const { return fd_; }
+  // Bytes queued here that have not gone to the wire yet (a QoS 0 message is counted sent
+  // when queued: at the end they are given time to leave).
+  uint64_t Unsent() const;
 
   State state = State::kIdle;
   uint64_t heap_deadline = UINT64_MAX;  // earliest pending timer entry
@@ -605,6 +608,14 @@ void Conn::Lost(uint64_t now, const char* why) {
   reopen_at = now + kSecond;
 }
 
+uint64_t Conn::Unsent() const {
+  if (!quic_) return Buffered(0);
+  uint64_t n = quic_->UnsentBytes(ctrl_);
+  for (int64_t sid : data_)
+    if (sid != ctrl_) n += quic_->UnsentBytes(sid);
+  return n;
+}
+
 void Conn::SettleSchedule(uint64_t at) {
   if (connected_) rc_.Behind(at, buffer_full_ || inflight >= uint64_t(b_->o.inflight));
 }
@@ -991,7 +1002,8 @@ int Bench::Run() {
     // Phases: the ramp; steady once every connection is up (or 10 s after the ramp: a
     // handshake that has not finished by then has timed out, and --seconds must still bound
     // a run against a server that never answers);
-    // the end; a publisher's drain of its acks (at most 10 s); done.
+    // the end; a publisher's drain of its acks, or at QoS 0 of what it still has queued
+    // (at most 10 s); done.
     if (!steady && opened == uint32_t(o.conns) &&
         (up == uint64_t(o.conns) || o.mode == "connect" ||
          now > start + uint64_t(double(o.conns) / o.ramp * 1e9) + 10 * kSecond)) {
@@ -1006,11 +1018,14 @@ int Bench::Run() {
     if ((g_stop || now >= end || quiet) && !ending) {
       ending = true;
       end = std::min(end, now);
-      drain_until = o.mode == "pub" && o.qos > 0 && !g_stop ? now + 10 * kSecond : now;
+      drain_until = o.mode == "pub" && !g_stop ? now + 10 * kSecond : now;
     }
     if (ending) {
+      // QoS 1/2: the acks; QoS 0: what is still queued (an appliance that holds its
+      // publishers back leaves them with a backlog).
       uint64_t pending = 0;
-      for (auto& conn : conns_) pending += conn->state == Conn::State::kUp ? conn->inflight : 0;
+      for (auto& conn : conns_)
+        if (conn->state == Conn::State::kUp) pending += o.qos > 0 ? conn->inflight : conn->Unsent();
       if (pending == 0 || now >= drain_until) break;
     }
     for (uint64_t n = ramp.Due(now); n > 0 && opened < uint32_t(o.conns) && !ending; --n) {
