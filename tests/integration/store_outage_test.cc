@@ -526,6 +526,60 @@ ssl = { cacertfile = ")" + certs.ca + R"(", server_name = "localhost" }
 
 TEST_F(StoreOutageTest, MosquittoUpstreamStoppedPublisherNeverStallsNothingLost) { TcpOutage(false); }
 
+// store_qos0: QoS 0 published while the upstream is away waits in the custody log and
+// reaches it once it is back, each message once. (What was on its way when mosquitto
+// stopped may be lost, as QoS 0 is anywhere: the first second after the stop is not
+// checked.) mosquitto queues QoS 0 for the persistent collector too, so a collector that
+// reconnects after the bridge does not lose any either.
+TEST_F(StoreOutageTest, StoredQos0ReachesTheUpstreamAfterTheOutage) {
+  auto broker = MosquittoBroker::Start({.persistence = true, .queue_qos0 = true});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  const int http = StartQbridge(edge_, "edge", EdgeConfig("mqtt-tcp://127.0.0.1:" + std::to_string((*broker)->port()),
+                                                          "proto_ver = 4\nstore_qos0 = true\n"));
+  ASSERT_GT(http, 0) << Log("edge");
+  ASSERT_TRUE(WaitConnected(http, "up")) << Log("edge");
+  Collector col((*broker)->port(), "site/#", mqtt::Version::k311);
+  ASSERT_TRUE(col.Start());
+  auto dev = Connect(tcp_port_, "qos0-device", /*clean=*/true, mqtt::Version::k5);
+  ASSERT_TRUE(dev != nullptr);
+  uint64_t seq = 0;
+  auto publish_for = [&](std::chrono::milliseconds d) {
+    const auto interval = std::chrono::nanoseconds(1'000'000'000 / Rate());
+    for (const auto end = Clock::now() + d; Clock::now() < end; std::this_thread::sleep_for(interval)) {
+      mqtt::Publish p;
+      p.topic = "up/dev/0";
+      const std::string body = "seq " + std::to_string(seq) + " at " + std::to_string(Clock::now().time_since_epoch().count());
+      p.payload = mqtt::Bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
+      ASSERT_TRUE(dev->Send(p).ok());
+      ++seq;
+    }
+  };
+  publish_for(std::chrono::milliseconds(1000));
+  (*broker)->Stop();
+  const uint64_t checked_from = seq + uint64_t(Rate());  // a second after the stop
+  publish_for(std::chrono::milliseconds(1000 * std::min(OutageSeconds(), 10)));
+  const json during = Bridge(http, "up");
+  ASSERT_TRUE((*broker)->Restart().ok());
+  publish_for(std::chrono::milliseconds(1000));
+  const uint64_t sent = seq;
+  std::vector<uint32_t> seen;
+  uint64_t missing = sent - checked_from;
+  for (int i = 0; i < 300 && missing > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = col.Seen();
+    missing = 0;
+    for (uint64_t s = checked_from; s < sent; ++s) missing += s >= seen.size() || seen[s] == 0;
+  }
+  uint64_t dups = 0;
+  for (uint32_t n : seen) dups += n > 1 ? n - 1 : 0;
+  EXPECT_EQ(missing, 0u) << "of " << sent - checked_from << " published after the outage began\n" << Log("edge");
+  EXPECT_EQ(dups, 0u);
+  ASSERT_TRUE(during.is_object());
+  EXPECT_GT(during["store"].value("messages", 0), 0) << "nothing was stored: " << during.dump();
+  EXPECT_EQ(during["traffic"]["drops_by_reason"].value("bridge_down", -1), 0) << during.dump();
+  col.Stop();
+}
+
 TEST_F(StoreOutageTest, QbridgeKilledMidOutageLosesNothingAcknowledged) { TcpOutage(true); }
 
 TEST_F(StoreOutageTest, QuicUpstreamFrozenPublisherNeverStallsNothingLost) { QuicOutage(); }

@@ -188,6 +188,7 @@ bool MosquittoBroker::Spawn() {
     } else {
       f << "persistence false\n";
     }
+    if (options_.queue_qos0) f << "queue_qos0_messages true\n";
     // mosquitto drops root for its own user: it reads copies in its own directory.
     auto copy = [&](const std::string& from, const char* name) {
       const std::string to = dir_ + "/" + name;

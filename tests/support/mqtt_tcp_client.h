@@ -58,6 +58,8 @@ class MosquittoBroker {
     // Sessions and queued messages kept across Stop/Restart, with no cap on what a
     // persistent subscriber may have queued.
     bool persistence = false;
+    // QoS 0 too is queued for a persistent subscriber while it is away (queue_qos0_messages).
+    bool queue_qos0 = false;
     std::string address = "127.0.0.1";  // where it listens ("::1": IPv6)
     // MQTT over TLS on the port instead when set: its certificate and key, and with
     // `cafile` client certificates required and checked against it.
