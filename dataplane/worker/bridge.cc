@@ -317,25 +317,21 @@ bool Worker::PublishNorth(uint32_t bridge, int slot, const mqtt::Publish& p, Mon
   BridgeTraffic& bt = bridge_traffic_[bridge];
   if (b.removed) return bt.drop_removed.Inc(), false;
   // QoS 0 waits in the connection's buffer while the uplink is slower than what comes in, up
-  // to a bound (NorthSlotFull): beyond it, it is dropped (counted as the queue being full),
+  // to a bound (NorthQos0Bound): beyond it, it is dropped (counted as the queue being full),
   // or with store_qos0 it goes to the log, so a flood into a slow uplink cannot grow the
-  // edge's memory without bound.
-  const bool full = p.qos == mqtt::QoS::k0 && ready && NorthSlotFull(bridge, slot);
+  // edge's memory without bound. Over half of it, whoever sent it is held back (HoldBack).
+  const uint64_t bound = ready ? NorthQos0Bound(bridge) : 0;
+  const uint64_t buffered = p.qos == mqtt::QoS::k0 && ready ? NorthBuffered(bridge, slot) : 0;
+  const bool full = p.qos == mqtt::QoS::k0 && ready && buffered > bound;
   // Stored QoS 0 keeps its place behind what the log holds; otherwise QoS 0 goes now or never.
   const bool store_qos0 = b.log && d.store.qos0 && (!ready || !b.queued.empty() || full);
   if (p.qos == mqtt::QoS::k0 && !store_qos0) {
     if (!ready) return bt.drop_bridge_down.Inc(), false;
-    if (full) {
-      // Whoever sent it is held back from now on, too (HoldBack).
-      if (d.qos0_backpressure) crowded_ = Crowded{true, bridge, slot};
-      return bt.drop_queue_full.Inc(), false;
-    }
+    if (d.qos0_backpressure && buffered > bound / 2) crowded_ = Crowded{true, bridge, slot};
+    if (full) return bt.drop_queue_full.Inc(), false;
     Conn& c = *north_[bridge];
     const int64_t sid = slot >= 0 && size_t(slot) < c.data_ids.size() ? c.data_ids[slot] : 0;
     if (!SendPacket(c, sid, p, v)) return bt.drop_not_encodable.Inc(), false;
-    // Half full: whoever sent it is held back (HoldBack) before the bound is reached.
-    if (d.qos0_backpressure && NorthBuffered(bridge, slot) > NorthQos0Bound(bridge) / 2)
-      crowded_ = Crowded{true, bridge, slot};
   } else {
     if (!b.log && b.inflight.size() + b.queued.size() >= d.max_queue) return bt.drop_queue_full.Inc(), false;
     NorthMsg m;
@@ -400,11 +396,7 @@ void Worker::Unhold(Conn& c, int64_t sid) {
   c.rx_paused = false;
   if (c.fd < 0 || c.tcp_close) return;
   TcpWatch(c, c.tcp_out);
-  // Records GnuTLS had decrypted already: the socket will not report them.
-  if (c.tls && c.tls->more_buffered() && !c.tls_buffered) {
-    c.tls_buffered = true;
-    tls_buffered_.push_back(c.ref());
-  }
+  QueueTlsBuffered(c);  // records GnuTLS had decrypted already: the socket will not report them
 }
 
 void Worker::ReleaseHeldBack(MonoNs now) {

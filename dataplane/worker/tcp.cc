@@ -83,10 +83,7 @@ size_t Worker::PollTcp(MonoNs now) {
       continue;
     }
     // Held back, it is read again only once it hangs up or fails (reported regardless).
-    if (c->rx_paused && (e & (EPOLLHUP | EPOLLERR))) {
-      c->rx_paused = false;
-      TcpWatch(*c, c->tcp_out);
-    }
+    if (c->rx_paused && (e & (EPOLLHUP | EPOLLERR))) Unhold(*c, 0);
     if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->rx_paused)
       c->tls ? TlsRead(*c, now, share) : TcpRead(*c, now, share);
     if (c->fd >= 0 && !c->tcp_close && (e & EPOLLOUT)) TcpFlush(*c);
@@ -229,10 +226,7 @@ void Worker::TlsRead(Conn& c, MonoNs now, size_t budget) {
   stats_.rx_bytes.Inc(c.tls->bytes_in() - before);
   switch (r) {
     case quic::TlsStream::Result::kOk:  // the budget ran out: come back next iteration
-      if (c.tls->more_buffered() && !c.tls_buffered) {
-        c.tls_buffered = true;
-        tls_buffered_.push_back(c.ref());
-      }
+      QueueTlsBuffered(c);
       break;
     case quic::TlsStream::Result::kAgain:
       break;
@@ -248,6 +242,12 @@ void Worker::TlsRead(Conn& c, MonoNs now, size_t budget) {
 }
 
 // Bytes queued this iteration go out together at its end.
+void Worker::QueueTlsBuffered(Conn& c) {
+  if (!c.tls || c.tls_buffered || !c.tls->more_buffered()) return;
+  c.tls_buffered = true;
+  tls_buffered_.push_back(c.ref());
+}
+
 void Worker::FlushTcpWrites() {
   std::vector<ConnRef> dirty;
   dirty.swap(tcp_dirty_);

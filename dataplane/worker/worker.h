@@ -348,6 +348,9 @@ class Worker {
   void FlushTcpWrites();
   void TcpFlush(Conn& c);
   void TcpWatch(Conn& c, bool out);
+  // A TLS connection GnuTLS holds decrypted records for: read again this iteration (the
+  // socket will not report them).
+  void QueueTlsBuffered(Conn& c);
   void DialTcpBridge(Conn& c, const BridgeDial& d);
   void FinishTcpCloses();
 

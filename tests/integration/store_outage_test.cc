@@ -50,23 +50,15 @@ constexpr size_t kWindow = 64;        // PUBLISHes the publisher keeps unacknowl
 // store_memory = 64KB, and what one commit's worth of newest messages adds before it is done.
 constexpr uint64_t kMemoryBound = 128 << 10;
 
-std::unique_ptr<MqttTcpClient> Connect(uint16_t port, const std::string& id, bool clean, mqtt::Version v,
-                                       bool* session_present = nullptr) {
-  auto c = MqttTcpClient::Dial("127.0.0.1", port, absl::Seconds(1));
-  if (!c.ok()) return nullptr;
-  (*c)->set_version(v);
+std::unique_ptr<MqttTcpClient> Connect(uint16_t port, const std::string& id, bool clean, mqtt::Version v) {
   mqtt::Connect conn;
   conn.version = v;
   conn.client_id = id;
   conn.clean_start = clean;
   conn.keep_alive = 0;
   if (v == mqtt::Version::k5 && !clean) conn.properties.session_expiry_interval = 3600;
-  if (!(*c)->Send(conn).ok()) return nullptr;
-  auto ack = (*c)->Receive(absl::Seconds(5));
-  if (!ack.ok()) return nullptr;
-  const auto* ca = std::get_if<mqtt::Connack>(&ack->packet);
-  if (ca == nullptr || ca->reason != mqtt::ReasonCode::kSuccess) return nullptr;
-  if (session_present) *session_present = ca->session_present;
+  auto c = MqttTcpClient::Connect("127.0.0.1", port, conn, absl::Seconds(5));
+  if (!c.ok()) return nullptr;
   return std::move(*c);
 }
 

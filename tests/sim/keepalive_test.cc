@@ -71,11 +71,7 @@ struct EdgeToCloud {
   const cp::BridgeStatus& bridge() const { return edge->cp->bridge(0); }
   bool Up() const { return bridge().state == cp::BridgeState::kUp; }
   // A 20 Mbit/s bottleneck from the edge to the cloud, with a 128 KiB queue.
-  void SlowUplink() {
-    auto& up = net.link(edge_addr, cloud_addr);
-    up.bandwidth_bps = 20'000'000;
-    up.queue_bytes = 128 * 1024;
-  }
+  void SlowUplink() { net.Bottleneck(edge_addr, cloud_addr, 20'000'000, 128 * 1024); }
 };
 
 std::vector<uint8_t> Encode(const mqtt::Packet& p, mqtt::Version v) {

@@ -406,9 +406,7 @@ TEST(RoutingSim, Qos0FasterThanTheUplinkHoldsTheDeviceBackInsteadOfDropping) {
     t.qos0_backpressure = backpressure;
     cp::BridgeConfig b = EdgeAndCloud::Bridge("cloud", {cp::BridgeForward{"flood/#", "", mqtt::QoS::k0, false, "", "", 0}});
     ASSERT_TRUE(t.Start({b}, "flood/#", mqtt::QoS::k0));
-    auto& up = t.net.link(t.edge_addr, t.cloud_addr);
-    up.bandwidth_bps = 10'000'000;
-    up.queue_bytes = 128 * 1024;
+    t.net.Bottleneck(t.edge_addr, t.cloud_addr, 10'000'000, 128 * 1024);
     constexpr int kMessages = 3072;
     std::string payload(8 * 1024, 'z');
     for (int i = 0; i < kMessages; ++i) {

@@ -91,6 +91,24 @@ absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Dial(const std::st
   }
 }
 
+absl::StatusOr<std::unique_ptr<MqttTcpClient>> MqttTcpClient::Connect(const std::string& host,
+                                                                      uint16_t port,
+                                                                      const mqtt::Connect& connect,
+                                                                      absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  auto c = Dial(host, port, timeout);
+  if (!c.ok()) return c.status();
+  (*c)->set_version(connect.version);
+  if (absl::Status s = (*c)->Send(connect); !s.ok()) return s;
+  auto ack = (*c)->Receive(std::max(absl::ZeroDuration(), deadline - absl::Now()));
+  if (!ack.ok()) return ack.status();
+  const auto* ca = std::get_if<mqtt::Connack>(&ack->packet);
+  if (ca == nullptr) return absl::InternalError("the first packet back was no CONNACK");
+  if (ca->reason != mqtt::ReasonCode::kSuccess)
+    return absl::PermissionDeniedError(absl::StrCat("CONNACK refused: ", int(ca->reason)));
+  return std::move(*c);
+}
+
 MqttTcpClient::~MqttTcpClient() { ::close(fd_); }
 
 absl::Status MqttTcpClient::Send(const mqtt::Packet& p) {

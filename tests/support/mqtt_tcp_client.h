@@ -28,6 +28,12 @@ class MqttTcpClient {
   static absl::StatusOr<std::unique_ptr<MqttTcpClient>> Dial(const std::string& host,
                                                              uint16_t port,
                                                              absl::Duration timeout);
+  // Dials, sends `connect` (its version becomes the client's) and waits for a CONNACK:
+  // the client once one came back with success within `timeout`.
+  static absl::StatusOr<std::unique_ptr<MqttTcpClient>> Connect(const std::string& host,
+                                                                uint16_t port,
+                                                                const mqtt::Connect& connect,
+                                                                absl::Duration timeout);
   ~MqttTcpClient();
 
   void set_version(mqtt::Version v) { version_ = v; }

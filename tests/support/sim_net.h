@@ -83,6 +83,12 @@ class SimNet {
   void AddNode(Node n) { nodes_.push_back(std::move(n)); }
   // The link from `a` to `b` (defaults apply until set).
   Link& link(const quic::Address& a, const quic::Address& b) { return dirs_[Key(a, b)].link; }
+  // A bottleneck from a to b: `bps`, with a queue of `queue_bytes` beyond which it drops.
+  void Bottleneck(const quic::Address& a, const quic::Address& b, uint64_t bps, uint64_t queue_bytes) {
+    Link& l = link(a, b);
+    l.bandwidth_bps = bps;
+    l.queue_bytes = queue_bytes;
+  }
   // Return false to drop a datagram from `from` to `to`.
   std::function<bool(const quic::Address& from, const quic::Address& to)> filter;
   uint64_t dropped = 0;
